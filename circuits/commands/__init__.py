@@ -1,0 +1,1 @@
+"""One module per ``p0-circuits`` subcommand (see ``circuits.cli``)."""

@@ -1,0 +1,124 @@
+"""``p0-circuits measure``: per-layer attention-sink metrics of one text on one model."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from circuits.errors import UsageError
+from circuits.io import prepare_out_dir, provenance, write_json
+from circuits.metrics import DEFAULT_EPS, measure_sinks
+from circuits.prompts import read_text, tokenize_text
+from circuits.render import layer_profile_figure, save_figure
+from circuits.zoo import DEFAULT_MODEL, load_model
+
+NAME = "measure"
+HELP = (
+    "Measure the P0 attention sink of a model on a text: per-layer attention to P0, sink "
+    "score and rate, P0/rest residual norms, massive activations; writes sink_metrics.json "
+    "and a figure."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"zoo name, local path or TransformerLens name (default {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--text",
+        type=Path,
+        default=None,
+        help="UTF-8 text file (default: the text shipped with the package)",
+    )
+    bos = parser.add_mutually_exclusive_group()
+    bos.add_argument(
+        "--bos",
+        dest="bos",
+        action="store_true",
+        default=None,
+        help="put the model's BOS token at position 0",
+    )
+    bos.add_argument(
+        "--no-bos", dest="bos", action="store_false", help="the text's first token is at position 0"
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="use only the first N tokens (Gu et al. use T = 64)",
+    )
+    parser.add_argument(
+        "--truncate",
+        action="store_true",
+        help="cut a text longer than the model's context instead of failing",
+    )
+    parser.add_argument(
+        "--eps",
+        type=float,
+        default=DEFAULT_EPS,
+        help="sink-rate threshold on the sink score (default 0.3; Barbero et al. 0.8)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="recorded; the measurement is deterministic"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0.0 < args.eps < 1.0:
+        raise UsageError(f"--eps must lie in (0, 1), got {args.eps}")
+    text = read_text(args.text)
+    existed = args.out.exists()
+    out = prepare_out_dir(args.out)
+    try:
+        torch.manual_seed(args.seed)
+        zm = load_model(args.model, progress=not args.quiet)
+        bos = zm.natural_bos if args.bos is None else args.bos
+        tokenized = tokenize_text(
+            zm, text, bos=bos, max_tokens=args.max_tokens, truncate=args.truncate
+        )
+        if tokenized.truncated and not args.quiet:
+            print(
+                f"p0-circuits: used the first {tokenized.tokens.shape[1]} of "
+                f"{tokenized.n_tokens_in_text} tokens"
+            )
+        report = measure_sinks(
+            zm.model, tokenized.tokens, bos=bos, eps=args.eps, progress=not args.quiet
+        )
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    data = {
+        **provenance("measure", vars(args), args.seed, zm.name),
+        "model_source": zm.source,
+        "n_tokens_in_text": tokenized.n_tokens_in_text,
+        "truncated": tokenized.truncated,
+        "tokens": zm.str_tokens(tokenized.tokens[0]),
+        **report.to_dict(),
+    }
+    figure = save_figure(layer_profile_figure(data), out / "sink_profile")
+    write_json(out / "sink_metrics.json", data)
+    if not args.quiet:
+        _print_summary(data, out, figure)
+    return 0
+
+
+def _print_summary(data: dict, out: Path, figures: list[Path]) -> None:
+    print(f"{data['model']}  bos={data['bos']}  {data['n_tokens']} tokens")
+    print(
+        f"{'layer':>5} {'attn_to_p0':>10} {'sink':>6} {'rate':>5} {'p0_norm':>10} {'rest':>8} {'ratio':>7}"
+    )
+    for row in data["layers"]:
+        print(
+            f"{row['layer']:>5} {row['attn_to_p0']:>10.3f} {row['sink_score']:>6.3f} "
+            f"{row['sink_rate']:>5.2f} {row['p0_norm']:>10.1f} {row['rest_norm_median']:>8.1f} "
+            f"{row['p0_norm_ratio']:>7.1f}"
+        )
+    print(f"wrote {out / 'sink_metrics.json'} and {', '.join(str(f) for f in figures)}")

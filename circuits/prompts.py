@@ -1,0 +1,127 @@
+"""Prompts: the shipped default text, validated tokenization, and equal-length prompt sets.
+
+BOS is always explicit: ``bos=True`` puts the model's BOS token at position 0, ``bos=False``
+makes the text's own first token the position-zero token.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from circuits.errors import UsageError
+from circuits.zoo import ZooModel
+
+
+def default_text() -> str:
+    """The English text shipped with the package (~500 words, ~600 SmolLM2 tokens)."""
+    return files("circuits").joinpath("data/default_text.txt").read_text(encoding="utf-8")
+
+
+def read_text(path: str | Path | None) -> str:
+    """``path``'s text, or the default text when ``path`` is None."""
+    if path is None:
+        return default_text()
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"text file {path} does not exist; pass an existing --text FILE")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"text file {path} is not UTF-8 text") from None
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    tokens: Int[Tensor, "1 pos"]
+    n_tokens_in_text: int
+    truncated: bool
+
+
+def tokenize_text(
+    zm: ZooModel,
+    text: str,
+    *,
+    bos: bool,
+    max_tokens: int | None = None,
+    truncate: bool = False,
+) -> TokenizedText:
+    """Tokenize ``text`` for a sink measurement, checking its length against the context.
+
+    ``max_tokens`` (e.g. Gu et al.'s T = 64) cuts the sequence deliberately. A text longer than
+    the model's context is an error unless ``truncate`` is set, in which case the first
+    ``n_ctx`` tokens are used and the result says so.
+    """
+    tokens = zm.encode(text, bos=bos)
+    n_total = tokens.shape[1]
+    if n_total < 2:
+        raise UsageError(
+            f"the text is {n_total} token(s) long; attention-sink metrics need at least 2 "
+            "(position 0 and one query after it): use a longer text"
+        )
+    limit = zm.n_ctx if max_tokens is None else min(max_tokens, zm.n_ctx)
+    if max_tokens is not None and max_tokens < 2:
+        raise UsageError(f"--max-tokens must be at least 2, got {max_tokens}")
+    truncated = False
+    if n_total > zm.n_ctx and not truncate and (max_tokens is None or max_tokens > zm.n_ctx):
+        raise UsageError(
+            f"the text is {n_total} tokens, longer than {zm.name}'s context of {zm.n_ctx}; "
+            f"pass --truncate to use the first {zm.n_ctx} tokens, or --max-tokens N"
+        )
+    if n_total > limit:
+        tokens = tokens[:, :limit]
+        truncated = True
+    return TokenizedText(tokens=tokens, n_tokens_in_text=n_total, truncated=truncated)
+
+
+def sentence_starts(text: str) -> list[int]:
+    """Character offsets where a sentence or line begins (used to vary the first token)."""
+    starts = [0]
+    starts += [m.end() for m in re.finditer(r"(?<=[.!?])\s+|\n+", text)]
+    return sorted({s for s in starts if s < len(text) and not text[s].isspace()})
+
+
+def prompt_set(
+    zm: ZooModel,
+    *,
+    n_prompts: int = 8,
+    n_tokens: int = 64,
+    bos: bool,
+    text: str | None = None,
+) -> Int[Tensor, "n_prompts n_tokens"]:
+    """``n_prompts`` windows of ``n_tokens`` tokens from ``text`` (default text), each starting at
+    a different sentence, so the position-zero token varies across prompts.
+
+    With ``bos`` each window is BOS followed by ``n_tokens - 1`` text tokens.
+    """
+    text = default_text() if text is None else text
+    if n_tokens < 2:
+        raise UsageError(f"prompts need at least 2 tokens, got n_tokens={n_tokens}")
+    if n_tokens > zm.n_ctx:
+        raise UsageError(f"n_tokens={n_tokens} exceeds {zm.name}'s context of {zm.n_ctx}")
+    body = n_tokens - 1 if bos else n_tokens
+    rows: list[Tensor] = []
+    for start in sentence_starts(text):
+        ids = zm.encode(text[start:], bos=False)[0]
+        if ids.shape[0] < body:
+            continue
+        ids = ids[:body]
+        if bos:
+            ids = torch.cat([torch.tensor([zm.bos_token_id]), ids])
+        if any(torch.equal(ids[:4], row[:4]) for row in rows):
+            continue
+        rows.append(ids)
+        if len(rows) == n_prompts:
+            break
+    if len(rows) < n_prompts:
+        raise UsageError(
+            f"the text yields only {len(rows)} distinct windows of {n_tokens} tokens; "
+            f"ask for fewer prompts or shorter ones, or give a longer text"
+        )
+    return torch.stack(rows)
