@@ -198,6 +198,7 @@ class SinkReport:
     massive_activations: list[MassiveActivation]
     layer0_sum_p_squared: list[float]
     layer0_attn_out_norm: list[float]
+    massive_ratio: float = MASSIVE_RATIO_THRESHOLD
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -244,6 +245,7 @@ class SinkReport:
                 "layer0_sum_p_squared": self.layer0_sum_p_squared,
                 "layer0_attn_out_norm": self.layer0_attn_out_norm,
             },
+            "massive_ratio_threshold": self.massive_ratio,
             "massive_activations": [asdict(m) for m in self.massive_activations],
             **self.extra,
         }
@@ -256,6 +258,7 @@ def measure_sinks(
     bos: bool,
     eps: float = DEFAULT_EPS,
     max_massive: int = 200,
+    massive_ratio: float = MASSIVE_RATIO_THRESHOLD,
     progress: bool = False,
 ) -> SinkReport:
     """Run ``model`` once on ``tokens`` and measure the P0 sink in every layer.
@@ -289,7 +292,7 @@ def measure_sinks(
         layer = hook.layer()
         per_layer[layer]["norms"] = residual_norms(resid)
         per_layer[layer]["cosine"] = p0_direction_cosine(resid)
-        found_massive.extend(massive_activations(resid, layer))
+        found_massive.extend(massive_activations(resid, layer, ratio_threshold=massive_ratio))
 
     def on_embed(resid: Tensor, hook) -> None:
         embed["p0"], embed["rest"] = residual_norms(resid)
@@ -351,4 +354,5 @@ def measure_sinks(
         massive_activations=found_massive[:max_massive],
         layer0_sum_p_squared=recognition["sum_p_squared"],
         layer0_attn_out_norm=recognition["attn_out_norm"],
+        massive_ratio=massive_ratio,
     )

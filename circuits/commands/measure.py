@@ -64,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sink-rate threshold on the sink score (default 0.3; Barbero et al. 0.8)",
     )
     parser.add_argument(
+        "--massive-ratio",
+        type=float,
+        default=1000.0,
+        help="massive activation: |value| > 100 and >= this x the median |value| (Sun et al.: 1000)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="recorded; the measurement is deterministic"
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
@@ -89,7 +95,12 @@ def run(args: argparse.Namespace) -> int:
                 f"{tokenized.n_tokens_in_text} tokens"
             )
         report = measure_sinks(
-            zm.model, tokenized.tokens, bos=bos, eps=args.eps, progress=not args.quiet
+            zm.model,
+            tokenized.tokens,
+            bos=bos,
+            eps=args.eps,
+            massive_ratio=args.massive_ratio,
+            progress=not args.quiet,
         )
     except BaseException:
         if not existed:
