@@ -206,17 +206,17 @@ def test_render_errors_are_one_line(tmp_path, capsys):
 
 def test_command_line_reconstruction():
     args = {
-        "command": "discover",
+        "command": "measure",
         "model": "smollm2-135m",
         "out": "runs/x",
         "bos": False,
-        "n_prompts": 8,
-        "n_tokens": 32,
-        "threshold": 0.05,
+        "text": None,
+        "max_tokens": 64,
+        "eps": 0.3,
         "quiet": True,
         "seed": 0,
     }
-    line = command_line("discover", args)
-    assert line.startswith("p0-circuits discover")
-    assert "--no-bos" in line and "--n-tokens 32" in line and "--out runs/x" in line
-    assert "--n-prompts" not in line and "--threshold" not in line and "--quiet" not in line
+    line = command_line("measure", args)
+    assert line.startswith("p0-circuits measure")
+    assert "--no-bos" in line and "--max-tokens 64" in line and "--out runs/x" in line
+    assert "--eps" not in line and "--quiet" not in line and "--text" not in line
