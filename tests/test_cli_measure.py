@@ -56,6 +56,8 @@ def test_measure_tiny_writes_metrics_and_figure(tmp_path, capsys):
     assert data["tokens"][0] == "H"
     assert (out / "sink_profile.png").stat().st_size > 1000
     assert (out / "sink_profile.svg").exists()
+    report = (out / "report.html").read_text()
+    assert "attn_to_p0" in report and "<script src=\"http" not in report
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 

@@ -12,14 +12,14 @@ from circuits.errors import UsageError
 from circuits.io import prepare_out_dir, provenance, write_json
 from circuits.metrics import DEFAULT_EPS, measure_sinks
 from circuits.prompts import read_text, tokenize_text
-from circuits.render import layer_profile_figure, save_figure
+from circuits.render import build_report, layer_profile_figure, save_figure
 from circuits.zoo import DEFAULT_MODEL, load_model
 
 NAME = "measure"
 HELP = (
     "Measure the P0 attention sink of a model on a text: per-layer attention to P0, sink "
     "score and rate, P0/rest residual norms, massive activations; writes sink_metrics.json "
-    "and a figure."
+    "figures and a self-contained report.html."
 )
 
 
@@ -116,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     }
     figure = save_figure(layer_profile_figure(data), out / "sink_profile")
     write_json(out / "sink_metrics.json", data)
+    report_path = build_report(out, zm=zm, write_figures=True)
     if not args.quiet:
-        _print_summary(data, out, figure)
+        _print_summary(data, out, [*figure, report_path])
     return 0
 
 
