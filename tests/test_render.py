@@ -108,7 +108,8 @@ def test_measure_report(dirs):
     m = _metrics(out)
     assert len(re.findall(r'src="data:image/svg\+xml;base64,', page)) == 3
     assert page.count("var CircuitsVis=") == 1  # the bundle, inlined once
-    assert page.count("CircuitsVis.render(") == 1  # the recognition view (no views.json yet)
+    assert page.count("CircuitsVis.render(") == 3  # measure wrote views.json: heads, P0 norm, recognition
+    assert (out / "views.json").exists()
     assert f"{m['layers'][1]['attn_to_p0']:.3f}" in page
     assert f"{m['layers'][-1]['p0_norm']:,.1f}" in page
     assert "p0-circuits measure --model tiny --no-bos --max-tokens 24 --out" in page
