@@ -72,7 +72,7 @@ class DiscoverConfig:
     """k: exact patching for the embedding, the blocks up to ``first_receiver`` and the k other
     components with the largest attribution estimate; None: exact patching of every component."""
     shift_token: int | None = None
-    max_rows: int = 128
+    max_rows: int = 64
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:

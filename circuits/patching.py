@@ -568,7 +568,7 @@ class Patcher:
         counterfactual: str = "shift",
         *,
         shift_token: int | None = None,
-        max_rows: int = 128,
+        max_rows: int = 64,
         progress: bool = False,
     ) -> None:
         check_counterfactual(counterfactual)

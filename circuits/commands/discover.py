@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exact patching for the embedding, the blocks up to --first-receiver and "
                         "the K other components ranked highest by attribution patching (default 8; "
                         "-1: exact patching of every component)")
-    parser.add_argument("--max-rows", type=int, default=128,
-                        help="largest stacked batch per forward (patches x prompts; default 128)")
+    parser.add_argument("--max-rows", type=int, default=64,
+                        help="largest stacked batch per forward (patches x prompts; default 64)")
     parser.add_argument("--seed", type=int, default=0, help="recorded; discovery is deterministic")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
