@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -61,6 +62,20 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
             "choose a writable --out"
         ) from None
     return path
+
+
+@contextmanager
+def output_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Prepare ``out`` for a run (created, checked writable) and yield it; if the run fails and
+    ``out`` did not exist before, remove it again, so a failed command leaves nothing behind."""
+    existed = Path(out).exists()
+    path = prepare_out_dir(out)
+    try:
+        yield path
+    except BaseException:
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def versions() -> dict[str, str]:

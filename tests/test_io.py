@@ -35,3 +35,19 @@ def test_prepare_out_dir_rejects_unwritable(tmp_path):
     with pytest.raises(UsageError, match="cannot write to output directory"):
         prepare_out_dir(tmp_path / "file" / "sub")
     assert prepare_out_dir(tmp_path / "new" / "dir").is_dir()
+
+
+def test_output_dir_removes_a_new_dir_on_failure_and_keeps_an_old_one(tmp_path):
+    from circuits.io import output_dir
+
+    with pytest.raises(RuntimeError):
+        with output_dir(tmp_path / "new") as out:
+            (out / "partial.json").write_text("{")
+            raise RuntimeError("compute failed")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "keep.txt").write_text("earlier result")
+    with pytest.raises(RuntimeError):
+        with output_dir(tmp_path / "old"):
+            raise RuntimeError("compute failed")
+    assert (tmp_path / "old" / "keep.txt").read_text() == "earlier result"

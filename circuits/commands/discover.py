@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from circuits.counterfactuals import COUNTERFACTUALS
 from circuits.discover import DiscoverConfig, clean_sink_per_layer, discover
 from circuits.discover_figures import write_figures
 from circuits.errors import UsageError
-from circuits.io import prepare_out_dir, provenance, write_json
+from circuits.io import output_dir, provenance, write_json
 from circuits.prompts import prompt_set, read_text
 from circuits.render import build_report
 from circuits.zoo import DEFAULT_MODEL, load_model
@@ -96,9 +95,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     text = read_text(args.text)
-    existed = args.out.exists()
-    out = prepare_out_dir(args.out)
-    try:
+    with output_dir(args.out) as out:
         torch.manual_seed(args.seed)
         zm = load_model(args.model, progress=not args.quiet)
         bos = zm.natural_bos if args.bos is None else args.bos
@@ -108,10 +105,6 @@ def run(args: argparse.Namespace) -> int:
             zm.model, tokens, config, model_name=zm.name,
             str_tokens=[zm.str_tokens(row) for row in tokens],
         )
-    except BaseException:
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
     record = found.record
     prov = provenance("discover", vars(args), args.seed, zm.name)
     record["provenance"] = prov

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
 
 from circuits.errors import UsageError
-from circuits.io import prepare_out_dir, provenance, write_json
+from circuits.io import output_dir, provenance, write_json
 from circuits.metrics import DEFAULT_EPS, measure_sinks
 from circuits.prompts import read_text, tokenize_text
 from circuits.render import build_report, layer_profile_figure, save_figure
@@ -80,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.eps < 1.0:
         raise UsageError(f"--eps must lie in (0, 1), got {args.eps}")
     text = read_text(args.text)
-    existed = args.out.exists()
-    out = prepare_out_dir(args.out)
-    try:
+    with output_dir(args.out) as out:
         torch.manual_seed(args.seed)
         zm = load_model(args.model, progress=not args.quiet)
         bos = zm.natural_bos if args.bos is None else args.bos
@@ -102,10 +99,6 @@ def run(args: argparse.Namespace) -> int:
             massive_ratio=args.massive_ratio,
             progress=not args.quiet,
         )
-    except BaseException:
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
     data = {
         **provenance("measure", vars(args), args.seed, zm.name),
         "model_source": zm.source,
