@@ -5,6 +5,8 @@ Public API (re-exported names only); see README.md for the tour.
 
 __version__ = "0.1.0"
 
+from circuits.discover import DiscoverConfig  # noqa: E402
+from circuits.graph import CircuitGraph  # noqa: E402
 from circuits.metrics import (  # noqa: E402
     SinkReport,
     attn_to_p0,
@@ -15,9 +17,25 @@ from circuits.metrics import (  # noqa: E402
     sink_score,
     sum_p_squared,
 )
+from circuits.patching import (  # noqa: E402
+    CacheMetric,
+    P0NormMetric,
+    Patcher,
+    Receiver,
+    SinkMetric,
+    Site,
+)
 from circuits.zoo import ZooModel, list_zoo, load_model, tiny_model  # noqa: E402
 
 __all__ = [
+    "CacheMetric",
+    "CircuitGraph",
+    "DiscoverConfig",
+    "P0NormMetric",
+    "Patcher",
+    "Receiver",
+    "SinkMetric",
+    "Site",
     "SinkReport",
     "ZooModel",
     "attn_to_p0",
