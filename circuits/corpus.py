@@ -65,6 +65,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuits.errors import UsageError
+from circuits.fetch import cache_root
 
 DATA_SOURCES = ("stdlib", "trigger", "induct")
 ENDOFTEXT = "<|endoftext|>"
@@ -72,9 +73,9 @@ _SKIP_DIRS = {"test", "tests", "site-packages", "dist-packages", "idlelib", "tur
 MAX_TEXT_CHARS = 12_000_000
 
 
-def cache_root() -> Path:
-    """The toolkit's cache folder (``$P0_CIRCUITS_CACHE`` or ``~/.cache/p0-circuits``)."""
-    return Path(os.environ.get("P0_CIRCUITS_CACHE", Path.home() / ".cache" / "p0-circuits"))
+def _prepend_bos(rows: Int[Tensor, "batch body"], bos_token_id: int) -> Int[Tensor, "batch n_ctx"]:
+    """``rows`` with the BOS token as a new first column (with BOS a batch fills n_ctx - 1 first)."""
+    return torch.cat([torch.full((rows.shape[0], 1), bos_token_id), rows], dim=1)
 
 
 def batch_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -268,7 +269,7 @@ def text_batch(
     rows = np.stack([corpus.tokens[s : s + body] for s in starts]).astype(np.int64)
     out = torch.from_numpy(rows)
     if bos:
-        out = torch.cat([torch.full((batch_size, 1), corpus.bos_token_id), out], dim=1)
+        out = _prepend_bos(out, corpus.bos_token_id)
     return out
 
 
@@ -332,7 +333,7 @@ class TriggerTask:
             out[:, pos] = torch.where(trig_here, self.n_plain + which_trig[:, pos], nxt)
             prev_plain = torch.where(trig_here, prev_plain, nxt)
         if bos:
-            out = torch.cat([torch.full((batch_size, 1), self.bos_token_id), out], dim=1)
+            out = _prepend_bos(out, self.bos_token_id)
         return out
 
 
@@ -369,7 +370,7 @@ class InductTask:
                 dst = int(torch.randint(src + length, body - length + 1, (1,), generator=gen))
                 out[b, dst : dst + length] = out[b, src : src + length].clone()
         if bos:
-            out = torch.cat([torch.full((batch_size, 1), self.bos_token_id), out], dim=1)
+            out = _prepend_bos(out, self.bos_token_id)
         return out
 
 

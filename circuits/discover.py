@@ -36,13 +36,12 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
-from transformer_lens.utilities import get_act_name
 
 from circuits.attribution import attribution_patch, pearson
 from circuits.counterfactuals import COUNTERFACTUALS, check_counterfactual
 from circuits.errors import UsageError
 from circuits.graph import CircuitGraph
-from circuits.metrics import sink_score
+from circuits.metrics import measure_sinks
 from circuits.patching import (
     Patcher,
     PatchingResult,
@@ -399,17 +398,7 @@ def _build_graph(
 
 def clean_sink_per_layer(model: HookedTransformer, tokens: Tensor) -> list[float]:
     """Mean sink score of every layer on the clean run (for figures)."""
-    out: dict[int, float] = {}
-
-    def rec(pattern, hook):
-        out[hook.layer()] = float(sink_score(pattern).mean())
-
-    with torch.inference_mode():
-        model.run_with_hooks(
-            tokens, return_type=None,
-            fwd_hooks=[(get_act_name("pattern", layer), rec) for layer in range(model.cfg.n_layers)],
-        )
-    return [out[layer] for layer in range(model.cfg.n_layers)]
+    return measure_sinks(model, tokens, bos=False).column("sink_score")
 
 
 __all__ = ["DiscoverConfig", "Discovery", "discover", "PatchingResult"]

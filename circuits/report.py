@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from circuits import discover_figures
 from circuits import views as V
 from circuits.errors import UsageError
 from circuits.io import write_text
@@ -455,7 +456,7 @@ def _discover_page(path: Path, figs: _Figures) -> tuple[str, list[str], list[V.V
                 None,
                 "Clean sink score per layer (mean over heads and prompts).",
             )
-        _helper_figures(record, graph, figs)
+        _path_and_faithfulness_figures(record, figs)
     sections.append("<h2>Figures</h2>" + "\n".join(figs.html))
     if graph is not None:
         sections.append(_graph_tables(graph))
@@ -506,36 +507,33 @@ def _clean_sink_figure(record: dict[str, Any]):
     return fig
 
 
-def _helper_figures(record: dict[str, Any], graph, figs: _Figures) -> None:
-    """Path-patching and faithfulness figures drawn by ``circuits.discover_figures``."""
-    try:
-        from circuits import discover_figures as D
-    except ImportError:
-        return
+def _path_and_faithfulness_figures(record: dict[str, Any], figs: _Figures) -> None:
+    """The PNG figures of ``circuits.discover_figures``: drawn into the result directory (or a
+    temporary one when figures are not written) and embedded."""
     with tempfile.TemporaryDirectory() as tmp:
-        for fn, name, caption in (
+        folder = figs.out_dir if figs.write_files else Path(tmp)
+        for draw, name, caption in (
             (
-                "path_figure",
+                discover_figures.path_figure,
                 "paths_k.png",
                 "Path patching: sender at P0 -> K input of each later "
                 "layer (direct path); sink change at that layer / its clean sink.",
             ),
             (
-                "faithfulness_figure",
+                discover_figures.faithfulness_figure,
                 "faithfulness.png",
                 "Faithfulness per receiver layer: clean, "
                 "circuit kept (rest patched), circuit patched, everything patched.",
             ),
         ):
-            draw = getattr(D, fn, None)
-            if draw is None:
-                continue
             try:
-                made = draw(record, Path(tmp) / name)
+                made = draw(record, folder / name)
             except (KeyError, ValueError, TypeError, IndexError, ZeroDivisionError):
                 plt.close("all")
                 continue
-            if made is not None and Path(made).is_file():
+            if made is not None:
+                if figs.write_files:
+                    figs.written.append(Path(made))
                 figs.add_png_file(Path(made), caption)
 
 
@@ -735,16 +733,7 @@ def saved_prompt(out_dir: str | os.PathLike, zm) -> tuple[Any, bool]:
 def write_views(out_dir: str | os.PathLike, zm, *, top_k: int = 6, view_tokens: int = 32) -> Path:
     """Compute ``views.json`` for a measure or discover directory (one forward pass)."""
     ids, bos = saved_prompt(out_dir, zm)
-    ids = ids[:, :view_tokens]
-    data = V.compute_view_data(
-        zm.model,
-        ids,
-        zm.str_tokens(ids[0]),
-        top_k=top_k,
-        max_tokens=view_tokens,
-        model_name=zm.name,
-        bos=bos,
-    )
+    data = V.view_data_for_ids(zm, ids, bos=bos, top_k=top_k, max_tokens=view_tokens)
     return V.write_view_data(out_dir, data)
 
 

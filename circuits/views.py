@@ -330,7 +330,14 @@ def view_data_for_text(
     zm, text: str, *, bos: bool | None = None, top_k: int = 6, max_tokens: int = 32
 ) -> dict[str, Any]:
     bos = zm.natural_bos if bos is None else bos
-    ids = zm.encode(text, bos=bos)[:, :max_tokens]
+    return view_data_for_ids(zm, zm.encode(text, bos=bos), bos=bos, top_k=top_k, max_tokens=max_tokens)
+
+
+def view_data_for_ids(
+    zm, ids, *, bos: bool, top_k: int = 6, max_tokens: int = 32
+) -> dict[str, Any]:
+    """``compute_view_data`` for a zoo model's token ids ``[1, pos]`` (first ``max_tokens``)."""
+    ids = ids[:, :max_tokens]
     return compute_view_data(
         zm.model,
         ids,
@@ -343,6 +350,7 @@ def view_data_for_text(
 
 
 __all__ = [
+    "view_data_for_ids",
     "View",
     "attention_view",
     "bundle_js",
