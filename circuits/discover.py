@@ -256,6 +256,7 @@ def discover(
     kept = float(faith.values[0]) / clean if others else 1.0
     ablated = float(faith.values[1]) / clean if circuit_sites else 1.0
     floor = float(faith.values[2]) / clean
+    kept_through = _kept_through_layer(patcher, metric, others, clean)
     lap("faithfulness")
 
     # attribution vs exact
@@ -320,17 +321,31 @@ def discover(
             "kept_sites": [s.name for s in circuit_sites],
             "ablated_when_kept": [s.name for s in others],
             "values": faith.values.tolist(),
+            "kept_through_layer": kept_through,
             "per_receiver": None if faith.detail is None else faith.detail.tolist(),
             "definition": "sink with only the circuit's P0 components clean (all other P0 components "
             "in layers before the last receiver at their counterfactual) / clean sink; ablated: "
             "circuit components at their counterfactual / clean sink; floor: every P0 component "
-            "at its counterfactual / clean sink",
+            "at its counterfactual / clean sink; kept_through_layer: the kept value when only "
+            "the other components in layers <= layer are ablated (where the kept sink is lost)",
         },
         "verdict": verdict,
         "paper_prediction_shape": paper_shape,
         "timings_s": timings,
     }
     return Discovery(graph, record, names, kept, ablated, verdict, timings)
+
+
+def _kept_through_layer(
+    patcher: Patcher, metric: SinkMetric, others: list[Site], clean: float
+) -> list[dict[str, float]]:
+    """Where the kept sink is lost: the sink, as a fraction of clean, with the circuit kept and
+    only the non-circuit P0 components of layers <= L ablated (the embedding counts as below
+    layer 0), for every layer L that has one (the last value is ``kept`` itself)."""
+    cuts = sorted({s.layer for s in others if s.kind != "embed"})
+    patches = [[s for s in others if s.kind == "embed" or s.layer <= cut] for cut in cuts]
+    res = patcher.patch(patches, metric, desc="faithfulness by layer")
+    return [{"layer": cut, "kept": float(v) / clean} for cut, v in zip(cuts, res.values.tolist(), strict=True)]
 
 
 def _all_p0_components(cfg, layers: Sequence[int]) -> list[Site]:

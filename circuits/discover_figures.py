@@ -54,7 +54,21 @@ def faithfulness_figure(record: dict[str, Any], path: Path) -> Path | None:
     layers = record["receiver_layers"]
     clean = [record["clean"]["per_receiver_layer"][str(la)] if str(la) in record["clean"]["per_receiver_layer"]
              else record["clean"]["per_receiver_layer"][la] for la in layers]
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    through = f.get("kept_through_layer") or []
+    if through:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.4), width_ratios=(7, 5))
+        xs = [row["layer"] for row in through]
+        ys = [row["kept"] for row in through]
+        ax2.plot(xs, ys, "-o", ms=3, color="#2ca02c")
+        ax2.axhline(f["floor"], color="#9e9e9e", ls="--", lw=1, label="all P0 components ablated")
+        ax2.axhline(1.0, color="k", lw=0.8, label="clean")
+        ax2.set_xlabel("L: non-circuit P0 components ablated in layers <= L")
+        ax2.set_ylabel("sink / clean sink")
+        ax2.set_ylim(0, max(1.05, *ys))
+        ax2.legend(fontsize=7)
+        ax2.set_title("circuit kept: where the rest is needed")
+    else:
+        fig, ax = plt.subplots(figsize=(7, 3.4))
     ax.plot(layers, clean, "k-o", ms=3, label="clean")
     for vals, label, color in zip(f["per_receiver"], ("circuit kept, rest ablated", "circuit ablated", "all P0 components ablated"),
                                   ("#2ca02c", "#d62728", "#9e9e9e"), strict=True):

@@ -12,8 +12,15 @@ Engine (``Patcher``):
 * one clean run caches every residual stream and component output; a patch whose first site is
   in layer ``l`` starts the forward at block ``l`` from the cached clean ``resid_pre[l]``
   (``HookedTransformer.forward(start_at_layer=l)``): the layers below are never recomputed;
-* the run stops after the last layer the metric reads (``stop_at_layer``): no unembedding;
-* many patches share one forward: patch ``k`` owns rows ``k*B .. (k+1)*B`` of a stacked batch;
+* the run stops at the metric's last read: for the sink metric, right after the last receiver
+  layer's attention pattern (its z, attention output and MLP are never computed), and never
+  with the unembedding;
+* many patches share one forward: patch ``k`` owns rows ``k*B .. (k+1)*B`` of a stacked batch,
+  and the batch *grows* with depth: a patch's rows join at the block where it starts (from the
+  cached clean ``resid_pre``), so patches starting at different layers (a resid_pre grid has one
+  per layer) still share one forward without recomputing any clean block;
+* glibc is told to keep freed activation memory (``circuits.allocator``): a batched forward
+  reuses its large buffers instead of page-faulting fresh ones in every block;
 * numbers equal TransformerLens' ``transformer_lens.patching`` functions where they run the same
   experiment (tests check max |diff| <= 1e-4).
 
@@ -32,7 +39,7 @@ heads); a ``q`` receiver's ``heads`` index query heads.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +52,7 @@ from tqdm.auto import tqdm
 from transformer_lens import ActivationCache, HookedTransformer
 from transformer_lens.utilities import get_act_name
 
+from circuits.allocator import keep_freed_memory
 from circuits.counterfactuals import COUNTERFACTUALS, check_counterfactual, counterfactual_values
 from circuits.errors import UsageError
 from circuits.metrics import residual_norms, sink_score
@@ -217,7 +225,9 @@ class Metric:
 
     The engine calls ``begin(n_patches, batch, start_layer)`` before a run, registers
     ``hooks()``, and calls ``finish()`` for one value per patch (the batch mean, as in
-    ``circuits.metrics``).
+    ``circuits.metrics``). The batch grows as the run goes deeper (see ``Patcher._forward``):
+    at a hook, the rows present are those of the first ``act.shape[0] // batch`` patches; a patch
+    whose rows are absent at a hook has not started yet, so its value there is the clean one.
     """
 
     name = "metric"
@@ -232,6 +242,11 @@ class Metric:
     def read_order(self) -> tuple[int, float] | None:
         """Where the metric's last read happens (a site must come strictly before it to be able
         to change the metric); None: no check."""
+        return None
+
+    def last_hook(self) -> str | None:
+        """The hook after which nothing the metric reads is left to compute: the forward is cut
+        there, even mid-block (None: run through block ``stop_layer - 1``)."""
         return None
 
     def describe(self) -> dict[str, Any]:
@@ -291,6 +306,10 @@ class SinkMetric(Metric):
     def stop_layer(self, model: HookedTransformer) -> int:
         return max(self.receivers) + 1
 
+    def last_hook(self) -> str | None:
+        # the last receiver's pattern: its z, attention output and MLP are never needed
+        return get_act_name("pattern", max(self.receivers)) if self.receivers else None
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -309,8 +328,8 @@ class SinkMetric(Metric):
 
     def _on_pattern(self, pattern: Tensor, hook) -> None:
         layer = hook.layer()
-        chunks = pattern.reshape(self._n, self._b, *pattern.shape[1:])
-        self._per_layer[layer] = torch.stack([sink_score(c) for c in chunks])  # [n, head]
+        chunks = pattern.reshape(-1, self._b, *pattern.shape[1:])  # the patches present here
+        self._per_layer[layer] = torch.stack([sink_score(c) for c in chunks])  # [present, head]
 
     def hooks(self) -> list[tuple[str, Callable]]:
         return [
@@ -322,12 +341,14 @@ class SinkMetric(Metric):
     def finish(self) -> tuple[Tensor, Tensor]:
         cols = []
         for r in self.receivers:
-            if r in self._per_layer:
-                cols.append(self._per_layer[r].float().mean(dim=-1))
-            elif r in self._clean_per_layer:
-                cols.append(self._clean_per_layer[r].float().mean(dim=-1).expand(self._n))
-            else:
+            measured = self._per_layer.get(r, torch.empty(0, 0)).float().mean(dim=-1)
+            missing = self._n - measured.shape[0]  # patches that start after layer r
+            if missing and r not in self._clean_per_layer:
                 raise RuntimeError(f"sink score of layer {r} was not measured (internal error)")
+            if missing:
+                clean = self._clean_per_layer[r].float().mean(dim=-1).reshape(1)
+                measured = torch.cat([measured, clean.expand(missing)])
+            cols.append(measured)
         detail = torch.stack(cols, dim=1)  # [n, receivers]
         return detail.mean(dim=1), detail
 
@@ -368,7 +389,9 @@ class P0NormMetric(Metric):
         self._values: Tensor | None = None
 
     def _on_resid(self, resid: Tensor, hook) -> None:
-        chunks = resid.reshape(self._n, self._b, *resid.shape[1:])
+        chunks = resid.reshape(-1, self._b, *resid.shape[1:])
+        if chunks.shape[0] != self._n:  # a patch starting after this layer is inert, never run
+            raise RuntimeError("a patch started after the P0 norm layer (internal error)")
         self._values = torch.tensor([residual_norms(c)[0] for c in chunks])
 
     def hooks(self) -> list[tuple[str, Callable]]:
@@ -455,7 +478,8 @@ class CacheMetric(Metric):
         for k in range(self._n):
             merged = dict(self._clean)
             for name, act in self._captured.items():
-                merged[name] = act[k * self._b : (k + 1) * self._b]
+                if act.shape[0] >= (k + 1) * self._b:  # else patch k starts later: clean here
+                    merged[name] = act[k * self._b : (k + 1) * self._b]
             values.append(self.to_scalar(self.fn(ActivationCache(merged, self._model))))
         return torch.tensor(values), None
 
@@ -553,6 +577,14 @@ def _model_flags(model: HookedTransformer, *, split_qkv: bool = False, mlp_in: b
 _CACHED_ACTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
 
 
+class _ForwardDone(Exception):
+    """Raised by the hook on the metric's last read: the rest of the forward is not needed."""
+
+
+def _stop_forward(act: Tensor, hook) -> None:
+    raise _ForwardDone
+
+
 class Patcher:
     """Clean and counterfactual activations of ``model`` on ``tokens``, and patched runs on them.
 
@@ -572,6 +604,7 @@ class Patcher:
         progress: bool = False,
     ) -> None:
         check_counterfactual(counterfactual)
+        keep_freed_memory()
         if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.shape[1] < 2:
             raise UsageError(
                 f"tokens must be a [batch, pos] tensor with at least 2 positions, got "
@@ -663,14 +696,14 @@ class Patcher:
             # one clean forward over every layer serves every receiver set
             if self._clean_sink is None:
                 probe = SinkMetric(range(self.model.cfg.n_layers))
-                self._forward(probe, start=None, n=1, patch_hooks=[])
+                self._forward(probe, starts=[None], patch_hooks=[])
                 self._clean_sink = probe.clean_per_layer()
             metric.set_clean({r: self._clean_sink[r] for r in metric.receivers})
             detail = torch.stack([self._clean_sink[r].float().mean() for r in metric.receivers])
             return float(detail.mean()), detail
         key = id(metric)
         if key not in self._clean_metric:
-            values, detail = self._forward(metric, start=None, n=1, patch_hooks=[])
+            values, detail = self._forward(metric, starts=[None], patch_hooks=[])
             self._clean_metric[key] = (float(values[0]), None if detail is None else detail[0])
         return self._clean_metric[key]
 
@@ -680,24 +713,65 @@ class Patcher:
         self,
         metric: Metric,
         *,
-        start: int | None,
-        n: int,
+        starts: Sequence[int | None],
         patch_hooks: list[tuple[str, Callable]],
     ) -> tuple[Tensor, Tensor | None]:
-        """Run ``n`` stacked copies of the prompts from block ``start`` through the metric's last
-        block, with ``patch_hooks`` applied, and return the metric per copy."""
+        """Run one stacked batch, patch ``k`` owning rows ``k*B .. (k+1)*B``, up to the metric's
+        last read (``Metric.last_hook``, else the end of its last block), with ``patch_hooks``
+        applied, and return the metric per patch.
+
+        ``starts[k]`` is the block where patch ``k`` first differs from the clean run (None: from
+        the tokens, for every patch or none). The batch *grows*: the run starts at ``starts[0]``
+        with the rows of the patches that start there, and at each later start a hook on
+        ``resid_pre`` appends the rows of the patches starting at that block, copied from the
+        cached clean ``resid_pre``. No row computes a block whose output equals the clean one,
+        and one-patch-per-layer grids (resid_pre) still fill a batch.
+        """
+        starts = list(starts)
+        if any(a is not None and b is not None and b < a for a, b in zip(starts, starts[1:], strict=False)) or (
+            None in starts and any(x is not None for x in starts)
+        ):
+            raise RuntimeError(f"patch starts must be non-decreasing and not mix None: {starts} (internal error)")
         model = self.model
-        metric.begin(n, self.batch, start)
-        hooks = patch_hooks + metric.hooks()
+        n, b, first = len(starts), self.batch, starts[0]
+        metric.begin(n, b, first)
+        joins: list[tuple[str, Callable]] = []
+        if first is not None:
+            counts = Counter(starts)
+            for layer in sorted(counts)[1:]:
+                rows = self.clean[get_act_name("resid_pre", layer)].repeat(counts[layer], 1, 1)
+
+                def join(act: Tensor, hook, rows=rows) -> Tensor:
+                    return torch.cat([act, rows])
+
+                joins.append((get_act_name("resid_pre", layer), join))
+        hooks = joins + patch_hooks + metric.hooks()  # same-hook order: join, patch, read
+        last = metric.last_hook()
+        if last is not None:
+            hooks.append((last, _stop_forward))
         stop = metric.stop_layer(model)
         with torch.inference_mode():
-            if start is None:
-                inp = self.tokens.repeat(n, 1)
-                model.run_with_hooks(inp, fwd_hooks=hooks, stop_at_layer=stop)
-            else:
-                inp = self.clean[get_act_name("resid_pre", start)].repeat(n, 1, 1)
-                model.run_with_hooks(inp, fwd_hooks=hooks, start_at_layer=start, stop_at_layer=stop)
+            try:
+                if first is None:
+                    model.run_with_hooks(self.tokens.repeat(n, 1), fwd_hooks=hooks, stop_at_layer=stop)
+                else:
+                    inp = self.clean[get_act_name("resid_pre", first)].repeat(starts.count(first), 1, 1)
+                    model.run_with_hooks(inp, fwd_hooks=hooks, start_at_layer=first, stop_at_layer=stop)
+            except _ForwardDone:
+                pass
         return metric.finish()
+
+    def _jobs(self, starts: dict[int, int | None]) -> list[list[int]]:
+        """Split patches (index -> start block) into forwards of at most ``max_rows`` rows, in
+        order of start so that each forward's batch only grows (patches from the tokens apart)."""
+        per_forward = max(1, self.max_rows // self.batch)
+        from_tokens = [i for i, s in starts.items() if s is None]
+        from_blocks = sorted((i for i, s in starts.items() if s is not None), key=lambda i: (starts[i], i))
+        return [
+            group[j : j + per_forward]
+            for group in (from_tokens, from_blocks)
+            for j in range(0, len(group), per_forward)
+        ]
 
     def _setter_hooks(self, patches: list[tuple[Site, ...]]) -> list[tuple[str, Callable]]:
         """One hook per hook name, writing every patch's counterfactual values into its rows."""
@@ -754,25 +828,22 @@ class Patcher:
             )
         clean, clean_detail = self.clean_value(metric)
 
-        groups: dict[int | None, list[int]] = defaultdict(list)
+        starts: dict[int, int | None] = {}
         for i, sites in enumerate(plist):
-            if i in inert:
-                continue
-            starts = [s.start_layer for s in sites]
-            groups[None if None in starts else min(starts)].append(i)
-        per_forward = max(1, self.max_rows // self.batch)
-        jobs = []
-        for start, idx in sorted(groups.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
-            for j in range(0, len(idx), per_forward):
-                jobs.append((start, idx[j : j + per_forward]))
+            if i not in inert:
+                layers = [s.start_layer for s in sites]
+                starts[i] = None if None in layers else min(layers)
+        jobs = self._jobs(starts)
         values = torch.empty(len(plist))
         details: list[Tensor | None] = [None] * len(plist)
         for i in inert:  # a site after the metric's last read cannot change it: exactly clean
             values[i] = clean
             details[i] = clean_detail
-        for start, idx in tqdm(jobs, desc=desc, disable=not self.progress, leave=False):
+        for idx in tqdm(jobs, desc=desc, disable=not self.progress, leave=False):
             chunk = [plist[i] for i in idx]
-            vals, detail = self._forward(metric, start=start, n=len(chunk), patch_hooks=self._setter_hooks(chunk))
+            vals, detail = self._forward(
+                metric, starts=[starts[i] for i in idx], patch_hooks=self._setter_hooks(chunk)
+            )
             for j, i in enumerate(idx):
                 values[i] = vals[j]
                 if detail is not None:
@@ -912,22 +983,15 @@ class Patcher:
                     )
         clean, _ = self.clean_value(metric)
         deltas = {s: self.sender_delta(s) for s in {s for s, _ in paths}}
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, (_, r) in enumerate(paths):
-            groups[r.layer].append(i)
-        per_forward = max(1, self.max_rows // self.batch)
-        jobs = [
-            (layer, idx[j : j + per_forward])
-            for layer, idx in sorted(groups.items())
-            for j in range(0, len(idx), per_forward)
-        ]
+        starts: dict[int, int | None] = {i: r.layer for i, (_, r) in enumerate(paths)}
+        jobs = self._jobs(starts)
         values = torch.empty(len(paths))
         details: list[Tensor | None] = [None] * len(paths)
         need_split = any(r.kind in ("q", "k", "v") for _, r in paths)
         need_mlp = any(r.kind == "mlp" for _, r in paths)
         b = self.batch
         with _model_flags(self.model, split_qkv=need_split, mlp_in=need_mlp):
-            for layer, idx in tqdm(jobs, desc=desc, disable=not self.progress, leave=False):
+            for idx in tqdm(jobs, desc=desc, disable=not self.progress, leave=False):
                 by_hook: dict[str, list[tuple[int, Receiver, Tensor]]] = defaultdict(list)
                 for k, i in enumerate(idx):
                     s, r = paths[i]
@@ -948,7 +1012,7 @@ class Patcher:
                         return act
 
                     hooks.append((name, adder))
-                vals, detail = self._forward(metric, start=layer, n=len(idx), patch_hooks=hooks)
+                vals, detail = self._forward(metric, starts=[starts[i] for i in idx], patch_hooks=hooks)
                 for j, i in enumerate(idx):
                     values[i] = vals[j]
                     if detail is not None:

@@ -140,6 +140,11 @@ def test_discovery_finds_exactly_the_planted_circuit(circuit_model, circuit_toke
     assert found.faithfulness_ablated < 0.6
     assert g.graph_attrs["faithfulness_kept"] == found.faithfulness_kept
     assert "faithful circuit" in found.verdict
+    # kept as the ablated rest grows layer by layer: ends at `kept`, never needed the rest
+    through = rec["faithfulness"]["kept_through_layer"]
+    assert [row["layer"] for row in through] == [0, 1]  # the non-circuit heads of 0, then block 1
+    assert through[-1]["kept"] == pytest.approx(found.faithfulness_kept, abs=1e-6)
+    assert all(row["kept"] == pytest.approx(1.0, abs=0.02) for row in through)
 
 
 def test_discover_rejects_bad_config(circuit_model, circuit_tokens):

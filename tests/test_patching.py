@@ -116,6 +116,20 @@ def test_batching_and_truncation_do_not_change_numbers(model, tokens):
     one = Patcher(model, tokens, "shift", max_rows=tokens.shape[0]).patch(sites, metric)
     many = Patcher(model, tokens, "shift", max_rows=1000).patch(sites, metric)
     assert torch.allclose(one.values, many.values, atol=1e-6)
+    # patches starting at different blocks share one growing batch; any metric reads its rows
+    def sink_l2(cache):
+        return sink_score(cache[get_act_name("pattern", 2)]).mean()
+
+    mixed = [Site("resid_pre", 2), Site("mlp", 0), Site("head", 1, head=3), Site("attn", 0)]
+    for metric in (CacheMetric(sink_l2), P0NormMetric(2), SinkMetric([1, 2])):
+        a = Patcher(model, tokens, "shift", max_rows=tokens.shape[0]).patch(mixed, metric)
+        b = Patcher(model, tokens, "shift", max_rows=1000).patch(mixed, metric)
+        assert torch.allclose(a.values, b.values, atol=1e-6), metric.name
+        assert (a.values - a.clean).abs().max() > 1e-4, metric.name
+    paths = [(Site("mlp", 0), Receiver("k", 2)), (Site("head", 0, head=1), Receiver("k", 1))]
+    a = Patcher(model, tokens, "shift", max_rows=tokens.shape[0]).path_patch(paths, SinkMetric([2]))
+    b = Patcher(model, tokens, "shift", max_rows=1000).path_patch(paths, SinkMetric([2]))
+    assert torch.allclose(a.values, b.values, atol=1e-6)
     # a truncated run (stop after layer 1) equals the full-model value on layer 1
     trunc = Patcher(model, tokens, "shift").patch(sites[:3], SinkMetric([1]))
     full = Patcher(model, tokens, "shift").patch(sites[:3], SinkMetric([1, 2]))
