@@ -23,12 +23,16 @@ from circuits.patching import Patcher, PatchingResult, SinkMetric, Site
 
 
 def attribution_patch(
-    patcher: Patcher, sites: Sequence[Site], metric: SinkMetric | None = None
+    patcher: Patcher, sites: Sequence[Site], metric: SinkMetric | None = None, *, prompts_per_pass: int = 2
 ) -> PatchingResult:
     """Attribution-patching estimate of each single-site patch's effect on the sink metric.
 
     ``values`` are ``clean + estimate`` so that ``effects`` compare directly with
     ``Patcher.patch`` on the same sites and metric.
+
+    The sink metric is a mean over prompts, so its gradient splits over them: the forward and
+    backward run on ``prompts_per_pass`` prompts at a time (each chunk's gradient scaled by its
+    share of the batch), which bounds the memory the backward holds without changing the result.
     """
     model = patcher.model
     sites = list(sites)
@@ -54,43 +58,52 @@ def attribution_patch(
     def on_pattern(pattern: Tensor, hook) -> None:
         scores[hook.layer()] = sink_score(pattern).mean()
 
+    if prompts_per_pass < 1:
+        raise UsageError("prompts_per_pass must be >= 1")
     hooks = [(n, keep) for n in names] + [(get_act_name("pattern", r), on_pattern) for r in receivers]
+    embed = model.hook_dict[get_act_name("embed")]
+
+    def grad_root(act: Tensor, hook) -> Tensor:
+        return act.detach().requires_grad_(True)
+
+    n_prompts = patcher.tokens.shape[0]
+    clean = 0.0
+    est = torch.zeros(len(sites), dtype=torch.float64)
     requires = [p.requires_grad for p in model.parameters()]
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        with torch.enable_grad():
-            embed = model.hook_dict[get_act_name("embed")]
-
-            def grad_root(act: Tensor, hook) -> Tensor:
-                return act.detach().requires_grad_(True)
-
-            model.run_with_hooks(
-                patcher.tokens,
-                fwd_hooks=[(embed.name, grad_root), *hooks],
-                stop_at_layer=max(receivers) + 1,
-            )
-            value = torch.stack([scores[r] for r in receivers]).mean()
-            grads = torch.autograd.grad(value, [acts[n] for n in names], allow_unused=True)
+        for lo in range(0, n_prompts, prompts_per_pass):
+            rows = slice(lo, min(lo + prompts_per_pass, n_prompts))
+            share = (rows.stop - rows.start) / n_prompts
+            with torch.enable_grad():
+                model.run_with_hooks(
+                    patcher.tokens[rows],
+                    fwd_hooks=[(embed.name, grad_root), *hooks],
+                    stop_at_layer=max(receivers) + 1,
+                )
+                value = torch.stack([scores[r] for r in receivers]).mean() * share
+                grads = torch.autograd.grad(value, [acts[n] for n in names], allow_unused=True)
+            acts.clear()
+            scores.clear()
+            clean += float(value.detach())
+            grad = dict(zip(names, grads, strict=True))
+            for i, s in enumerate(sites):
+                g = grad[s.hook_name]
+                if g is None:
+                    continue
+                diff = (patcher.cf[s.hook_name][rows] - patcher.clean[s.hook_name][rows]) * g
+                pos = slice(None) if s.positions is None else list(s.positions)
+                diff = diff[:, pos] if s.head is None else diff[:, pos, s.head]
+                est[i] += float(diff.sum())
+            del grads, grad
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
-    grad = dict(zip(names, grads, strict=True))
-    clean = float(value.detach())
-    est = torch.empty(len(sites))
-    for i, s in enumerate(sites):
-        g = grad[s.hook_name]
-        if g is None:
-            est[i] = 0.0
-            continue
-        diff = (patcher.cf[s.hook_name] - patcher.clean[s.hook_name]) * g.detach()
-        pos = slice(None) if s.positions is None else list(s.positions)
-        diff = diff[:, pos] if s.head is None else diff[:, pos, s.head]
-        est[i] = diff.sum()
     return PatchingResult(
         names=[s.name for s in sites],
         patches=[[s.to_dict()] for s in sites],
-        values=clean + est,
+        values=(clean + est).float(),
         clean=clean,
         metric=metric.describe(),
         counterfactual=patcher.counterfactual,

@@ -13,15 +13,23 @@ layers (default: every layer from ``first_receiver = 2`` on, Gu et al.'s Sink_0[
 3. **Head sweep** in the selected attention layers: each head's output (``hook_z``) at P0. The
    selected heads replace the layer's node when patched together they carry at least
    ``head_cover`` of the layer's effect; otherwise the whole layer stays one node.
-4. **Path patching** (IOI style) between selected nodes: sender -> a later selected MLP's input
-   (path type ``mlp``, metric: the receivers' sink), and sender -> the K input of every receiver
-   layer after it (path type ``k``, metric: that layer's own sink; the direct effect). Q paths
-   from P0 are exactly zero (P0's query attends only to P0), so none are run.
-5. **Faithfulness**: the sink with only the circuit's P0 components kept (every other P0
+4. **Faithfulness**: the sink with only the circuit's P0 components kept (every other P0
    component in layers before the last receiver -- the embedding, every other head, every
    other MLP -- set to its counterfactual) and with the circuit's components set to their
    counterfactual, each as a fraction of the clean sink. ``floor``: every P0 component patched.
-6. **Verdict**: a one-line reading of the numbers, and whether the circuit has the shape
+   ``kept_through_layer``: the kept value when only the other components up to layer L are
+   ablated, which locates where a circuit that is not sufficient loses the sink.
+5. **Backups** (redundancy): a component can be needed only when its partners are gone -- two
+   sources either of which suffices each move the sink by little alone, so step 2 misses them.
+   While ``kept < sufficiency``, the non-circuit components of the layer where
+   ``kept_through_layer`` drops most (then the next) are tried one at a time, and the one that
+   raises ``kept`` most (by at least ``backup_min_gain``) joins the circuit as a *backup* node
+   (at most ``max_backups``). The core circuit's own faithfulness stays in the record.
+6. **Path patching** (IOI style) between the circuit's nodes: sender -> a later MLP node's input
+   (path type ``mlp``, metric: the receivers' sink), and sender -> the K input of every receiver
+   layer after it (path type ``k``, metric: that layer's own sink; the direct effect). Q paths
+   from P0 are exactly zero (P0's query attends only to P0), so none are run.
+7. **Verdict**: a one-line reading of the numbers, and whether the circuit has the shape
    PAPER.md predicts (layer-0 attention and an MLP in block 0 or 1).
 """
 
@@ -67,6 +75,10 @@ class DiscoverConfig:
     head_cover: float = 0.8
     edge_threshold: float = 0.02
     """|effect| / clean sink (of the path's metric) needed to draw an edge."""
+    sufficiency: float = 0.8
+    """kept fraction at which the backup search stops."""
+    max_backups: int = 3
+    backup_min_gain: float = 0.05
     exact_top_k: int | None = 8
     """k: exact patching for the embedding, the blocks up to ``first_receiver`` and the k other
     components with the largest attribution estimate; None: exact patching of every component."""
@@ -116,6 +128,10 @@ def _check_config(config: DiscoverConfig) -> None:
             raise UsageError(f"{name} must lie in [0, 1), got {v}")
     if not 0.0 < config.head_cover <= 1.0:
         raise UsageError(f"head_cover must lie in (0, 1], got {config.head_cover}")
+    if not 0.0 < config.sufficiency <= 1.0:
+        raise UsageError(f"sufficiency must lie in (0, 1], got {config.sufficiency}")
+    if config.max_backups < 0:
+        raise UsageError("max_backups must be >= 0")
     if config.exact_top_k is not None and config.exact_top_k < 0:
         raise UsageError("exact_top_k must be >= 0")
 
@@ -217,7 +233,24 @@ def discover(
     lap("head_sweep")
     say(f"circuit nodes: {[s.name for s in nodes]}")
 
-    # 4. path patching between the selected nodes
+    # 4. faithfulness
+    everything = _all_p0_components(cfg, sweep_layers)
+    core = list(nodes)
+    kept, ablated, floor, others, faith = _faithfulness(patcher, metric, core, everything, cfg.n_heads, clean)
+    kept_through = _kept_through_layer(patcher, metric, others, clean)
+    core_faith = {"circuit": [s.name for s in core], "kept": kept, "ablated": ablated}
+    lap("faithfulness")
+
+    # 5. backups: components needed only when their redundant partners are ablated
+    backups, backup_steps = _find_backups(patcher, metric, others, kept, kept_through, clean, config)
+    if backups:
+        nodes = sorted(core + backups, key=lambda s: (s.order, s.head or 0))
+        kept, ablated, floor, others, faith = _faithfulness(patcher, metric, nodes, everything, cfg.n_heads, clean)
+        say(f"backups: {[s.name for s in backups]} -> kept {kept:.2f}")
+    circuit_sites = list(nodes)
+    lap("backups")
+
+    # 6. path patching between the circuit's nodes (core and backups)
     mlp_paths = [
         (s, Receiver("mlp", r.layer))
         for s in nodes for r in nodes
@@ -235,46 +268,23 @@ def discover(
         path_k = patcher.path_patch(k_paths, None, desc="paths into K")
     lap("path_patching")
 
-    # 5. faithfulness
-    circuit_sites = list(nodes)
-    everything = _all_p0_components(cfg, sweep_layers)
-    circuit_keys = {(s.kind, s.layer, s.head) for s in circuit_sites}
-    circuit_attn_layers = {s.layer for s in circuit_sites if s.kind == "head"}
-    others: list[Site] = []
-    for s in everything:
-        if (s.kind, s.layer, s.head) in circuit_keys:
-            continue
-        if s.kind == "attn" and s.layer in circuit_attn_layers:
-            others.extend(Site("head", s.layer, head=h) for h in range(cfg.n_heads)
-                          if ("head", s.layer, h) not in circuit_keys)
-            continue
-        if s.kind == "attn" and ("attn", s.layer, None) in circuit_keys:
-            continue
-        others.append(s)
-    faith_patches = [others or [Site("embed")], circuit_sites or [Site("embed")], everything]
-    faith = patcher.patch(faith_patches, metric, desc="faithfulness")
-    kept = float(faith.values[0]) / clean if others else 1.0
-    ablated = float(faith.values[1]) / clean if circuit_sites else 1.0
-    floor = float(faith.values[2]) / clean
-    kept_through = _kept_through_layer(patcher, metric, others, clean)
-    lap("faithfulness")
-
     # attribution vs exact
     exact_names = components.names + (heads.names if heads is not None else [])
     exact_eff = torch.cat([components.effects] + ([heads.effects] if heads is not None else []))
     attr_vec = torch.tensor([attr_effect[n] for n in exact_names])
     corr = pearson(attr_vec, exact_eff)
 
-    # 6. graph and verdict
+    # 7. graph and verdict
     graph = _build_graph(
         nodes, components, heads, attr_effect, comp_rel, head_rel, path_mlp, path_k,
-        clean, clean_per_layer, config, joint, cfg.n_heads,
+        clean, clean_per_layer, config, joint, cfg.n_heads, {s.name for s in backups},
     )
     names = [s.name for s in nodes]
+    backup_names = [s.name for s in backups]
     paper_shape = any(s.layer == 0 and s.kind in ("attn", "head") for s in nodes) and any(
         s.kind == "mlp" and s.layer <= 1 for s in nodes
     )
-    verdict = _verdict(names, kept, ablated, floor, paper_shape)
+    verdict = _verdict(names, kept, ablated, floor, paper_shape, backup_names, core_faith["kept"])
     graph.g.graph.update(
         model=model_name,
         counterfactual=config.counterfactual,
@@ -284,6 +294,7 @@ def discover(
         position=0,
         clean_sink=clean,
         circuit=names,
+        backups=backup_names,
         faithfulness_kept=kept,
         faithfulness_ablated=ablated,
         faithfulness_floor=floor,
@@ -314,6 +325,15 @@ def discover(
         "paths_k": None if path_k is None else path_k.to_dict(),
         "q_paths_note": "paths from P0 into Q inputs are exactly zero (P0's query can only attend to P0) and are not run",
         "circuit": names,
+        "backups": {
+            "nodes": backup_names,
+            "core_faithfulness": core_faith,
+            "core_kept_through_layer": kept_through,
+            "steps": backup_steps,
+            "definition": "while kept < sufficiency, try the non-circuit components of the layer where "
+            "core_kept_through_layer drops most (then the next), one at a time; the one raising kept most "
+            f"(by >= backup_min_gain) joins the circuit (at most max_backups)",
+        },
         "faithfulness": {
             "kept": kept,
             "ablated": ablated,
@@ -321,19 +341,88 @@ def discover(
             "kept_sites": [s.name for s in circuit_sites],
             "ablated_when_kept": [s.name for s in others],
             "values": faith.values.tolist(),
-            "kept_through_layer": kept_through,
+            "core_kept_through_layer": kept_through,
             "per_receiver": None if faith.detail is None else faith.detail.tolist(),
             "definition": "sink with only the circuit's P0 components clean (all other P0 components "
             "in layers before the last receiver at their counterfactual) / clean sink; ablated: "
             "circuit components at their counterfactual / clean sink; floor: every P0 component "
-            "at its counterfactual / clean sink; kept_through_layer: the kept value when only "
-            "the other components in layers <= layer are ablated (where the kept sink is lost)",
+            "at its counterfactual / clean sink; core_kept_through_layer: the core circuit's kept value "
+            "when only the other components in layers <= layer are ablated (where the kept sink is lost)",
         },
         "verdict": verdict,
         "paper_prediction_shape": paper_shape,
         "timings_s": timings,
     }
     return Discovery(graph, record, names, kept, ablated, verdict, timings)
+
+
+def _faithfulness(
+    patcher: Patcher, metric: SinkMetric, circuit: list[Site], everything: list[Site], n_heads: int, clean: float
+) -> tuple[float, float, float, list[Site], PatchingResult]:
+    """(kept, ablated, floor, the other P0 components, the three patched runs): the sink with
+    every non-circuit P0 component ablated, with the circuit ablated, and with everything
+    ablated, each / the clean sink. In a layer where the circuit keeps some heads, the layer's
+    other heads are the "other" components."""
+    circuit_keys = {(s.kind, s.layer, s.head) for s in circuit}
+    head_layers = {s.layer for s in circuit if s.kind == "head"}
+    others: list[Site] = []
+    for s in everything:
+        if (s.kind, s.layer, s.head) in circuit_keys:
+            continue
+        if s.kind == "attn" and s.layer in head_layers:
+            others.extend(Site("head", s.layer, head=h) for h in range(n_heads) if ("head", s.layer, h) not in circuit_keys)
+            continue
+        others.append(s)
+    patches = [others or [Site("embed")], circuit or [Site("embed")], everything]
+    faith = patcher.patch(patches, metric, desc="faithfulness")
+    kept = float(faith.values[0]) / clean if others else 1.0
+    ablated = float(faith.values[1]) / clean if circuit else 1.0
+    return kept, ablated, float(faith.values[2]) / clean, others, faith
+
+
+def _find_backups(
+    patcher: Patcher,
+    metric: SinkMetric,
+    others: list[Site],
+    kept: float,
+    kept_through: list[dict[str, float]],
+    clean: float,
+    config: DiscoverConfig,
+) -> tuple[list[Site], list[dict[str, Any]]]:
+    """Greedy sufficiency search (module docstring, step 5). Returns the backups in the order
+    found and one record per step (layer tried, each candidate's kept, the choice)."""
+    backups: list[Site] = []
+    steps: list[dict[str, Any]] = []
+    if kept >= config.sufficiency or not kept_through or config.max_backups == 0:
+        return backups, steps
+    drops = []
+    prev = 1.0  # nothing ablated: the clean sink
+    for row in kept_through:
+        drops.append((prev - row["kept"], row["layer"]))
+        prev = row["kept"]
+    first_layer = kept_through[0]["layer"]
+    for _, layer in sorted(drops, key=lambda d: -d[0]):
+        if kept >= config.sufficiency or len(backups) >= config.max_backups:
+            break
+        candidates = [
+            s for s in others
+            if s not in backups and (s.layer == layer if s.kind != "embed" else layer == first_layer)
+        ]
+        if not candidates:
+            continue
+        rest = [s for s in others if s not in backups]
+        patches = [[s for s in rest if s != c] or [Site("embed")] for c in candidates]
+        res = patcher.patch(patches, metric, desc=f"backups in layer {layer}")
+        tried = {c.name: float(v) / clean for c, v in zip(candidates, res.values.tolist(), strict=True)}
+        best = max(candidates, key=lambda c: tried[c.name])
+        gain = tried[best.name] - kept
+        chosen = gain >= config.backup_min_gain
+        steps.append({"layer": layer, "kept_before": kept, "candidates": tried,
+                      "chosen": best.name if chosen else None})
+        if chosen:
+            backups.append(best)
+            kept = tried[best.name]
+    return backups, steps
 
 
 def _kept_through_layer(
@@ -353,10 +442,15 @@ def _all_p0_components(cfg, layers: Sequence[int]) -> list[Site]:
     return component_sites(cfg.n_layers, layers, kinds=kinds)
 
 
-def _verdict(names: list[str], kept: float, ablated: float, floor: float, paper_shape: bool) -> str:
+def _verdict(
+    names: list[str], kept: float, ablated: float, floor: float, paper_shape: bool,
+    backups: Sequence[str] = (), core_kept: float | None = None,
+) -> str:
     if not names:
         return "no circuit: no single P0 component moves the sink by the threshold"
     circuit = ", ".join(names)
+    if backups:
+        circuit += f" (backups found by the sufficiency search: {', '.join(backups)}; the core alone keeps {core_kept:.0%})"
     if kept >= 0.8 and ablated <= max(0.5, floor + 0.2):
         quality = "faithful"
     elif kept >= 0.5 or ablated <= 0.5:
@@ -375,7 +469,7 @@ def _verdict(names: list[str], kept: float, ablated: float, floor: float, paper_
 
 def _build_graph(
     nodes, components, heads, attr_effect, comp_rel, head_rel, path_mlp, path_k,
-    clean, clean_per_layer, config, joint, n_heads,
+    clean, clean_per_layer, config, joint, n_heads, backups=frozenset(),
 ) -> CircuitGraph:
     g = CircuitGraph()
     comp_eff = components.as_dict()
@@ -390,7 +484,7 @@ def _build_graph(
             ]
         g.add_node(
             s.name, **CircuitGraph.from_site(s), effect=eff, relative=rel,
-            attribution=attr_effect.get(s.name), **extra,
+            attribution=attr_effect.get(s.name), role="backup" if s.name in backups else "core", **extra,
         )
     if path_mlp is not None:
         for row in path_mlp.to_dict()["effects"]:

@@ -54,12 +54,16 @@ def faithfulness_figure(record: dict[str, Any], path: Path) -> Path | None:
     layers = record["receiver_layers"]
     clean = [record["clean"]["per_receiver_layer"][str(la)] if str(la) in record["clean"]["per_receiver_layer"]
              else record["clean"]["per_receiver_layer"][la] for la in layers]
-    through = f.get("kept_through_layer") or []
+    through = f.get("core_kept_through_layer") or []
+    backups = (record.get("backups") or {}).get("nodes") or []
     if through:
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.4), width_ratios=(7, 5))
         xs = [row["layer"] for row in through]
         ys = [row["kept"] for row in through]
-        ax2.plot(xs, ys, "-o", ms=3, color="#2ca02c")
+        ax2.plot(xs, ys, "-o", ms=3, color="#2ca02c", label="core circuit kept")
+        if backups:
+            ax2.axhline(f["kept"], color="#1f77b4", ls="-.", lw=1,
+                        label=f"with backups {', '.join(backups)}: all others ablated")
         ax2.axhline(f["floor"], color="#9e9e9e", ls="--", lw=1, label="all P0 components ablated")
         ax2.axhline(1.0, color="k", lw=0.8, label="clean")
         ax2.set_xlabel("L: non-circuit P0 components ablated in layers <= L")

@@ -404,6 +404,7 @@ def _discover_page(path: Path, figs: _Figures) -> tuple[str, list[str], list[V.V
         ("faithfulness_kept (only the circuit clean)", _fmt(kept)),
         ("faithfulness_ablated (the circuit patched)", _fmt(ablated)),
         ("every P0 component patched", _fmt(floor)),
+        *_backup_rows((record or {}).get("backups")),
         (
             "clean sink",
             _fmt((record or {}).get("clean", {}).get("sink", attrs.get("clean_sink")), ".4f"),
@@ -505,6 +506,17 @@ def _clean_sink_figure(record: dict[str, Any]):
     ax.set_title("clean sink per layer", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _backup_rows(backups: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Rows for the sufficiency search (discover step 5), when it ran."""
+    if not backups or not backups.get("steps"):
+        return []
+    core = backups.get("core_faithfulness") or {}
+    return [
+        ("backups (sufficiency search)", e(", ".join(backups.get("nodes") or [])) or "(none found)"),
+        ("core circuit kept / ablated", f"{_fmt(core.get('kept'))} / {_fmt(core.get('ablated'))}"),
+    ]
 
 
 def _path_and_faithfulness_figures(record: dict[str, Any], figs: _Figures) -> None:

@@ -141,10 +141,113 @@ def test_discovery_finds_exactly_the_planted_circuit(circuit_model, circuit_toke
     assert g.graph_attrs["faithfulness_kept"] == found.faithfulness_kept
     assert "faithful circuit" in found.verdict
     # kept as the ablated rest grows layer by layer: ends at `kept`, never needed the rest
-    through = rec["faithfulness"]["kept_through_layer"]
+    through = rec["faithfulness"]["core_kept_through_layer"]
     assert [row["layer"] for row in through] == [0, 1]  # the non-circuit heads of 0, then block 1
     assert through[-1]["kept"] == pytest.approx(found.faithfulness_kept, abs=1e-6)
     assert all(row["kept"] == pytest.approx(1.0, abs=0.02) for row in through)
+    assert rec["backups"]["nodes"] == [] and rec["backups"]["steps"] == []  # sufficient: no search
+
+
+FLAG_A, FLAG_B, MASSIVE_R = 12, 13, 10
+
+
+def build_redundant_model(seed: int = 0, noise: float = 0.02) -> HookedTransformer:
+    """4 layers, 2 heads, no norms; two redundant recognisers either of which makes the sink.
+
+    * position 0 carries a marker (dimension 11) in its positional embedding, as above;
+    * source A: head 0.0 copies the marker uniformly (1 at P0, 1/(q+1) later), MLP 0's neuron 0
+      turns it into FLAG_A = 4 at P0 only;
+    * source B: head 1.0 copies the marker uniformly into FLAG_B: 4 at P0, 4/(q+1) later;
+    * MLP 1's neuron 0 fires when FLAG_A + FLAG_B > 3 -- at P0 with either source (4 or 8),
+      nowhere else (FLAG_B <= 2 at q >= 1) -- and writes MASSIVE;
+    * every head of layers 2 and 3 keys on MASSIVE hard enough that one source saturates it.
+
+    So each of attn0, mlp0 and attn1 alone moves the sink by little (the other source covers
+    for it), MLP 1 moves it by a lot, and {mlp1} alone is not sufficient: it needs one source.
+    """
+    cfg = HookedTransformerConfig(
+        n_layers=4, d_model=16, n_heads=2, d_head=4, d_mlp=8, n_ctx=32, d_vocab=8,
+        act_fn="relu", normalization_type=None, positional_embedding_type="standard",
+        use_attn_scale=False, default_prepend_bos=False, device="cpu", seed=seed,
+    )
+    model = HookedTransformer(cfg, move_to_device=False)
+    gen = torch.Generator().manual_seed(seed)
+    special = [MARKER, FLAG_A, FLAG_B, MASSIVE_R, RECOG_R]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(noise * torch.randn(p.shape, generator=gen))
+        for block in model.blocks:
+            a, m = block.attn, block.mlp
+            for w in (a.W_Q, a.W_K, a.W_V):
+                w[:, special] = 0
+            a.W_O[:, :, special] = 0
+            a.b_O[special] = 0
+            m.W_in[special] = 0
+            m.W_out[:, special] = 0
+            m.b_out[special] = 0
+        model.embed.W_E.zero_()
+        model.embed.W_E[:, :8] = torch.eye(8)
+        model.pos_embed.W_pos.zero_()
+        model.pos_embed.W_pos[0, MARKER] = 1.0
+
+        def copier(layer: int, into: int, scale: float) -> None:
+            a = model.blocks[layer].attn
+            for w in (a.W_Q[0], a.W_K[0], a.b_Q[0], a.b_K[0], a.W_V[0], a.b_V[0], a.W_O[0]):
+                w.zero_()
+            a.W_V[0, MARKER, 0] = 1.0
+            a.W_O[0, 0, into] = scale
+
+        copier(0, RECOG_R, 1.0)
+        m0 = model.blocks[0].mlp
+        m0.W_in[:, 0] = 0
+        m0.W_in[RECOG_R, 0] = 10.0
+        m0.b_in[0] = -6.0  # 4 at P0, 0 where RECOG <= 0.5
+        m0.W_out[0].zero_()
+        m0.W_out[0, FLAG_A] = 1.0
+        copier(1, FLAG_B, 4.0)
+        m1 = model.blocks[1].mlp
+        m1.W_in[:, 0] = 0
+        m1.W_in[FLAG_A, 0] = 1.0
+        m1.W_in[FLAG_B, 0] = 1.0
+        m1.b_in[0] = -3.0
+        m1.W_out[0].zero_()
+        m1.W_out[0, MASSIVE_R] = 1.0  # 1 with one source, 5 with both
+        for layer in (2, 3):
+            a = model.blocks[layer].attn
+            for h in range(2):
+                for w in (a.W_Q[h], a.W_K[h], a.b_Q[h], a.b_K[h]):
+                    w.zero_()
+                a.b_Q[h, 0] = 1.0
+                a.W_K[h, MASSIVE_R, 0] = 8.0
+    return model.eval()
+
+
+RECOG_R = 14
+
+
+def test_sufficiency_search_finds_a_redundant_backup():
+    model = build_redundant_model()
+    tokens = torch.randint(0, 8, (4, 12), generator=torch.Generator().manual_seed(2))
+    found = discover(model, tokens, DiscoverConfig(first_receiver=2, progress=False), model_name="redundant")
+    rec = found.record
+    rel = {r["name"]: r["relative"] for r in rec["components"]["effects"]}
+    # each source alone barely moves the saturated sink; the amplifier does
+    assert abs(rel["attn0@p0"]) < 0.05 and abs(rel["mlp0@p0"]) < 0.05 and abs(rel["attn1@p0"]) < 0.05
+    assert rel["mlp1@p0"] < -0.5
+    core = rec["backups"]["core_faithfulness"]
+    assert core["circuit"] == ["mlp1@p0"] and core["kept"] < 0.5  # not sufficient alone
+    # the core's kept curve: ablating source A (layer 0) costs little, adding source B kills it
+    through = {row["layer"]: row["kept"] for row in rec["backups"]["core_kept_through_layer"]}
+    assert through[0] > 0.9 and through[1] == pytest.approx(core["kept"], abs=1e-6)
+    # the search tries layer 1 (the steepest drop) and keeps source B
+    assert rec["backups"]["nodes"] == ["attn1@p0"]
+    assert found.circuit == ["attn1@p0", "mlp1@p0"]
+    assert found.faithfulness_kept > 0.9 and found.faithfulness_kept > core["kept"]
+    assert found.graph.g.nodes["attn1@p0"]["role"] == "backup" and found.graph.g.nodes["mlp1@p0"]["role"] == "core"
+    # the path attn1 -> mlp1.in was measured; alone it is small too: source A still covers it
+    paths = {r["name"]: r["relative"] for r in rec["paths_mlp"]["effects"]}
+    assert abs(paths["attn1@p0->mlp1.in"]) < 0.05
+    assert "backups found by the sufficiency search: attn1@p0" in found.verdict
 
 
 def test_discover_rejects_bad_config(circuit_model, circuit_tokens):

@@ -257,6 +257,11 @@ def test_attribution_matches_finite_differences(model, tokens):
     attr = attribution_patch(patcher, sites, metric)
     exact = patcher.patch(sites, metric)
     assert attr.clean == pytest.approx(exact.clean, abs=1e-6)
+    # prompts split over several backward passes: the same estimate as one pass over all
+    one_pass = attribution_patch(patcher, sites, metric, prompts_per_pass=tokens.shape[0])
+    per_prompt = attribution_patch(patcher, sites, metric, prompts_per_pass=1)
+    assert torch.allclose(one_pass.values, per_prompt.values, atol=1e-6)
+    assert torch.allclose(one_pass.values, attr.values, atol=1e-6)
     # the gradient term is the limit of a patch scaled towards zero
     eps = 1e-3
     for name in {s.hook_name for s in sites}:
