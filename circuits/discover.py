@@ -332,7 +332,7 @@ def discover(
             "steps": backup_steps,
             "definition": "while kept < sufficiency, try the non-circuit components of the layer where "
             "core_kept_through_layer drops most (then the next), one at a time; the one raising kept most "
-            f"(by >= backup_min_gain) joins the circuit (at most max_backups)",
+            "(by >= backup_min_gain) joins the circuit (at most max_backups)",
         },
         "faithfulness": {
             "kept": kept,

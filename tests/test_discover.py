@@ -19,6 +19,36 @@ SPECIAL = (MARKER, RECOG, MASSIVE, QDIM)
 M = 50.0
 
 
+def _noise_model(n_layers: int, special: list[int], seed: int, noise: float) -> HookedTransformer:
+    """A 16-dim, 2-head, norm-free model of small random weights that never read or write the
+    ``special`` dimensions; tokens are one-hot in dimensions 0..7 and position 0 alone carries a
+    marker in dimension MARKER. The builders below wire the special dimensions by hand."""
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers, d_model=16, n_heads=2, d_head=4, d_mlp=8, n_ctx=32, d_vocab=8,
+        act_fn="relu", normalization_type=None, positional_embedding_type="standard",
+        use_attn_scale=False, default_prepend_bos=False, device="cpu", seed=seed,
+    )
+    model = HookedTransformer(cfg, move_to_device=False)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(noise * torch.randn(p.shape, generator=gen))
+        for block in model.blocks:
+            a, m = block.attn, block.mlp
+            for w in (a.W_Q, a.W_K, a.W_V):
+                w[:, special] = 0
+            a.W_O[:, :, special] = 0
+            a.b_O[special] = 0
+            m.W_in[special] = 0
+            m.W_out[:, special] = 0
+            m.b_out[special] = 0
+        model.embed.W_E.zero_()
+        model.embed.W_E[:, :8] = torch.eye(8)
+        model.pos_embed.W_pos.zero_()
+        model.pos_embed.W_pos[0, MARKER] = 1.0
+    return model
+
+
 def build_circuit_model(seed: int = 0, noise: float = 0.02) -> HookedTransformer:
     """3 layers, 2 heads, no norms; the P0 sink is made by exactly head 0.0 and MLP 0.
 
@@ -34,31 +64,8 @@ def build_circuit_model(seed: int = 0, noise: float = 0.02) -> HookedTransformer
     Every other weight is small noise that never reads or writes the special dimensions, so no
     other component can make the sink.
     """
-    cfg = HookedTransformerConfig(
-        n_layers=3, d_model=16, n_heads=2, d_head=4, d_mlp=8, n_ctx=32, d_vocab=8,
-        act_fn="relu", normalization_type=None, positional_embedding_type="standard",
-        use_attn_scale=False, default_prepend_bos=False, device="cpu", seed=seed,
-    )
-    model = HookedTransformer(cfg, move_to_device=False)
-    gen = torch.Generator().manual_seed(seed)
-    special = list(SPECIAL)
+    model = _noise_model(3, list(SPECIAL), seed, noise)
     with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(noise * torch.randn(p.shape, generator=gen))
-        for block in model.blocks:
-            a, m = block.attn, block.mlp
-            a.W_Q[:, special] = 0
-            a.W_K[:, special] = 0
-            a.W_V[:, special] = 0
-            a.W_O[:, :, special] = 0
-            a.b_O[special] = 0
-            m.W_in[special] = 0
-            m.W_out[:, special] = 0
-            m.b_out[special] = 0
-        model.embed.W_E.zero_()
-        model.embed.W_E[:, :8] = torch.eye(8)
-        model.pos_embed.W_pos.zero_()
-        model.pos_embed.W_pos[0, MARKER] = 1.0
         # head 0.0: uniform attention, copies the marker into RECOG
         a0 = model.blocks[0].attn
         a0.W_Q[0].zero_()
@@ -148,7 +155,7 @@ def test_discovery_finds_exactly_the_planted_circuit(circuit_model, circuit_toke
     assert rec["backups"]["nodes"] == [] and rec["backups"]["steps"] == []  # sufficient: no search
 
 
-FLAG_A, FLAG_B, MASSIVE_R = 12, 13, 10
+FLAG_A, FLAG_B, MASSIVE_R, RECOG_R = 12, 13, 10, 14
 
 
 def build_redundant_model(seed: int = 0, noise: float = 0.02) -> HookedTransformer:
@@ -165,30 +172,8 @@ def build_redundant_model(seed: int = 0, noise: float = 0.02) -> HookedTransform
     So each of attn0, mlp0 and attn1 alone moves the sink by little (the other source covers
     for it), MLP 1 moves it by a lot, and {mlp1} alone is not sufficient: it needs one source.
     """
-    cfg = HookedTransformerConfig(
-        n_layers=4, d_model=16, n_heads=2, d_head=4, d_mlp=8, n_ctx=32, d_vocab=8,
-        act_fn="relu", normalization_type=None, positional_embedding_type="standard",
-        use_attn_scale=False, default_prepend_bos=False, device="cpu", seed=seed,
-    )
-    model = HookedTransformer(cfg, move_to_device=False)
-    gen = torch.Generator().manual_seed(seed)
-    special = [MARKER, FLAG_A, FLAG_B, MASSIVE_R, RECOG_R]
+    model = _noise_model(4, [MARKER, FLAG_A, FLAG_B, MASSIVE_R, RECOG_R], seed, noise)
     with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(noise * torch.randn(p.shape, generator=gen))
-        for block in model.blocks:
-            a, m = block.attn, block.mlp
-            for w in (a.W_Q, a.W_K, a.W_V):
-                w[:, special] = 0
-            a.W_O[:, :, special] = 0
-            a.b_O[special] = 0
-            m.W_in[special] = 0
-            m.W_out[:, special] = 0
-            m.b_out[special] = 0
-        model.embed.W_E.zero_()
-        model.embed.W_E[:, :8] = torch.eye(8)
-        model.pos_embed.W_pos.zero_()
-        model.pos_embed.W_pos[0, MARKER] = 1.0
 
         def copier(layer: int, into: int, scale: float) -> None:
             a = model.blocks[layer].attn
@@ -221,8 +206,6 @@ def build_redundant_model(seed: int = 0, noise: float = 0.02) -> HookedTransform
                 a.W_K[h, MASSIVE_R, 0] = 8.0
     return model.eval()
 
-
-RECOG_R = 14
 
 
 def test_sufficiency_search_finds_a_redundant_backup():
