@@ -120,7 +120,7 @@ def _receivers(model: HookedTransformer, config: DiscoverConfig) -> list[int]:
     return layers
 
 
-def _check_config(config: DiscoverConfig) -> None:
+def check_config(config: DiscoverConfig) -> None:
     check_counterfactual(config.counterfactual)
     for name in ("component_threshold", "head_threshold", "edge_threshold"):
         v = getattr(config, name)
@@ -146,7 +146,7 @@ def discover(
 ) -> Discovery:
     """Run the whole pipeline on ``tokens`` (``[n_prompts, n_tokens]``, P0 = each row's first token)."""
     config = config or DiscoverConfig()
-    _check_config(config)
+    check_config(config)
     cfg = model.cfg
     receivers = _receivers(model, config)
     last_receiver = max(receivers)

@@ -270,3 +270,7 @@ def test_discover_command_bad_input(tmp_path, capsys):
     assert rc == 2
     assert "out of range" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+    rc = main(["discover", "--model", "tiny", "--out", str(tmp_path / "z"), "--sufficiency", "1.5", "--quiet"])
+    assert rc == 2
+    assert "sufficiency must lie in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()

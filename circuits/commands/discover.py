@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from circuits.counterfactuals import COUNTERFACTUALS
-from circuits.discover import DiscoverConfig, clean_sink_per_layer, discover
+from circuits.discover import DiscoverConfig, check_config, clean_sink_per_layer, discover
 from circuits.errors import UsageError
 from circuits.io import output_dir, provenance, write_json
 from circuits.prompts import prompt_set, read_text
@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exact patching for the embedding, the blocks up to --first-receiver and "
                         "the K other components ranked highest by attribution patching (default 8; "
                         "-1: exact patching of every component)")
+    parser.add_argument("--sufficiency", type=float, default=0.8,
+                        help="kept fraction of the sink at which the backup search stops (default 0.8)")
+    parser.add_argument("--max-backups", type=int, default=3,
+                        help="most backup nodes the sufficiency search may add (default 3; 0: no search)")
     parser.add_argument("--max-rows", type=int, default=64,
                         help="largest stacked batch per forward (patches x prompts; default 64)")
     parser.add_argument("--seed", type=int, default=0, help="recorded; discovery is deterministic")
@@ -90,9 +94,12 @@ def run(args: argparse.Namespace) -> int:
         head_threshold=args.threshold,
         edge_threshold=args.edge_threshold,
         exact_top_k=None if args.exact_top_k < 0 else args.exact_top_k,
+        sufficiency=args.sufficiency,
+        max_backups=args.max_backups,
         max_rows=args.max_rows,
         progress=not args.quiet,
     )
+    check_config(config)  # before any file or model is touched
     text = read_text(args.text)
     with output_dir(args.out) as out:
         torch.manual_seed(args.seed)
