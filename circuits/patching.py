@@ -728,16 +728,15 @@ class Patcher:
         and one-patch-per-layer grids (resid_pre) still fill a batch.
         """
         starts = list(starts)
-        if any(a is not None and b is not None and b < a for a, b in zip(starts, starts[1:], strict=False)) or (
-            None in starts and any(x is not None for x in starts)
-        ):
+        blocks = [s for s in starts if s is not None]
+        if blocks != sorted(blocks) or 0 < len(blocks) < len(starts):
             raise RuntimeError(f"patch starts must be non-decreasing and not mix None: {starts} (internal error)")
         model = self.model
         n, b, first = len(starts), self.batch, starts[0]
         metric.begin(n, b, first)
+        counts = Counter(starts)
         joins: list[tuple[str, Callable]] = []
         if first is not None:
-            counts = Counter(starts)
             for layer in sorted(counts)[1:]:
                 rows = self.clean[get_act_name("resid_pre", layer)].repeat(counts[layer], 1, 1)
 
@@ -755,7 +754,7 @@ class Patcher:
                 if first is None:
                     model.run_with_hooks(self.tokens.repeat(n, 1), fwd_hooks=hooks, stop_at_layer=stop)
                 else:
-                    inp = self.clean[get_act_name("resid_pre", first)].repeat(starts.count(first), 1, 1)
+                    inp = self.clean[get_act_name("resid_pre", first)].repeat(counts[first], 1, 1)
                     model.run_with_hooks(inp, fwd_hooks=hooks, start_at_layer=first, stop_at_layer=stop)
             except _ForwardDone:
                 pass

@@ -176,34 +176,20 @@ def test_load_trained_model_is_a_zoo_entry(tmp_path):
         load_run_model(tmp_path, step=4)
 
 
+def _tiny_trigger_args(*, steps: int, checkpoints: int, save_every: int) -> list[str]:
+    """`p0-circuits train` flags for a 2-layer, width-16 model on the trigger task (seconds to run)."""
+    return [
+        "--data", "trigger", "--layers", "2", "--width", "16", "--heads", "2", "--context", "16",
+        "--batch-size", "4", "--steps", str(steps), "--checkpoints", str(checkpoints),
+        "--save-every", str(save_every),
+    ]
+
+
 def test_cli_train_and_resume(tmp_path, capsys):
     from circuits.cli import main
 
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--data",
-        "trigger",
-        "--layers",
-        "2",
-        "--width",
-        "16",
-        "--heads",
-        "2",
-        "--context",
-        "16",
-        "--batch-size",
-        "4",
-        "--steps",
-        "10",
-        "--checkpoints",
-        "3",
-        "--save-every",
-        "4",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+    args = ["train", *_tiny_trigger_args(steps=10, checkpoints=3, save_every=4), "--out", str(out), "--quiet"]
     assert main([*args, "--stop-at", "6"]) == 0
     assert main(["train", "--out", str(out), "--quiet"]) == 0  # resumes with the saved config
     assert json.loads((out / "metrics.json").read_text())["step"] == 10
@@ -219,29 +205,7 @@ def test_a_real_kill_then_resume_matches_an_uninterrupted_run(tmp_path):
     import sys
     import time
 
-    args = [
-        "--data",
-        "trigger",
-        "--layers",
-        "2",
-        "--width",
-        "16",
-        "--heads",
-        "2",
-        "--context",
-        "16",
-        "--batch-size",
-        "4",
-        "--steps",
-        "120",
-        "--checkpoints",
-        "4",
-        "--save-every",
-        "10",
-        "--threads",
-        "1",
-        "--quiet",
-    ]
+    args = [*_tiny_trigger_args(steps=120, checkpoints=4, save_every=10), "--threads", "1", "--quiet"]
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "circuits.cli", "train", *args, "--out", str(killed)]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
