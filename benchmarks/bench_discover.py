@@ -26,7 +26,18 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args, extra = parser.parse_known_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-discover-"))
-    cmd = [sys.executable, "-m", "circuits.cli", "discover", "--model", args.model, "--out", str(out), "--quiet", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "circuits",
+        "discover",
+        "--model",
+        args.model,
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start

@@ -10,7 +10,7 @@ clean prefix, stops after the last layer and stacks patches into one batch.
 
 The two sides alternate (ours, TL, ours, TL, ... ``--repeats`` times) in one process, so a
 noisy stretch of a shared machine hits both; each side's time is its fastest repeat. Both run
-under the same allocator settings (building the ``Patcher`` applies ``circuits.allocator``).
+under the same allocator settings (building the ``Patcher`` applies ``circuits.patching.allocator``).
 
 The last line printed is one JSON object with ``speedup`` (TL time / ours) and ``max_abs_diff``.
 
@@ -34,10 +34,17 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--n-prompts", type=int, default=4)
     parser.add_argument("--n-tokens", type=int, default=32)
-    parser.add_argument("--layers", type=int, default=None, help="patch heads in the first N layers only (default all)")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="patch heads in the first N layers only (default all)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-rows", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating repeats per side (the fastest counts)")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="alternating repeats per side (the fastest counts)"
+    )
     parser.add_argument("--skip-tl", action="store_true", help="time only our engine")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,7 +70,11 @@ def main() -> int:
     patcher = Patcher(model, tokens, "shift", max_rows=args.max_rows)
     t_setup = time.perf_counter() - t
     metric = SinkMetric(receivers)
-    head_grid = [Site("head", la, head=h, positions=None) for la in range(head_layers) for h in range(n_heads)]
+    head_grid = [
+        Site("head", la, head=h, positions=None)
+        for la in range(head_layers)
+        for h in range(n_heads)
+    ]
     resid_grid = [Site("resid_pre", la, positions=(0,)) for la in range(n_layers)]
 
     def run_ours() -> tuple[float, float, torch.Tensor, torch.Tensor]:
@@ -84,7 +95,9 @@ def main() -> int:
         return torch.stack([store[la] for la in receivers]).mean()
 
     source = ActivationCache(patcher.cf, model)
-    head_df = pd.DataFrame([(la, h) for la in range(head_layers) for h in range(n_heads)], columns=["layer", "head"])
+    head_df = pd.DataFrame(
+        [(la, h) for la in range(head_layers) for h in range(n_heads)], columns=["layer", "head"]
+    )
     resid_df = pd.DataFrame([(la, 0) for la in range(n_layers)], columns=["layer", "pos"])
 
     def run_tl() -> tuple[float, float, torch.Tensor, torch.Tensor]:
@@ -115,25 +128,41 @@ def main() -> int:
     ours_heads, ours_resid = ours_runs[-1][2], ours_runs[-1][3]
     ours_s = t_heads + t_resid
     result = {
-        "model": zm.name, "n_prompts": args.n_prompts, "n_tokens": args.n_tokens,
-        "head_patches": len(head_grid), "resid_patches": len(resid_grid), "repeats": args.repeats,
-        "ours_s": round(ours_s, 3), "ours_heads_s": round(t_heads, 3), "ours_resid_s": round(t_resid, 3),
+        "model": zm.name,
+        "n_prompts": args.n_prompts,
+        "n_tokens": args.n_tokens,
+        "head_patches": len(head_grid),
+        "resid_patches": len(resid_grid),
+        "repeats": args.repeats,
+        "ours_s": round(ours_s, 3),
+        "ours_heads_s": round(t_heads, 3),
+        "ours_resid_s": round(t_resid, 3),
         "ours_all_runs_s": [round(r[0] + r[1], 2) for r in ours_runs],
         "ours_setup_s (clean + counterfactual runs, not counted)": round(t_setup, 3),
-        "threads": args.threads, "platform": platform.platform(), "torch": torch.__version__,
+        "threads": args.threads,
+        "platform": platform.platform(),
+        "torch": torch.__version__,
     }
     if not args.skip_tl:
         tl_heads_s = min(r[0] for r in tl_runs)
         tl_resid_s = min(r[1] for r in tl_runs)
         tl_heads, tl_resid = tl_runs[-1][2], tl_runs[-1][3]
         tl_s = tl_heads_s + tl_resid_s
-        diff = max((ours_heads - tl_heads).abs().max().item(), (ours_resid - tl_resid).abs().max().item())
-        result.update({
-            "tl_s": round(tl_s, 3), "tl_heads_s": round(tl_heads_s, 3), "tl_resid_s": round(tl_resid_s, 3),
-            "tl_all_runs_s": [round(r[0] + r[1], 2) for r in tl_runs],
-            "speedup_heads": round(tl_heads_s / t_heads, 2), "speedup_resid": round(tl_resid_s / t_resid, 2),
-            "speedup": round(tl_s / ours_s, 2), "max_abs_diff": diff,
-        })
+        diff = max(
+            (ours_heads - tl_heads).abs().max().item(), (ours_resid - tl_resid).abs().max().item()
+        )
+        result.update(
+            {
+                "tl_s": round(tl_s, 3),
+                "tl_heads_s": round(tl_heads_s, 3),
+                "tl_resid_s": round(tl_resid_s, 3),
+                "tl_all_runs_s": [round(r[0] + r[1], 2) for r in tl_runs],
+                "speedup_heads": round(tl_heads_s / t_heads, 2),
+                "speedup_resid": round(tl_resid_s / t_resid, 2),
+                "speedup": round(tl_s / ours_s, 2),
+                "max_abs_diff": diff,
+            }
+        )
     print(json.dumps(result))
     return 0
 

@@ -1,51 +1,35 @@
 """p0-circuits: find, measure and trace the position-zero attention-sink circuit.
 
-Public API (re-exported names only); see README.md for the tour.
+The public API, re-exported lazily (PEP 562): ``import circuits`` imports no model library; a
+name is imported the first time it is used. The layers and their modules: ``ARCHITECTURE.md``.
 """
+
+from circuits.core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-from circuits.discover import DiscoverConfig  # noqa: E402
-from circuits.graph import CircuitGraph  # noqa: E402
-from circuits.metrics import (  # noqa: E402
-    SinkReport,
-    attn_to_p0,
-    massive_activations,
-    measure_sinks,
-    residual_norms,
-    sink_rate,
-    sink_score,
-    sum_p_squared,
-)
-from circuits.patching import (  # noqa: E402
-    CacheMetric,
-    P0NormMetric,
-    Patcher,
-    Receiver,
-    SinkMetric,
-    Site,
-)
-from circuits.zoo import ZooModel, list_zoo, load_model, tiny_model  # noqa: E402
-
-__all__ = [
-    "CacheMetric",
-    "CircuitGraph",
-    "DiscoverConfig",
-    "P0NormMetric",
-    "Patcher",
-    "Receiver",
-    "SinkMetric",
-    "Site",
-    "SinkReport",
-    "ZooModel",
-    "attn_to_p0",
-    "list_zoo",
-    "load_model",
-    "massive_activations",
-    "measure_sinks",
-    "residual_norms",
-    "sink_rate",
-    "sink_score",
-    "sum_p_squared",
-    "tiny_model",
-]
+_EXPORTS = {
+    "load_model": "zoo.load",
+    "list_zoo": "zoo.pins",
+    "tiny_model": "zoo.tiny",
+    "ZooModel": "zoo.model",
+    "SinkReport": "metrics.measure",
+    "measure_sinks": "metrics.measure",
+    "attn_to_p0": "metrics.attention",
+    "sink_score": "metrics.attention",
+    "sink_rate": "metrics.attention",
+    "sum_p_squared": "metrics.attention",
+    "residual_norms": "metrics.residual",
+    "massive_activations": "metrics.residual",
+    "Patcher": "patching.engine",
+    "Site": "patching.sites",
+    "Receiver": "patching.sites",
+    "SinkMetric": "patching.readouts",
+    "P0NormMetric": "patching.readouts",
+    "CacheMetric": "patching.readouts",
+    "CircuitGraph": "circuit.graph",
+    "DiscoverConfig": "circuit.config",
+    "discover": "circuit.discover",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -15,8 +15,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuits.errors import UsageError
-from circuits.zoo import ZooModel
+from circuits.core.errors import UsageError
+from circuits.zoo.model import ZooModel
 
 
 def default_text() -> str:

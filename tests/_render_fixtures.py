@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from circuits.circuit.graph import CircuitGraph
 from circuits.cli import main as cli_main
-from circuits.graph import CircuitGraph
 
 
 def measure_dir(root: Path, name: str = "measure", bos: bool = False) -> Path:
@@ -86,13 +86,7 @@ def discover_dir(root: Path, name: str = "discover") -> Path:
         "clean_sink_all_layers": [0.1, 0.05, 0.45, 0.55],
     }
     (out / "patching.json").write_text(json.dumps(record))
-    g = CircuitGraph(
-        model="tiny-synthetic",
-        faithfulness_kept=0.91,
-        faithfulness_ablated=0.18,
-        receiver_layers=[2, 3],
-        circuit=record["circuit"],
-    )
+    g = CircuitGraph(model="tiny-synthetic", receiver_layers=[2, 3], record="patching.json")
     g.add_node("attn0.h0@p0", layer=0, kind="head", head=0, position=0, effect=-0.25, relative=-0.5)
     g.add_node(
         "mlp0@p0",
@@ -103,9 +97,9 @@ def discover_dir(root: Path, name: str = "discover") -> Path:
         relative=-0.8,
         head_relative_effects=[0.1, 0.2],
     )
-    g.add_node("attn2.k", layer=2, kind="attn_k", sink_clean=0.45)
-    g.add_node("attn3.k", layer=3, kind="attn_k", sink_clean=0.55)
-    g.add_edge("attn0.h0@p0", "mlp0@p0", path_type="mlp", effect=-0.3, relative=-0.6)
+    g.add_node("attn2.k", layer=2, kind="k", sink_clean=0.45)
+    g.add_node("attn3.k", layer=3, kind="k", sink_clean=0.55)
+    g.add_edge("attn0.h0@p0", "mlp0@p0", path_type="mlp_in", effect=-0.3, relative=-0.6)
     g.add_edge("mlp0@p0", "attn2.k", path_type="k", effect=-0.35, relative=-0.78)
     g.add_edge("mlp0@p0", "attn3.k", path_type="k", effect=-0.2, relative=-0.36)
     g.add_edge("attn0.h0@p0", "attn3.k", path_type="k", effect=0.02, relative=0.04)

@@ -1,0 +1,7 @@
+"""``python -m circuits``: the ``p0-circuits`` command."""
+
+import sys
+
+from circuits.cli import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""``DiscoverConfig``: the knobs of the discovery pipeline, checked before any model runs
+(pure Python: the CLI shows these defaults without importing torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from circuits.core.conventions import check_counterfactual
+from circuits.core.errors import UsageError
+
+
+@dataclass
+class DiscoverConfig:
+    """Knobs of the pipeline (defaults are what ``p0-circuits discover`` uses)."""
+
+    counterfactual: str = "shift"
+    receivers: Sequence[int] | None = None
+    """Receiver layers of the sink metric (default: ``first_receiver`` .. last layer)."""
+    first_receiver: int = 2
+    component_threshold: float = 0.05
+    """|effect| / clean sink needed to select a component (or a head)."""
+    head_threshold: float = 0.05
+    head_cover: float = 0.8
+    edge_threshold: float = 0.02
+    """|effect| / clean sink (of the path's metric) needed to draw an edge."""
+    sufficiency: float = 0.8
+    """kept fraction at which the backup search stops."""
+    max_backups: int = 3
+    backup_min_gain: float = 0.05
+    exact_top_k: int | None = 8
+    """k: exact patching for the embedding, the blocks up to ``first_receiver`` and the k other
+    components with the largest attribution estimate; None: exact patching of every component."""
+    shift_token: int | None = None
+    max_rows: int = 64
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["receivers"] = None if self.receivers is None else list(self.receivers)
+        return d
+
+    def check(self) -> None:
+        """A one-line ``UsageError`` for the first value out of range."""
+        check_counterfactual(self.counterfactual)
+        for name in ("component_threshold", "head_threshold", "edge_threshold"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise UsageError(f"{name} must lie in [0, 1), got {v}")
+        if not 0.0 < self.head_cover <= 1.0:
+            raise UsageError(f"head_cover must lie in (0, 1], got {self.head_cover}")
+        if not 0.0 < self.sufficiency <= 1.0:
+            raise UsageError(f"sufficiency must lie in (0, 1], got {self.sufficiency}")
+        if self.max_backups < 0:
+            raise UsageError("max_backups must be >= 0")
+        if self.exact_top_k is not None and self.exact_top_k < 0:
+            raise UsageError("exact_top_k must be >= 0")
+
+    def receiver_layers(self, n_layers: int) -> list[int]:
+        """The sink metric's receiver layers on a model with ``n_layers`` layers."""
+        n = n_layers
+        if self.receivers is not None:
+            layers = sorted({int(r) for r in self.receivers})
+        else:
+            first = min(self.first_receiver, n - 1)
+            layers = list(range(max(first, 1), n)) if n > 1 else [0]
+        bad = [r for r in layers if not 0 <= r < n]
+        if bad or not layers:
+            raise UsageError(
+                f"receiver layers {bad or layers} out of range: the model has layers 0..{n - 1}"
+            )
+        if max(layers) == 0:
+            raise UsageError(
+                "receiver layers must include a layer >= 1 (layer 0 cannot be moved by P0 components)"
+            )
+        return layers

@@ -1,0 +1,150 @@
+"""Faithfulness of a circuit at P0, and the sufficiency search for backups.
+
+* ``faithfulness``: the sink with only the circuit's P0 components kept (every other P0
+  component in layers before the last receiver -- the embedding, every other head, every other
+  MLP -- set to its counterfactual), with the circuit's components set to their counterfactual,
+  and with every P0 component patched (the floor), each as a fraction of the clean sink.
+* ``kept_through_layer``: the kept value when only the other components up to layer L are
+  ablated, which locates where a circuit that is not sufficient loses the sink.
+* ``find_backups``: a component can be needed only when its partners are gone -- two sources
+  either of which suffices each move the sink by little alone, so a single-component sweep
+  misses them. While ``kept < sufficiency``, the non-circuit components of the layer where
+  ``kept_through_layer`` drops most (then the next) are tried one at a time, and the one that
+  raises ``kept`` most (by at least ``backup_min_gain``) joins the circuit (at most
+  ``max_backups``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transformer_lens import HookedTransformerConfig
+
+from circuits.circuit.config import DiscoverConfig
+from circuits.patching.engine import Patcher
+from circuits.patching.readouts import SinkMetric
+from circuits.patching.results import PatchingResult
+from circuits.patching.sites import Site, component_sites
+
+
+@dataclass
+class Faithfulness:
+    """kept / ablated / floor (fractions of the clean sink), the other P0 components that were
+    ablated to measure ``kept``, and the three patched runs."""
+
+    kept: float
+    ablated: float
+    floor: float
+    others: list[Site]
+    runs: PatchingResult
+
+
+def all_p0_components(cfg: HookedTransformerConfig, layers: Sequence[int]) -> list[Site]:
+    """Every component's output at P0 in ``layers``: the embedding, attention and MLPs."""
+    kinds = ("embed", "attn") if cfg.attn_only else ("embed", "attn", "mlp")
+    return component_sites(cfg.n_layers, layers, kinds=kinds)
+
+
+def faithfulness(
+    patcher: Patcher,
+    metric: SinkMetric,
+    circuit: list[Site],
+    everything: list[Site],
+    n_heads: int,
+    clean: float,
+) -> Faithfulness:
+    """The sink with
+    every non-circuit P0 component ablated, with the circuit ablated, and with everything
+    ablated, each / the clean sink. In a layer where the circuit keeps some heads, the layer's
+    other heads are the "other" components."""
+    circuit_keys = {(s.kind, s.layer, s.head) for s in circuit}
+    head_layers = {s.layer for s in circuit if s.kind == "head"}
+    others: list[Site] = []
+    for s in everything:
+        if (s.kind, s.layer, s.head) in circuit_keys:
+            continue
+        if s.kind == "attn" and s.layer in head_layers:
+            others.extend(
+                Site("head", s.layer, head=h)
+                for h in range(n_heads)
+                if ("head", s.layer, h) not in circuit_keys
+            )
+            continue
+        others.append(s)
+    patches = [others or [Site("embed")], circuit or [Site("embed")], everything]
+    faith = patcher.patch(patches, metric, desc="faithfulness")
+    kept = float(faith.values[0]) / clean if others else 1.0
+    ablated = float(faith.values[1]) / clean if circuit else 1.0
+    return Faithfulness(kept, ablated, float(faith.values[2]) / clean, others, faith)
+
+
+def kept_through_layer(
+    patcher: Patcher, metric: SinkMetric, others: list[Site], clean: float
+) -> list[dict[str, float]]:
+    """Where the kept sink is lost: the sink, as a fraction of clean, with the circuit kept and
+    only the non-circuit P0 components of layers <= L ablated (the embedding counts as below
+    layer 0), for every layer L that has one (the last value is ``kept`` itself)."""
+    cuts = sorted({s.layer for s in others if s.kind != "embed"})
+    patches = [[s for s in others if s.kind == "embed" or s.layer <= cut] for cut in cuts]
+    res = patcher.patch(patches, metric, desc="faithfulness by layer")
+    return [
+        {"layer": cut, "kept": float(v) / clean}
+        for cut, v in zip(cuts, res.values.tolist(), strict=True)
+    ]
+
+
+def find_backups(
+    patcher: Patcher,
+    metric: SinkMetric,
+    others: list[Site],
+    kept: float,
+    kept_through: list[dict[str, float]],
+    clean: float,
+    config: DiscoverConfig,
+) -> tuple[list[Site], list[dict[str, Any]]]:
+    """Greedy sufficiency search (module docstring). Returns the backups in the order
+    found and one record per step (layer tried, each candidate's kept, the choice)."""
+    backups: list[Site] = []
+    steps: list[dict[str, Any]] = []
+    if kept >= config.sufficiency or not kept_through or config.max_backups == 0:
+        return backups, steps
+    drops = []
+    prev = 1.0  # nothing ablated: the clean sink
+    for row in kept_through:
+        drops.append((prev - row["kept"], row["layer"]))
+        prev = row["kept"]
+    first_layer = kept_through[0]["layer"]
+    for _, layer in sorted(drops, key=lambda d: -d[0]):
+        if kept >= config.sufficiency or len(backups) >= config.max_backups:
+            break
+        candidates = [
+            s
+            for s in others
+            if s not in backups
+            and (s.layer == layer if s.kind != "embed" else layer == first_layer)
+        ]
+        if not candidates:
+            continue
+        rest = [s for s in others if s not in backups]
+        patches = [[s for s in rest if s != c] or [Site("embed")] for c in candidates]
+        res = patcher.patch(patches, metric, desc=f"backups in layer {layer}")
+        tried = {
+            c.name: float(v) / clean for c, v in zip(candidates, res.values.tolist(), strict=True)
+        }
+        best = max(candidates, key=lambda c: tried[c.name])
+        gain = tried[best.name] - kept
+        chosen = gain >= config.backup_min_gain
+        steps.append(
+            {
+                "layer": layer,
+                "kept_before": kept,
+                "candidates": tried,
+                "chosen": best.name if chosen else None,
+            }
+        )
+        if chosen:
+            backups.append(best)
+            kept = tried[best.name]
+    return backups, steps

@@ -1,0 +1,267 @@
+"""The discovery pipeline's steps. Each is ``step(state: DiscoveryState) -> None``: it reads what
+earlier steps left in the state and writes its own results, once, into ``state.record`` (the
+``patching.json`` record) or the state's working fields. ``circuits.circuit.discover.STEPS``
+lists them in order; a new step is a new function in that list.
+
+Every step patches P0 only, with one counterfactual, and measures the Gu et al. sink score of
+the receiver layers (``docs/science.md``, "Discover").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from circuits.circuit.config import DiscoverConfig
+from circuits.circuit.faithfulness import (
+    Faithfulness,
+    all_p0_components,
+    faithfulness,
+    find_backups,
+    kept_through_layer,
+)
+from circuits.core.errors import UsageError
+from circuits.patching.attribution import attribution_patch, pearson
+from circuits.patching.engine import Patcher
+from circuits.patching.readouts import SinkMetric
+from circuits.patching.results import PatchingResult
+from circuits.patching.sites import Receiver, Site, component_sites, head_sites
+
+
+@dataclass
+class DiscoveryState:
+    """What the steps share: the engine, the metric, the record and the circuit so far."""
+
+    patcher: Patcher
+    config: DiscoverConfig
+    metric: SinkMetric
+    record: dict[str, Any]
+    say: Callable[[str], None]
+    clean: float = 0.0
+    attribution: dict[str, float] = field(default_factory=dict)
+    relative: dict[str, float] = field(default_factory=dict)
+    """Exact sink change / clean sink of every component and head patched."""
+    components: PatchingResult | None = None
+    heads: PatchingResult | None = None
+    selected: list[Site] = field(default_factory=list)
+    nodes: list[Site] = field(default_factory=list)
+    backups: list[Site] = field(default_factory=list)
+    faith: Faithfulness | None = None
+    path_mlp: PatchingResult | None = None
+    path_k: PatchingResult | None = None
+
+    @property
+    def cfg(self):
+        return self.patcher.model.cfg
+
+    @property
+    def receivers(self) -> list[int]:
+        return list(self.metric.receivers or [])
+
+    @property
+    def sweep_layers(self) -> list[int]:
+        """Layers whose P0 components can move the sink: every layer before the last receiver."""
+        return list(range(max(self.receivers)))
+
+
+def _by_position(sites: list[Site]) -> list[Site]:
+    return sorted(sites, key=lambda s: (s.order, s.head or 0))
+
+
+def clean_runs(state: DiscoveryState) -> None:
+    """The clean sink over the receiver layers (the quantity every patch is compared with)."""
+    clean, detail = state.patcher.clean_value(state.metric)
+    if clean <= 0:
+        raise UsageError("the clean sink score is zero: nothing to explain")
+    assert detail is not None
+    state.clean = clean
+    state.record["clean"] = {
+        "sink": clean,
+        "per_receiver_layer": dict(zip(state.receivers, detail.tolist(), strict=True)),
+    }
+    state.record["clean_sink_all_layers"] = state.patcher.clean_sink_per_layer()
+    recv = state.receivers
+    state.say(f"clean sink {clean:.4f} over receiver layers {recv[0]}..{recv[-1]}")
+
+
+def _component_sites(state: DiscoveryState) -> list[Site]:
+    kinds = ("embed", "attn") if state.cfg.attn_only else ("embed", "attn", "mlp")
+    return component_sites(state.cfg.n_layers, state.sweep_layers, kinds=kinds)
+
+
+def attribution(state: DiscoveryState) -> None:
+    """One forward and one backward: a linear estimate for every component and head at P0."""
+    sites = _component_sites(state) + head_sites(state.sweep_layers, state.cfg.n_heads)
+    result = attribution_patch(state.patcher, sites, state.metric)
+    state.attribution = dict(zip(result.names, result.effects.tolist(), strict=True))
+    state.record["attribution"] = result.to_dict()
+
+
+def component_sweep(state: DiscoveryState) -> None:
+    """Exact patching of the embedding and the blocks up to ``first_receiver`` (always) and of the
+    ``exact_top_k`` other components attribution ranks highest (or of every component)."""
+    config, comp_sites = state.config, _component_sites(state)
+    if config.exact_top_k is None:
+        exact_sites = comp_sites
+    else:
+        early = [s for s in comp_sites if s.kind == "embed" or s.layer <= config.first_receiver]
+        rest = [s for s in comp_sites if s not in early]
+        rest.sort(key=lambda s: -abs(state.attribution[s.name]))
+        exact_sites = early + rest[: config.exact_top_k]
+    result = state.patcher.patch(exact_sites, state.metric, desc="component sweep")
+    state.components = result
+    state.relative.update(zip(result.names, (result.effects / state.clean).tolist(), strict=True))
+    state.selected = [
+        s for s in exact_sites if abs(state.relative[s.name]) >= config.component_threshold
+    ]
+    state.record["components"] = result.to_dict()
+    state.record["selected_components"] = [s.name for s in state.selected]
+    state.say(f"selected components: {[s.name for s in state.selected]}")
+
+
+def head_sweep(state: DiscoveryState) -> None:
+    """Each head of the selected attention layers; a layer's selected heads replace the layer's
+    node when, patched together, they carry at least ``head_cover`` of its effect."""
+    config, patcher, n_heads = state.config, state.patcher, state.cfg.n_heads
+    head_layers = sorted({s.layer for s in state.selected if s.kind == "attn"})
+    nodes = [s for s in state.selected if s.kind != "attn"]
+    joint: dict[str, dict[str, Any]] = {}
+    if head_layers:
+        heads = patcher.patch(head_sites(head_layers, n_heads), state.metric, desc="head sweep")
+        state.heads = heads
+        state.relative.update(zip(heads.names, (heads.effects / state.clean).tolist(), strict=True))
+        picks = {
+            layer: [
+                Site("head", layer, head=h)
+                for h in range(n_heads)
+                if abs(state.relative[Site("head", layer, head=h).name]) >= config.head_threshold
+            ]
+            for layer in head_layers
+        }
+        together = [picks[layer] for layer in head_layers if picks[layer]]
+        joint_res = patcher.patch(together, state.metric, desc="joint heads") if together else None
+        k = 0
+        for layer in head_layers:
+            layer_rel = state.relative[Site("attn", layer).name]
+            rel = 0.0
+            if picks[layer] and joint_res is not None:
+                rel, k = float(joint_res.effects[k] / state.clean), k + 1
+            cover = rel / layer_rel if layer_rel else 0.0
+            use_heads = bool(picks[layer]) and cover >= config.head_cover
+            joint[str(layer)] = {
+                "heads": [s.head for s in picks[layer]],
+                "joint_relative": rel,
+                "layer_relative": layer_rel,
+                "cover": cover,
+                "node": "heads" if use_heads else "layer",
+            }
+            nodes.extend(picks[layer] if use_heads else [Site("attn", layer)])
+    state.nodes = _by_position(nodes)
+    state.record["heads"] = None if state.heads is None else state.heads.to_dict()
+    state.record["head_layers"] = joint
+    state.say(f"circuit nodes: {[s.name for s in state.nodes]}")
+
+
+def _faithfulness(state: DiscoveryState, circuit: list[Site]) -> Faithfulness:
+    everything = all_p0_components(state.cfg, state.sweep_layers)
+    return faithfulness(
+        state.patcher, state.metric, circuit, everything, state.cfg.n_heads, state.clean
+    )
+
+
+def faithfulness_step(state: DiscoveryState) -> None:
+    """kept / ablated / floor of the core circuit, and where its kept sink is lost."""
+    state.faith = _faithfulness(state, state.nodes)
+    through = kept_through_layer(state.patcher, state.metric, state.faith.others, state.clean)
+    state.record["faithfulness"] = {"core_kept_through_layer": through}
+    state.record["backups"] = {
+        "core_faithfulness": {
+            "circuit": [s.name for s in state.nodes],
+            "kept": state.faith.kept,
+            "ablated": state.faith.ablated,
+        }
+    }
+
+
+def backups(state: DiscoveryState) -> None:
+    """The sufficiency search (``circuits.circuit.faithfulness.find_backups``); with backups,
+    the circuit's faithfulness is measured again with them."""
+    assert state.faith is not None
+    through = state.record["faithfulness"]["core_kept_through_layer"]
+    found, steps = find_backups(
+        state.patcher,
+        state.metric,
+        state.faith.others,
+        state.faith.kept,
+        through,
+        state.clean,
+        state.config,
+    )
+    state.backups = found
+    if found:
+        state.nodes = _by_position(state.nodes + found)
+        state.faith = _faithfulness(state, state.nodes)
+        state.say(f"backups: {[s.name for s in found]} -> kept {state.faith.kept:.2f}")
+    faith = state.faith
+    state.record["backups"].update(
+        nodes=[s.name for s in found],
+        steps=steps,
+        definition="while kept < sufficiency, try the non-circuit components of the layer where "
+        "core_kept_through_layer drops most (then the next), one at a time; the one raising kept "
+        "most (by >= backup_min_gain) joins the circuit (at most max_backups)",
+    )
+    state.record["faithfulness"].update(
+        kept=faith.kept,
+        ablated=faith.ablated,
+        floor=faith.floor,
+        kept_sites=[s.name for s in state.nodes],
+        ablated_when_kept=[s.name for s in faith.others],
+        values=faith.runs.values.tolist(),
+        per_receiver=None if faith.runs.detail is None else faith.runs.detail.tolist(),
+        definition="sink with only the circuit's P0 components clean (all other P0 components "
+        "in layers before the last receiver at their counterfactual) / clean sink; ablated: "
+        "circuit components at their counterfactual / clean sink; floor: every P0 component "
+        "at its counterfactual / clean sink; core_kept_through_layer: the core circuit's kept "
+        "value when only the other components in layers <= layer are ablated (where the kept "
+        "sink is lost)",
+    )
+
+
+def path_patching(state: DiscoveryState) -> None:
+    """IOI-style paths between the circuit's nodes: into later MLP nodes' inputs (metric: the
+    receivers' sink) and into the K input of every receiver layer after the sender (metric: that
+    layer's own sink, the direct effect). Q paths from P0 are exactly zero and are not run."""
+    nodes, patcher = state.nodes, state.patcher
+    mlp_paths = [
+        (s, Receiver("mlp_in", r.layer))
+        for s in nodes
+        for r in nodes
+        if r.kind == "mlp" and Receiver("mlp_in", r.layer).order > s.order
+    ]
+    k_paths = [
+        (s, Receiver("k", r))
+        for s in nodes
+        for r in state.receivers
+        if Receiver("k", r).order > s.order
+    ]
+    if mlp_paths:
+        state.path_mlp = patcher.path_patch(mlp_paths, state.metric, desc="paths into MLPs")
+    if k_paths:  # one forward group per receiver layer; each path read at its own layer
+        state.path_k = patcher.path_patch(k_paths, None, desc="paths into K")
+    state.record["paths_mlp"] = None if state.path_mlp is None else state.path_mlp.to_dict()
+    state.record["paths_k"] = None if state.path_k is None else state.path_k.to_dict()
+    state.record["q_paths_note"] = (
+        "paths from P0 into Q inputs are exactly zero (P0's query can only attend to P0) and are not run"
+    )
+
+
+def attribution_agreement(state: DiscoveryState) -> None:
+    """Pearson r between the attribution estimates and the exact effects measured."""
+    exact = [r for r in (state.components, state.heads) if r is not None]
+    names = [n for r in exact for n in r.names]
+    exact_eff = torch.cat([r.effects for r in exact])
+    estimate = torch.tensor([state.attribution[n] for n in names])
+    state.record["attribution_exact_pearson"] = pearson(estimate, exact_eff)

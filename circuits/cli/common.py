@@ -1,0 +1,72 @@
+"""What several commands share: their common flags, the checks that run before any model library
+is imported, and the provenance header of what they write."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from circuits.core.errors import UsageError
+from circuits.core.provenance import provenance
+from circuits.zoo.names import resolve_model
+from circuits.zoo.pins import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from circuits.zoo.model import ZooModel
+
+
+def add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"zoo name, local path or TransformerLens name (default {DEFAULT_MODEL})",
+    )
+
+
+def add_bos(parser: argparse.ArgumentParser, default_help: str) -> None:
+    bos = parser.add_mutually_exclusive_group()
+    bos.add_argument("--bos", dest="bos", action="store_true", default=None, help=default_help)
+    bos.add_argument(
+        "--no-bos", dest="bos", action="store_false", help="the text's first token at position 0"
+    )
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def check_model(name: str) -> None:
+    """Fail now, before torch is imported, when ``name`` resolves to no model."""
+    resolve_model(name)
+
+
+def check_text(path: Path | None) -> None:
+    if path is not None and not Path(path).is_file():
+        raise UsageError(f"text file {path} does not exist; pass an existing --text FILE")
+
+
+def check_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    """``low <= value`` (and ``<= high``): a one-line error naming the flag otherwise."""
+    if value != value or value < low or (high is not None and value > high):
+        bound = f"at least {low}" if high is None else f"in [{low}, {high}]"
+        raise UsageError(f"{name} must be {bound}, got {value}")
+
+
+def header(args: argparse.Namespace, command: str, seed: int | None, model: str) -> dict[str, Any]:
+    """The provenance every output file carries, with the exact command line that made it."""
+    prov = provenance(command, vars(args), seed, model)
+    prov["command_line"] = getattr(args, "_command_line", None)
+    return prov
+
+
+def load_for(args: argparse.Namespace) -> tuple[ZooModel, bool]:
+    """Seed torch with ``--seed``, load ``--model``, and decide BOS at position 0: ``--bos`` /
+    ``--no-bos``, else the model's training regime."""
+    import torch
+
+    from circuits.zoo.load import load_model
+
+    torch.manual_seed(args.seed)
+    zm = load_model(args.model, progress=not args.quiet)
+    return zm, (zm.natural_bos if args.bos is None else args.bos)

@@ -1,0 +1,187 @@
+"""``p0-circuits discover``: find the P0 Sink Circuit by patching, as a graph with a verdict."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from circuits.circuit.config import DiscoverConfig
+from circuits.cli.common import (
+    add_bos,
+    add_model,
+    add_quiet,
+    check_model,
+    check_text,
+    header,
+    load_for,
+)
+from circuits.core.conventions import (
+    CIRCUIT_DOT,
+    CIRCUIT_GRAPHML,
+    CIRCUIT_JSON,
+    COUNTERFACTUALS,
+    PATCHING_FILE,
+)
+from circuits.core.errors import UsageError
+
+NAME = "discover"
+HELP = (
+    "Find the P0 Sink Circuit: patch P0's components (component sweep, head sweep, path "
+    "patching), measure the sink of later layers, and write circuit.json, circuit.graphml, "
+    "circuit.dot, patching.json, figures and report.html."
+)
+D = DiscoverConfig()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model(parser)
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument(
+        "--counterfactual",
+        choices=list(COUNTERFACTUALS),
+        default=D.counterfactual,
+        help="value patched into P0: shift (the first token one place later; "
+        "default), mean (mean over positions >= 1) or zero",
+    )
+    add_bos(parser, "BOS at position 0 (default: the model's training regime)")
+    parser.add_argument("--n-prompts", type=int, default=8, help="prompts (default 8)")
+    parser.add_argument("--n-tokens", type=int, default=64, help="tokens per prompt (default 64)")
+    parser.add_argument(
+        "--text", type=Path, default=None, help="UTF-8 text for the prompts (default: shipped text)"
+    )
+    parser.add_argument(
+        "--receivers",
+        type=str,
+        default=None,
+        help="receiver layers of the sink metric, e.g. '2,3,4' (default: --first-receiver .. last)",
+    )
+    parser.add_argument(
+        "--first-receiver",
+        type=int,
+        default=D.first_receiver,
+        help="first receiver layer when --receivers is not given (default 2: Gu et al.'s Sink[2:])",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=D.component_threshold,
+        help="|sink change| / clean sink needed to select a component or head (default 0.05)",
+    )
+    parser.add_argument(
+        "--edge-threshold",
+        type=float,
+        default=D.edge_threshold,
+        help="|sink change| / clean sink needed to draw a path (default 0.02)",
+    )
+    parser.add_argument(
+        "--exact-top-k",
+        type=int,
+        default=D.exact_top_k,
+        help="exact patching for the embedding, the blocks up to --first-receiver and "
+        "the K other components ranked highest by attribution patching (default 8; "
+        "-1: exact patching of every component)",
+    )
+    parser.add_argument(
+        "--sufficiency",
+        type=float,
+        default=D.sufficiency,
+        help="kept fraction of the sink at which the backup search stops (default 0.8)",
+    )
+    parser.add_argument(
+        "--max-backups",
+        type=int,
+        default=D.max_backups,
+        help="most backup nodes the sufficiency search may add (default 3; 0: no search)",
+    )
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=D.max_rows,
+        help="largest stacked batch per forward (patches x prompts; default 64)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="recorded; discovery is deterministic")
+    add_quiet(parser)
+
+
+def config_from(args: argparse.Namespace) -> DiscoverConfig:
+    """The pipeline's config from the flags, checked (a one-line error for a bad value)."""
+    if args.n_tokens < 2:
+        raise UsageError(f"--n-tokens (n_tokens) must be at least 2, got {args.n_tokens}")
+    if args.n_prompts < 1:
+        raise UsageError(f"--n-prompts must be at least 1, got {args.n_prompts}")
+    receivers = None
+    if args.receivers is not None:
+        try:
+            receivers = [int(x) for x in args.receivers.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(
+                f"--receivers takes layers like '2,3,4', got {args.receivers!r}"
+            ) from None
+        if not receivers:
+            raise UsageError("--receivers is empty")
+    config = DiscoverConfig(
+        counterfactual=args.counterfactual,
+        receivers=receivers,
+        first_receiver=args.first_receiver,
+        component_threshold=args.threshold,
+        head_threshold=args.threshold,
+        edge_threshold=args.edge_threshold,
+        exact_top_k=None if args.exact_top_k < 0 else args.exact_top_k,
+        sufficiency=args.sufficiency,
+        max_backups=args.max_backups,
+        max_rows=args.max_rows,
+        progress=not args.quiet,
+    )
+    config.check()
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    config = config_from(args)
+    check_model(args.model)
+    check_text(args.text)
+
+    from circuits.circuit.discover import discover
+    from circuits.core.atomic import output_dir, write_json
+    from circuits.core.records import finite
+    from circuits.prompts import prompt_set, read_text
+    from circuits.viz.report import build_report
+
+    text = read_text(args.text)
+    with output_dir(args.out) as out:
+        zm, bos = load_for(args)
+        tokens = prompt_set(
+            zm, n_prompts=args.n_prompts, n_tokens=args.n_tokens, bos=bos, text=text
+        )
+        loaded = time.perf_counter()
+        found = discover(
+            zm.model,
+            tokens,
+            config,
+            model_name=zm.name,
+            str_tokens=[zm.str_tokens(row) for row in tokens],
+        )
+        record = found.record
+        record["provenance"] = header(args, "discover", args.seed, zm.name)
+        record["bos"] = bos
+        record["natural_bos"] = zm.natural_bos
+        record["timings_s"]["load_model"] = round(loaded - started, 3)
+        record["timings_s"]["total"] = round(time.perf_counter() - started, 3)
+        found.graph.g.graph.update(bos=bos, seed=args.seed)
+        write_json(out / PATCHING_FILE, finite(record))
+        found.graph.write_json(out / CIRCUIT_JSON)
+        found.graph.write_graphml(out / CIRCUIT_GRAPHML)
+        found.graph.write_dot(out / CIRCUIT_DOT)
+        build_report(out, zm=zm)
+    if not args.quiet:
+        print(found.verdict)
+        print(
+            f"faithfulness_kept={found.faithfulness_kept:.3f} faithfulness_ablated={found.faithfulness_ablated:.3f}"
+        )
+        print(
+            f"wrote {out}/circuit.json, circuit.graphml, circuit.dot, patching.json, report.html "
+            f"and figures; discovery took {record['timings_s']['total']:.1f}s"
+        )
+    return 0

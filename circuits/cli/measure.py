@@ -1,0 +1,128 @@
+"""``p0-circuits measure``: per-layer attention-sink metrics of one text on one model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from circuits.cli.common import (
+    add_bos,
+    add_model,
+    add_quiet,
+    check_model,
+    check_text,
+    header,
+    load_for,
+)
+from circuits.core.conventions import DEFAULT_EPS, MASSIVE_RATIO_THRESHOLD, MEASURE_FILE
+from circuits.core.errors import UsageError
+
+NAME = "measure"
+HELP = (
+    "Measure the P0 attention sink of a model on a text: per-layer attention to P0, sink "
+    "score and rate, P0/rest residual norms, massive activations; writes sink_metrics.json "
+    "figures and a self-contained report.html."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model(parser)
+    parser.add_argument(
+        "--text",
+        type=Path,
+        default=None,
+        help="UTF-8 text file (default: the text shipped with the package)",
+    )
+    add_bos(
+        parser, "put the model's BOS token at position 0 (default: the model's training regime)"
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="use only the first N tokens (Gu et al. use T = 64)",
+    )
+    parser.add_argument(
+        "--truncate",
+        action="store_true",
+        help="cut a text longer than the model's context instead of failing",
+    )
+    parser.add_argument(
+        "--eps",
+        type=float,
+        default=DEFAULT_EPS,
+        help="sink-rate threshold on the sink score (default 0.3; Barbero et al. 0.8)",
+    )
+    parser.add_argument(
+        "--massive-ratio",
+        type=float,
+        default=MASSIVE_RATIO_THRESHOLD,
+        help="massive activation: |value| > 100 and >= this x the median |value| (Sun et al.: 1000)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="recorded; the measurement is deterministic"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    add_quiet(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0.0 < args.eps < 1.0:
+        raise UsageError(f"--eps must lie in (0, 1), got {args.eps}")
+    check_model(args.model)
+    check_text(args.text)
+
+    from circuits.core.atomic import output_dir, write_json
+    from circuits.metrics.measure import measure_sinks
+    from circuits.prompts import read_text, tokenize_text
+    from circuits.viz.files import save_figure
+    from circuits.viz.report import build_report
+    from circuits.viz.sink_figures import layer_profile_figure
+
+    text = read_text(args.text)
+    with output_dir(args.out) as out:
+        zm, bos = load_for(args)
+        tokenized = tokenize_text(
+            zm, text, bos=bos, max_tokens=args.max_tokens, truncate=args.truncate
+        )
+        if tokenized.truncated and not args.quiet:
+            print(
+                f"p0-circuits: used the first {tokenized.tokens.shape[1]} of "
+                f"{tokenized.n_tokens_in_text} tokens"
+            )
+        report = measure_sinks(
+            zm.model,
+            tokenized.tokens,
+            bos=bos,
+            eps=args.eps,
+            massive_ratio=args.massive_ratio,
+            progress=not args.quiet,
+        )
+        data = {
+            **header(args, "measure", args.seed, zm.name),
+            "model_source": zm.source,
+            "n_tokens_in_text": tokenized.n_tokens_in_text,
+            "truncated": tokenized.truncated,
+            "tokens": zm.str_tokens(tokenized.tokens[0]),
+            **report.to_dict(),
+        }
+        figure = save_figure(layer_profile_figure(data), out / "sink_profile")
+        write_json(out / MEASURE_FILE, data)
+        report_path = build_report(out, zm=zm, write_figures=True)
+    if not args.quiet:
+        _print_summary(data, out, [*figure, report_path])
+    return 0
+
+
+def _print_summary(data: dict, out: Path, figures: list[Path]) -> None:
+    print(f"{data['model']}  bos={data['bos']}  {data['n_tokens']} tokens")
+    print(
+        f"{'layer':>5} {'attn_to_p0':>10} {'sink':>6} {'rate':>5} {'p0_norm':>10} {'rest':>8} {'ratio':>7}"
+    )
+    for row in data["layers"]:
+        print(
+            f"{row['layer']:>5} {row['attn_to_p0']:>10.3f} {row['sink_score']:>6.3f} "
+            f"{row['sink_rate']:>5.2f} {row['p0_norm']:>10.1f} {row['rest_norm_median']:>8.1f} "
+            f"{row['p0_norm_ratio']:>7.1f}"
+        )
+    print(f"wrote {out / MEASURE_FILE} and {', '.join(str(f) for f in figures)}")

@@ -1,1 +1,0 @@
-"""One module per ``p0-circuits`` subcommand (see ``circuits.cli``)."""

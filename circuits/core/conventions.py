@@ -1,0 +1,62 @@
+"""The shared vocabulary: names, thresholds and file names every layer uses, defined once.
+
+Pure data (no torch), so the CLI can offer choices and defaults before any model library is
+imported. Definitions in the paper's terms are in ``docs/science.md``.
+"""
+
+from __future__ import annotations
+
+from circuits.core.errors import UsageError
+
+# --- metric conventions (docs/science.md, "Metrics") ------------------------------------------
+
+DEFAULT_EPS = 0.3
+"""Gu et al.'s threshold for calling a head a sink head (Barbero et al. use 0.8)."""
+MASSIVE_ABS_THRESHOLD = 100.0
+MASSIVE_RATIO_THRESHOLD = 1000.0
+"""Sun et al.: |value| > 100 and >= 1000x the median |value| of that hidden state."""
+NORM_RATIO_SINK_THRESHOLD = 10.0
+"""The paper: the first layer where the P0 norm exceeds ~10x the median of the other positions."""
+
+# --- counterfactuals for "being at position zero" ----------------------------------------------
+
+COUNTERFACTUALS: dict[str, str] = {
+    "shift": (
+        "same prompts with one token prepended (default: each prompt's last token); the value at "
+        "position p is that run's activation at position p+1, i.e. the same token one place later, "
+        "so P0 receives what its token computes when it is not at position 0"
+    ),
+    "mean": "mean of the clean activation over all prompts and all positions >= 1 (mean ablation)",
+    "zero": "all zeros (zero ablation)",
+}
+
+
+def check_counterfactual(name: str) -> str:
+    """``name`` if it is a known counterfactual, else a ``UsageError`` listing them."""
+    if name not in COUNTERFACTUALS:
+        raise UsageError(
+            f"unknown counterfactual {name!r}; choose one of {', '.join(COUNTERFACTUALS)}"
+        )
+    return name
+
+
+# --- what can be patched, and where a path can end ---------------------------------------------
+
+SITE_KINDS = ("embed", "resid_pre", "attn", "head", "resid_mid", "mlp", "resid_post")
+"""A component's output (or a residual stream) at some positions: ``circuits.patching.Site``."""
+RECEIVER_KINDS = ("q", "k", "v", "mlp_in")
+"""The input a path ends in (``circuits.patching.Receiver``): the query, key or value input of a
+later layer's heads, or an MLP's input. The same names are the graph's receiver node kinds and
+its edges' ``path_type``."""
+
+# --- result files ------------------------------------------------------------------------------
+
+MEASURE_FILE = "sink_metrics.json"
+PATCHING_FILE = "patching.json"
+CIRCUIT_JSON = "circuit.json"
+CIRCUIT_GRAPHML = "circuit.graphml"
+CIRCUIT_DOT = "circuit.dot"
+REPORT_FILE = "report.html"
+VIEWS_FILE = "views.json"
+RUN_FILE = "run.json"
+TRACE_FILE = "trace.json"

@@ -1,0 +1,169 @@
+"""What an emergence trace measures at each checkpoint (``measure_checkpoint``), on one fixed evaluation batch drawn from the run's own data source (``DataSource.eval_batch``,
+its own seed stream, identical for every checkpoint):
+
+* per layer, with ``circuits.metrics.measure_sinks``: ``attn_to_p0`` (mean over queries q >= 1
+  of A[q, 0], mean over heads), ``sink_score`` (Gu et al.'s alpha_0, P0's own query included),
+  ``sink_rate`` (share of heads with sink_score > eps), ``p0_norm``, ``rest_norm_median`` and
+  ``p0_norm_ratio`` (l2 norm of ``resid_post`` at P0 over the median at positions >= 1);
+* **where the sink sits**: ``key_attention[k]``, the attention that queries q >= ``first_k`` pay
+  to key position k < ``first_k`` (mean over those queries, heads and batch; every counted query
+  sees all first_k keys, so the positions compete fairly), per layer and averaged over the
+  downstream layers (>= 2, or all layers when the model has fewer than 3); ``sink_position`` is
+  its argmax;
+* **concentration in layers 0-1**, two ways:
+  - ``norm_growth_share_l01``: with rho_l the P0 norm ratio after block l (rho_-1: the
+    embedding, ``resid_pre`` of block 0) and g_l = max(0, log rho_l - log rho_{l-1}) the growth
+    of P0's norm in excess of the other positions in block l, the share (g_0 + g_1) / sum_l g_l
+    (None when sum_l g_l < log 1.5, i.e. P0 never outgrows the rest by 1.5x);
+    ``jump_layer`` = argmax_l g_l (None in the same case);
+  - ``ablation_share_l01``: for every block l and component c in (attn_out, mlp_out), the
+    component's output at P0 is mean-ablated (replaced, row by row, by its mean over positions
+    >= 1: P0 is made to look like an ordinary position for that component only) and the
+    downstream sink D = mean over layers >= 2 of attn_to_p0 is re-measured; effect = D_clean -
+    D_ablated. The share is sum over l <= 1 of |effect| / sum over all of |effect| (None when the
+    total is < 0.01). This is a per-component activation-patching experiment done with plain
+    hooks (``transformer_lens.utils.get_act_name`` names), documented here so traces do not
+    depend on the patching engine.
+* the evaluation loss (next-token cross-entropy on the eval batch).
+
+The phase detector is in ``circuits.emergence.phases``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
+
+from circuits.metrics.attention import attn_to_p0, key_attention
+from circuits.metrics.measure import measure_sinks
+
+COMPONENTS = ("attn_out", "mlp_out")
+
+
+def downstream_layers(n_layers: int) -> list[int]:
+    """Layers whose sink is the circuit's output: >= 2, or all when the model has < 3 layers."""
+    return list(range(2, n_layers)) if n_layers >= 3 else list(range(n_layers))
+
+
+def norm_growth(ratios: list[float]) -> tuple[list[float], float | None, int | None]:
+    """Per-block excess growth g_l of P0's norm, the layers-0-1 share, and the jump layer.
+
+    ``ratios[0]`` is the embedding's P0 norm ratio, ``ratios[l + 1]`` the one after block l.
+    """
+    logs = [math.log(max(r, 1e-12)) for r in ratios]
+    growth = [max(0.0, b - a) for a, b in zip(logs[:-1], logs[1:], strict=False)]
+    total = sum(growth)
+    if total < math.log(1.5):
+        return growth, None, None
+    share = sum(growth[:2]) / total
+    jump = max(range(len(growth)), key=lambda i: growth[i])
+    return growth, share, jump
+
+
+def _downstream_sink(model: HookedTransformer, tokens: Tensor, fwd_hooks: list) -> float:
+    layers = downstream_layers(model.cfg.n_layers)
+    got: dict[int, float] = {}
+
+    def on_pattern(pattern: Tensor, hook) -> None:
+        got[hook.layer()] = attn_to_p0(pattern.float()).mean().item()
+
+    hooks = list(fwd_hooks) + [(get_act_name("pattern", layer), on_pattern) for layer in layers]
+    with torch.inference_mode():
+        model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks)
+    return sum(got[layer] for layer in layers) / len(layers)
+
+
+def _mean_ablate_p0(act: Tensor, hook) -> Tensor:
+    act = act.clone()
+    act[:, 0] = act[:, 1:].mean(dim=1)
+    return act
+
+
+def ablation_effects(
+    model: HookedTransformer, tokens: Int[Tensor, "batch pos"]
+) -> tuple[float, list[dict[str, float]]]:
+    """D_clean and, per block, the effect on D of mean-ablating attn_out / mlp_out at P0."""
+    clean = _downstream_sink(model, tokens, [])
+    effects = []
+    for layer in range(model.cfg.n_layers):
+        row = {}
+        for comp in COMPONENTS:
+            name = get_act_name(comp, layer)
+            if name not in model.hook_dict:
+                raise KeyError(f"hook {name} not found on the model")
+            row[comp] = clean - _downstream_sink(model, tokens, [(name, _mean_ablate_p0)])
+        effects.append(row)
+    return clean, effects
+
+
+def measure_checkpoint(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    *,
+    bos: bool,
+    first_k: int = 4,
+    eps: float = 0.3,
+) -> dict[str, Any]:
+    """Everything a trace records about one checkpoint (see the module docstring)."""
+    report = measure_sinks(model, tokens, bos=bos, eps=eps)
+    n_layers = model.cfg.n_layers
+    keys: dict[int, Tensor] = {}
+
+    def on_pattern(pattern: Tensor, hook) -> None:
+        keys[hook.layer()] = key_attention(pattern, first_k)
+
+    hooks = [(get_act_name("pattern", layer), on_pattern) for layer in range(n_layers)]
+    with torch.inference_mode():
+        eval_loss = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks).item()
+
+    down = downstream_layers(n_layers)
+    overall = torch.stack([keys[layer] for layer in down]).mean(dim=0)
+    ratios = [report.embed_p0_norm / max(report.embed_rest_norm_median, 1e-12)] + report.column(
+        "p0_norm_ratio"
+    )
+    growth, share_norm, jump = norm_growth(ratios)
+    d_clean, effects = ablation_effects(model, tokens)
+    total = sum(abs(v) for row in effects for v in row.values())
+    share_abl = (
+        sum(abs(v) for row in effects[:2] for v in row.values()) / total if total >= 0.01 else None
+    )
+    layers = []
+    for lm in report.layers:
+        layers.append(
+            {
+                "layer": lm.layer,
+                "attn_to_p0": lm.attn_to_p0,
+                "sink_score": lm.sink_score,
+                "sink_rate": lm.sink_rate,
+                "p0_norm": lm.p0_norm,
+                "rest_norm_median": lm.rest_norm_median,
+                "p0_norm_ratio": lm.p0_norm_ratio,
+                "p0_norm_growth": growth[lm.layer],
+                "key_attention": keys[lm.layer].tolist(),
+                "ablation_effect": effects[lm.layer],
+                "heads": [asdict(h) for h in lm.heads],
+            }
+        )
+    return {
+        "eval_loss": eval_loss,
+        "sink_strength": max(layers[layer]["sink_score"] for layer in down),
+        "downstream_attn_to_p0": d_clean,
+        "sink_position": int(overall.argmax()),
+        "key_attention": overall.tolist(),
+        "embed_p0_norm_ratio": ratios[0],
+        "jump_layer": jump,
+        "first_layer_norm_ratio_over_10": report.first_norm_jump_layer,
+        "norm_growth_share_l01": share_norm,
+        "ablation_share_l01": share_abl,
+        "sink_rate_from_layer2": report.sink_rate_from_layer2
+        if n_layers >= 3
+        else report.sink_rate_all,
+        "layers": layers,
+    }

@@ -1,0 +1,22 @@
+"""Activation, path and attribution patching at position zero, on a batched, truncated engine."""
+
+from circuits.core.lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Patcher": "engine",
+        "Site": "sites",
+        "Receiver": "sites",
+        "component_sites": "sites",
+        "head_sites": "sites",
+        "patch_name": "sites",
+        "Metric": "readouts",
+        "SinkMetric": "readouts",
+        "P0NormMetric": "readouts",
+        "CacheMetric": "readouts",
+        "PatchingResult": "results",
+        "attribution_patch": "attribution",
+        "pearson": "attribution",
+    },
+)

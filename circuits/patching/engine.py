@@ -1,0 +1,360 @@
+"""The patching engine: exact activation patching at position zero, batched and truncated.
+
+The question, in the paper's terms: *which components' outputs at position 0 (P0) make the
+later layers' heads attend to P0?* A patch replaces a component's output at P0 by its
+counterfactual value (see ``circuits.patching.counterfactuals``: ``shift``, ``mean`` or ``zero``), the
+model runs on, and a metric reads the result: the Gu et al. sink score of the receiver layers
+(``SinkMetric``), P0's residual norm at a layer (``P0NormMetric``), or any callable on the cache
+(``CacheMetric``).
+
+Engine (``Patcher``):
+
+* one clean run caches every residual stream and component output; a patch whose first site is
+  in layer ``l`` starts the forward at block ``l`` from the cached clean ``resid_pre[l]``
+  (``HookedTransformer.forward(start_at_layer=l)``): the layers below are never recomputed;
+* the run stops at the metric's last read: for the sink metric, right after the last receiver
+  layer's attention pattern (its z, attention output and MLP are never computed), and never
+  with the unembedding;
+* many patches share one forward: patch ``k`` owns rows ``k*B .. (k+1)*B`` of a stacked batch,
+  and the batch *grows* with depth: a patch's rows join at the block where it starts (from the
+  cached clean ``resid_pre``), so patches starting at different layers (a resid_pre grid has one
+  per layer) still share one forward without recomputing any clean block;
+* glibc is told to keep freed activation memory (``circuits.patching.allocator``): a batched forward
+  reuses its large buffers instead of page-faulting fresh ones in every block;
+* numbers equal TransformerLens' ``transformer_lens.patching`` functions where they run the same
+  experiment (tests check max |diff| <= 1e-4).
+
+Path patching (``Patcher.path_patch``) is in ``circuits.patching.paths``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
+
+from circuits.core.conventions import check_counterfactual
+from circuits.core.errors import UsageError
+from circuits.patching.allocator import keep_freed_memory
+from circuits.patching.counterfactuals import counterfactual_values
+from circuits.patching.readouts import CacheMetric, Metric, SinkMetric
+from circuits.patching.results import PatchingResult
+from circuits.patching.sites import Patch, Receiver, Site, as_sites, check_site, patch_name
+
+_CACHED_ACTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
+
+
+class _ForwardDone(Exception):
+    """Raised by the hook on the metric's last read: the rest of the forward is not needed."""
+
+
+def _stop_forward(act: Tensor, hook) -> None:
+    raise _ForwardDone
+
+
+class Patcher:
+    """Clean and counterfactual activations of ``model`` on ``tokens``, and patched runs on them.
+
+    ``tokens``: ``[batch, pos]`` prompts of equal length, no padding (position 0 is each row's
+    real first token). ``counterfactual``: ``shift`` | ``mean`` | ``zero``. ``max_rows``: the
+    largest stacked batch one forward may use (``n_patches_per_forward * batch``).
+    """
+
+    def __init__(
+        self,
+        model: HookedTransformer,
+        tokens: Int[Tensor, "batch pos"],
+        counterfactual: str = "shift",
+        *,
+        shift_token: int | None = None,
+        max_rows: int = 64,
+        progress: bool = False,
+    ) -> None:
+        check_counterfactual(counterfactual)
+        keep_freed_memory()
+        if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.shape[1] < 2:
+            raise UsageError(
+                f"tokens must be a [batch, pos] tensor with at least 2 positions, got "
+                f"{tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__}"
+            )
+        if tokens.shape[1] > model.cfg.n_ctx:
+            raise UsageError(
+                f"{tokens.shape[1]} tokens exceed the model's context of {model.cfg.n_ctx}"
+            )
+        if max_rows < 1:
+            raise UsageError("max_rows must be >= 1")
+        self.model = model
+        self.tokens = tokens.to(model.cfg.device)
+        self.counterfactual = counterfactual
+        self.shift_token = shift_token
+        self.max_rows = max_rows
+        self.progress = progress
+        self.batch, self.n_pos = tokens.shape
+        cfg = model.cfg
+        names = [get_act_name("embed")]
+        for layer in range(cfg.n_layers):
+            for act in _CACHED_ACTS:
+                if act in ("resid_mid", "mlp_out") and cfg.attn_only:
+                    continue
+                names.append(get_act_name(act, layer))
+        self._check_hooks(names)
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(
+                self.tokens, return_type=None, names_filter=lambda n: n in set(names)
+            )
+            self.clean: dict[str, Tensor] = {n: cache[n] for n in names}
+            self.cf: dict[str, Tensor] = counterfactual_values(
+                model, self.tokens, self.clean, counterfactual, names, shift_token=shift_token
+            )
+        self._clean_metric: dict[int, tuple[float, Tensor | None]] = {}
+        self._clean_sink: dict[int, Tensor] | None = None
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def _check_hooks(self, names: Sequence[str]) -> None:
+        missing = [n for n in names if n not in self.model.hook_dict]
+        if missing:
+            raise UsageError(
+                f"hook(s) {missing[:3]} not found on the model: is it a HookedTransformer?"
+            )
+
+    def _check_site(self, site: Site) -> None:
+        check_site(site, self.model.cfg, self.n_pos)
+
+    def _prepare_metric(self, metric: Metric | Callable | None, last_layer: int) -> Metric:
+        if metric is None:
+            metric = SinkMetric()
+        if not isinstance(metric, Metric):
+            if callable(metric):
+                metric = CacheMetric(metric)
+            else:
+                raise UsageError(
+                    f"metric must be a Metric or a callable on the cache, got {type(metric).__name__}"
+                )
+        if isinstance(metric, SinkMetric):
+            metric = metric.resolved(last_layer, self.model.cfg.n_layers)
+        metric.validate(self.model, self.n_pos)
+        if isinstance(metric, CacheMetric):
+            with torch.inference_mode():
+                _, cache = self.model.run_with_cache(self.tokens, return_type=None)
+            metric.check_on_clean(self.model, dict(cache.cache_dict))
+        return metric
+
+    # -- clean value ---------------------------------------------------------------------------
+
+    def clean_value(self, metric: Metric) -> tuple[float, Tensor | None]:
+        """The metric on the unpatched run (one forward from the tokens, cached per metric)."""
+        if isinstance(metric, SinkMetric):
+            # one clean forward over every layer serves every receiver set
+            if self._clean_sink is None:
+                probe = SinkMetric(range(self.model.cfg.n_layers))
+                self._forward(probe, starts=[None], patch_hooks=[])
+                self._clean_sink = probe.clean_per_layer()
+            metric.set_clean({r: self._clean_sink[r] for r in metric.layers})
+            detail = torch.stack([self._clean_sink[r].float().mean() for r in metric.layers])
+            return float(detail.mean()), detail
+        key = id(metric)
+        if key not in self._clean_metric:
+            values, detail = self._forward(metric, starts=[None], patch_hooks=[])
+            self._clean_metric[key] = (float(values[0]), None if detail is None else detail[0])
+        return self._clean_metric[key]
+
+    def clean_sink_per_layer(self) -> list[float]:
+        """Clean sink score (mean over heads and prompts) of every layer, from the one clean run
+        that serves every ``SinkMetric``."""
+        self.clean_value(SinkMetric(range(self.model.cfg.n_layers)))
+        assert self._clean_sink is not None
+        return [float(self._clean_sink[r].float().mean()) for r in range(self.model.cfg.n_layers)]
+
+    # -- forwards ------------------------------------------------------------------------------
+
+    def _forward(
+        self,
+        metric: Metric,
+        *,
+        starts: Sequence[int | None],
+        patch_hooks: list[tuple[str, Callable]],
+    ) -> tuple[Tensor, Tensor | None]:
+        """Run one stacked batch, patch ``k`` owning rows ``k*B .. (k+1)*B``, up to the metric's
+        last read (``Metric.last_hook``, else the end of its last block), with ``patch_hooks``
+        applied, and return the metric per patch.
+
+        ``starts[k]`` is the block where patch ``k`` first differs from the clean run (None: from
+        the tokens, for every patch or none). The batch *grows*: the run starts at ``starts[0]``
+        with the rows of the patches that start there, and at each later start a hook on
+        ``resid_pre`` appends the rows of the patches starting at that block, copied from the
+        cached clean ``resid_pre``. No row computes a block whose output equals the clean one,
+        and one-patch-per-layer grids (resid_pre) still fill a batch.
+        """
+        starts = list(starts)
+        blocks = [s for s in starts if s is not None]
+        if blocks != sorted(blocks) or 0 < len(blocks) < len(starts):
+            raise RuntimeError(
+                f"patch starts must be non-decreasing and not mix None: {starts} (internal error)"
+            )
+        model = self.model
+        n, b, first = len(starts), self.batch, starts[0]
+        metric.begin(n, b, first)
+        counts = Counter(starts)
+        joins: list[tuple[str, Callable]] = []
+        if first is not None:
+            for layer in sorted(s for s in counts if s is not None)[1:]:
+                rows = self.clean[get_act_name("resid_pre", layer)].repeat(counts[layer], 1, 1)
+
+                def join(act: Tensor, hook, rows=rows) -> Tensor:
+                    return torch.cat([act, rows])
+
+                joins.append((get_act_name("resid_pre", layer), join))
+        hooks = joins + patch_hooks + metric.hooks()  # same-hook order: join, patch, read
+        last = metric.last_hook()
+        if last is not None:
+            hooks.append((last, _stop_forward))
+        stop = metric.stop_layer(model)
+        with torch.inference_mode():
+            try:
+                if first is None:
+                    model.run_with_hooks(
+                        self.tokens.repeat(n, 1), fwd_hooks=hooks, stop_at_layer=stop
+                    )
+                else:
+                    inp = self.clean[get_act_name("resid_pre", first)].repeat(counts[first], 1, 1)
+                    model.run_with_hooks(
+                        inp, fwd_hooks=hooks, start_at_layer=first, stop_at_layer=stop
+                    )
+            except _ForwardDone:
+                pass
+        return metric.finish()
+
+    def _jobs(self, starts: dict[int, int | None]) -> list[list[int]]:
+        """Split patches (index -> start block) into forwards of at most ``max_rows`` rows, in
+        order of start so that each forward's batch only grows (patches from the tokens apart)."""
+        per_forward = max(1, self.max_rows // self.batch)
+        from_tokens = [i for i, s in starts.items() if s is None]
+        from_blocks = sorted(
+            (i for i, s in starts.items() if s is not None), key=lambda i: (starts[i], i)
+        )
+        return [
+            group[j : j + per_forward]
+            for group in (from_tokens, from_blocks)
+            for j in range(0, len(group), per_forward)
+        ]
+
+    def _setter_hooks(self, patches: list[tuple[Site, ...]]) -> list[tuple[str, Callable]]:
+        """One hook per hook name, writing every patch's counterfactual values into its rows."""
+        by_hook: dict[str, list[tuple[int, Site]]] = defaultdict(list)
+        for k, sites in enumerate(patches):
+            for site in sites:
+                by_hook[site.hook_name].append((k, site))
+        b = self.batch
+        hooks = []
+        for name, items in by_hook.items():
+            src = self.cf[name]
+
+            def setter(act: Tensor, hook, items=items, src=src) -> Tensor:
+                for k, site in items:
+                    rows = slice(k * b, (k + 1) * b)
+                    pos = slice(None) if site.positions is None else list(site.positions)
+                    if site.head is None:
+                        act[rows, pos] = src[:, pos]
+                    else:
+                        act[rows, pos, site.head] = src[:, pos, site.head]
+                return act
+
+            hooks.append((name, setter))
+        return hooks
+
+    # -- activation patching -------------------------------------------------------------------
+
+    def patch(
+        self,
+        patches: Sequence[Patch],
+        metric: Metric | Callable | None = None,
+        *,
+        desc: str = "activation patching",
+    ) -> PatchingResult:
+        """Exact activation patching: one metric value per patch.
+
+        Each patch (a Site or several Sites applied together) replaces its sites' clean values by
+        the counterfactual ones. All input is checked before any forward runs.
+        """
+        plist = [as_sites(p) for p in patches]
+        if not plist:
+            raise UsageError("no patches given")
+        for sites in plist:
+            for s in sites:
+                self._check_site(s)
+        last = max(max(-1 if s.kind == "embed" else s.layer for s in sites) for sites in plist)
+        metric = self._prepare_metric(metric, last)
+        read = metric.read_order()
+        inert = (
+            []
+            if read is None
+            else [i for i, sites in enumerate(plist) if min(s.order for s in sites) >= read]
+        )
+        if read is not None and len(inert) == len(plist):
+            raise UsageError(
+                f"no patch can change the metric: it reads layer {read[0]} at the latest and every "
+                f"patch (e.g. {patch_name(plist[0])}) comes after that; choose later receiver layers"
+            )
+        clean, clean_detail = self.clean_value(metric)
+
+        starts: dict[int, int | None] = {}
+        for i, sites in enumerate(plist):
+            if i not in inert:
+                layers = [s.start_layer for s in sites]
+                starts[i] = None if None in layers else min(la for la in layers if la is not None)
+        jobs = self._jobs(starts)
+        values = torch.empty(len(plist))
+        details: list[Tensor | None] = [None] * len(plist)
+        for i in inert:  # a site after the metric's last read cannot change it: exactly clean
+            values[i] = clean
+            details[i] = clean_detail
+        for idx in tqdm(jobs, desc=desc, disable=not self.progress, leave=False):
+            chunk = [plist[i] for i in idx]
+            vals, detail = self._forward(
+                metric, starts=[starts[i] for i in idx], patch_hooks=self._setter_hooks(chunk)
+            )
+            for j, i in enumerate(idx):
+                values[i] = vals[j]
+                if detail is not None:
+                    details[i] = detail[j]
+        return PatchingResult(
+            names=[patch_name(s) for s in plist],
+            patches=[[s.to_dict() for s in sites] for sites in plist],
+            values=values,
+            clean=clean,
+            metric=metric.describe(),
+            counterfactual=self.counterfactual,
+            detail=None if details[0] is None else torch.stack(details),  # type: ignore[arg-type]
+            extra={"not_computed_after_metric": [patch_name(plist[i]) for i in inert]},
+        )
+
+    # -- path patching -------------------------------------------------------------------------
+
+    # -- path patching (circuits.patching.paths) -----------------------------------------------
+
+    def sender_delta(self, sender: Site) -> Float[Tensor, "batch pos d_model"]:
+        """The sender's direct write at its positions, counterfactual minus clean (see
+        ``circuits.patching.paths.sender_delta``)."""
+        from circuits.patching.paths import sender_delta
+
+        return sender_delta(self, sender)
+
+    def path_patch(
+        self,
+        paths: Sequence[tuple[Site, Receiver]],
+        metric: Metric | Callable | None = None,
+        *,
+        desc: str = "path patching",
+    ) -> PatchingResult:
+        """IOI-style path patching: one metric value per (sender, receiver) path (see
+        ``circuits.patching.paths.path_patch``)."""
+        from circuits.patching.paths import path_patch
+
+        return path_patch(self, paths, metric, desc=desc)

@@ -1,0 +1,233 @@
+"""Path patching at position zero. ``Patcher.path_patch`` follows the IOI method (Wang et al. 2022): the sender's
+output at P0 takes its counterfactual value, every other component is frozen at its clean
+value, so the receiver's input differs from clean by exactly the sender's direct write
+``delta`` (its counterfactual output minus its clean output, through any post-norm). That
+input is patched into the receiver (the K, Q or V input of heads in a later layer, or an MLP's
+input) and everything downstream of the receiver runs freely. Grouped-query attention: we keep
+TransformerLens' default ``ungroup_grouped_query_attention=False``, so with
+``use_split_qkv_input`` the K and V inputs are per *key/value head*: a ``k``/``v`` receiver's
+``heads`` index KV heads (``n_key_value_heads`` of them; each feeds ``n_heads / n_kv`` query
+heads); a ``q`` receiver's ``heads`` index query heads.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
+
+from circuits.core.errors import UsageError
+from circuits.patching.readouts import Metric, SinkMetric
+from circuits.patching.results import PatchingResult
+from circuits.patching.sites import Receiver, Site, check_receiver
+
+if TYPE_CHECKING:
+    from circuits.patching.engine import Patcher
+
+SENDER_KINDS = ("embed", "attn", "head", "mlp")
+
+
+@contextmanager
+def model_flags(
+    model: HookedTransformer, *, split_qkv: bool = False, mlp_in: bool = False
+) -> Iterator[None]:
+    """Temporarily turn on ``use_split_qkv_input`` / ``use_hook_mlp_in``; always restored."""
+    old_split, old_mlp = model.cfg.use_split_qkv_input, model.cfg.use_hook_mlp_in
+    try:
+        if split_qkv and not old_split:
+            model.set_use_split_qkv_input(True)
+        if mlp_in and not old_mlp:
+            model.set_use_hook_mlp_in(True)
+        yield
+    finally:
+        if model.cfg.use_split_qkv_input != old_split:
+            model.set_use_split_qkv_input(old_split)
+        if model.cfg.use_hook_mlp_in != old_mlp:
+            model.set_use_hook_mlp_in(old_mlp)
+
+
+def attn_out_from_z(block, z: Tensor) -> Tensor:
+    """A block's attention output (through any post-attention norm) from its heads' ``z``."""
+    attn = block.attn
+    out = torch.einsum("...pnh,nhd->...pd", z, attn.W_O) + attn.b_O
+    if block.cfg.use_normalization_before_and_after:
+        out = block.ln1_post(out)
+    return out
+
+
+def sender_delta(patcher: Patcher, sender: Site) -> Float[Tensor, "batch pos d_model"]:
+    """The sender's direct write into the residual stream, counterfactual minus clean, at its
+    positions (zero elsewhere), with every other component frozen at its clean value.
+
+    For a head this goes through the attention output (``z @ W_O + b_O``) and any post-
+    attention norm (Gemma's ``ln1_post``) with the layer's other heads clean.
+    """
+    patcher._check_site(sender)
+    if sender.kind not in SENDER_KINDS:
+        raise UsageError(f"a path's sender must be embed, attn, head or mlp, not {sender.kind}")
+    pos = slice(None) if sender.positions is None else list(sender.positions)
+    delta = torch.zeros_like(patcher.clean[get_act_name("resid_pre", 0)])
+    if sender.kind == "head":
+        z_clean = patcher.clean[sender.hook_name]
+        z_cf = z_clean.clone()
+        z_cf[:, pos, sender.head] = patcher.cf[sender.hook_name][:, pos, sender.head]
+        with torch.inference_mode():
+            out = attn_out_from_z(patcher.model.blocks[sender.layer], torch.stack([z_clean, z_cf]))
+        delta[:, pos] = (out[1] - out[0])[:, pos]
+    else:
+        name = sender.hook_name
+        delta[:, pos] = patcher.cf[name][:, pos] - patcher.clean[name][:, pos]
+    return delta
+
+
+def default_receiver_layers(receiver: Receiver, n_layers: int) -> tuple[int, ...]:
+    """The default metric's layers for a path: the receiver's own layer for ``q``/``k`` (the
+    direct effect on its attention to P0), every later layer for ``v`` and ``mlp_in``."""
+    if receiver.kind in ("q", "k"):
+        return (receiver.layer,)
+    layers = tuple(range(receiver.layer + 1, n_layers))
+    if not layers:
+        raise UsageError(
+            f"receiver {receiver.name} is in the last layer: no later layer to measure"
+        )
+    return layers
+
+
+def path_patch(
+    patcher: Patcher,
+    paths: Sequence[tuple[Site, Receiver]],
+    metric: Metric | Callable | None = None,
+    *,
+    desc: str = "path patching",
+) -> PatchingResult:
+    """IOI-style path patching: one metric value per (sender, receiver) path.
+
+    Default metric (``metric=None``): ``default_receiver_layers`` of each path; each path then
+    gets its own receiver layers, so pass one explicit metric when the values must be comparable.
+    """
+    paths = list(paths)
+    if not paths:
+        raise UsageError("no paths given")
+    for sender, receiver in paths:
+        if not isinstance(sender, Site) or not isinstance(receiver, Receiver):
+            raise UsageError("each path must be a (Site, Receiver) pair")
+        patcher._check_site(sender)
+        check_receiver(receiver, sender, patcher.model.cfg)
+    if metric is None:
+        return _per_path_default_metric(patcher, paths, desc)
+    last = max(r.layer for _, r in paths)
+    metric = patcher._prepare_metric(metric, last)
+    read = metric.read_order()
+    if read is not None:
+        for s, r in paths:
+            if r.order >= read:
+                raise UsageError(
+                    f"path {s.name}->{r.name} cannot change the metric: the metric reads layer "
+                    f"{read[0]} at the latest, not after receiver {r.name}; choose later receiver layers"
+                )
+    clean, _ = patcher.clean_value(metric)
+    values, details = _run_paths(patcher, paths, metric, desc)
+    return PatchingResult(
+        names=[f"{s.name}->{r.name}" for s, r in paths],
+        patches=[[s.to_dict(), r.to_dict()] for s, r in paths],
+        values=values,
+        clean=clean,
+        metric=metric.describe(),
+        counterfactual=patcher.counterfactual,
+        detail=None if details[0] is None else torch.stack(details),  # type: ignore[arg-type]
+        kind="path",
+    )
+
+
+def _per_path_default_metric(
+    patcher: Patcher, paths: list[tuple[Site, Receiver]], desc: str
+) -> PatchingResult:
+    """Path patching with each path's default metric, grouped so each group shares a forward."""
+    n_layers = patcher.model.cfg.n_layers
+    by_metric: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, (_, r) in enumerate(paths):
+        by_metric[default_receiver_layers(r, n_layers)].append(i)
+    values = torch.empty(len(paths))
+    cleans: list[float] = [0.0] * len(paths)
+    metrics: list[dict[str, Any]] = [{}] * len(paths)
+    groups = tqdm(by_metric.items(), desc=desc, disable=not patcher.progress, leave=False)
+    for layers, idx in groups:  # one bar over the groups; none per group
+        sub = path_patch(patcher, [paths[i] for i in idx], SinkMetric(layers), desc="")
+        for j, i in enumerate(idx):
+            values[i] = sub.values[j]
+            cleans[i] = sub.clean
+            metrics[i] = sub.metric
+    res = PatchingResult(
+        names=[f"{s.name}->{r.name}" for s, r in paths],
+        patches=[[s.to_dict(), r.to_dict()] for s, r in paths],
+        values=values,
+        clean=float("nan"),
+        metric={
+            "name": "sink_score",
+            "definition": "per path: receiver layer (q/k) or later layers (v/mlp_in)",
+        },
+        counterfactual=patcher.counterfactual,
+        kind="path",
+    )
+    res.extra["per_path_clean"] = cleans
+    res.extra["per_path_metric"] = metrics
+    return res
+
+
+def _adder_hooks(
+    paths: list[tuple[Site, Receiver]], idx: list[int], deltas: dict[Site, Tensor], batch: int
+) -> list[tuple[str, Callable]]:
+    """One hook per receiver input, adding each path's sender delta to its rows."""
+    by_hook: dict[str, list[tuple[int, Receiver, Tensor]]] = defaultdict(list)
+    for k, i in enumerate(idx):
+        s, r = paths[i]
+        by_hook[r.hook_name].append((k, r, deltas[s]))
+    hooks = []
+    for name, items in by_hook.items():
+
+        def adder(act: Tensor, hook, items=items) -> Tensor:
+            for k, r, d in items:
+                rows = slice(k * batch, (k + 1) * batch)
+                if r.kind == "mlp_in":
+                    act[rows] = act[rows] + d
+                elif r.heads is None:
+                    act[rows] = act[rows] + d[:, :, None, :]
+                else:
+                    hs = list(r.heads)
+                    act[rows, :, hs] = act[rows, :, hs] + d[:, :, None, :]
+            return act
+
+        hooks.append((name, adder))
+    return hooks
+
+
+def _run_paths(
+    patcher: Patcher, paths: list[tuple[Site, Receiver]], metric: Metric, desc: str
+) -> tuple[Tensor, list[Tensor | None]]:
+    deltas = {s: sender_delta(patcher, s) for s in {s for s, _ in paths}}
+    starts: dict[int, int | None] = {i: r.layer for i, (_, r) in enumerate(paths)}
+    values = torch.empty(len(paths))
+    details: list[Tensor | None] = [None] * len(paths)
+    need_split = any(r.kind in ("q", "k", "v") for _, r in paths)
+    need_mlp = any(r.kind == "mlp_in" for _, r in paths)
+    with model_flags(patcher.model, split_qkv=need_split, mlp_in=need_mlp):
+        for idx in tqdm(
+            patcher._jobs(starts), desc=desc, disable=not (patcher.progress and desc), leave=False
+        ):
+            hooks = _adder_hooks(paths, idx, deltas, patcher.batch)
+            vals, detail = patcher._forward(
+                metric, starts=[starts[i] for i in idx], patch_hooks=hooks
+            )
+            for j, i in enumerate(idx):
+                values[i] = vals[j]
+                if detail is not None:
+                    details[i] = detail[j]
+    return values, details

@@ -1,0 +1,253 @@
+"""What a patch touches (``Site``: a component's output or a residual stream at some positions)
+and where a path ends (``Receiver``: the Q/K/V input of a later layer's heads, or an MLP input).
+
+Names are stable and readable and are the circuit graph's node names: ``embed@p0``,
+``attn0@p0``, ``attn0.h3@p0``, ``mlp1@p0``, ``resid_pre5@p0``; ``attn5.k``, ``attn5.kv1.k``,
+``mlp2.in``. Grouped-query attention: ``k``/``v`` receivers index *key/value* heads (TransformerLens'
+``ungroup_grouped_query_attention=False``), ``q`` receivers index query heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transformer_lens import HookedTransformerConfig
+from transformer_lens.utilities import get_act_name
+
+from circuits.core.conventions import RECEIVER_KINDS, SITE_KINDS
+from circuits.core.errors import UsageError
+
+_ACT = {
+    "embed": "embed",
+    "resid_pre": "resid_pre",
+    "attn": "attn_out",
+    "head": "z",
+    "resid_mid": "resid_mid",
+    "mlp": "mlp_out",
+    "resid_post": "resid_post",
+}
+# Order of sites inside one block (embed comes before block 0).
+_STAGE = {
+    "embed": -1,
+    "resid_pre": 0,
+    "attn": 1,
+    "head": 1,
+    "resid_mid": 2,
+    "mlp": 3,
+    "resid_post": 4,
+}
+
+
+def _positions_label(positions: tuple[int, ...] | None) -> str:
+    if positions is None:
+        return "all"
+    return "p" + ",".join(str(p) for p in positions)
+
+
+@dataclass(frozen=True)
+class Site:
+    """One patchable place: ``kind`` in layer ``layer`` (head ``head``) at ``positions``.
+
+    ``positions=None`` means every position (TransformerLens' ``*_all_pos`` functions).
+    Names are stable and readable: ``embed@p0``, ``attn0@p0``, ``attn0.h3@p0``, ``mlp1@p0``,
+    ``resid_pre5@p0``.
+    """
+
+    kind: str
+    layer: int = 0
+    head: int | None = None
+    positions: tuple[int, ...] | None = (0,)
+
+    def __post_init__(self) -> None:
+        if self.positions is not None:
+            object.__setattr__(self, "positions", tuple(int(p) for p in self.positions))
+
+    @property
+    def act(self) -> str:
+        return _ACT[self.kind]
+
+    @property
+    def hook_name(self) -> str:
+        if self.kind == "embed":
+            return get_act_name("embed")
+        return get_act_name(self.act, self.layer)
+
+    @property
+    def start_layer(self) -> int | None:
+        """The block the patched forward starts at (None: from the tokens, for the embedding)."""
+        return None if self.kind == "embed" else self.layer
+
+    @property
+    def order(self) -> tuple[int, float]:
+        """Where the site is written inside the model, for ordering checks."""
+        return (-1 if self.kind == "embed" else self.layer, float(_STAGE[self.kind]))
+
+    @property
+    def name(self) -> str:
+        where = _positions_label(self.positions)
+        if self.kind == "embed":
+            return f"embed@{where}"
+        if self.kind == "head":
+            return f"attn{self.layer}.h{self.head}@{where}"
+        return f"{self.kind}{self.layer}@{where}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "layer": self.layer,
+            "head": self.head,
+            "positions": None if self.positions is None else list(self.positions),
+            "hook": self.hook_name,
+        }
+
+
+Patch = Site | Sequence[Site]
+"""One patch: a single site, or several sites patched together in the same run."""
+
+
+def as_sites(patch: Patch) -> tuple[Site, ...]:
+    if isinstance(patch, Site):
+        return (patch,)
+    sites = tuple(patch)
+    if not sites or not all(isinstance(s, Site) for s in sites):
+        raise UsageError("a patch must be a Site or a non-empty sequence of Sites")
+    return sites
+
+
+def patch_name(patch: Patch) -> str:
+    return "+".join(s.name for s in as_sites(patch))
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """The input a path ends in: the ``q``/``k``/``v`` input of heads in ``layer`` or an MLP's
+    input (``mlp_in``).
+
+    ``heads=None`` means all heads of the layer. For ``k``/``v`` on a grouped-query model the
+    indices are KV heads (see the module docstring). Names: ``attn5.k``, ``attn5.h3.q``,
+    ``attn5.kv1.k``, ``mlp1.in``.
+    """
+
+    kind: str
+    layer: int
+    heads: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.heads is not None:
+            object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
+
+    @property
+    def hook_name(self) -> str:
+        return get_act_name("mlp_in" if self.kind == "mlp_in" else f"{self.kind}_input", self.layer)
+
+    @property
+    def name(self) -> str:
+        if self.kind == "mlp_in":
+            return f"mlp{self.layer}.in"
+        if self.heads is None:
+            return f"attn{self.layer}.{self.kind}"
+        label = "h" if self.kind == "q" else "kv"
+        return f"attn{self.layer}." + ".".join(f"{label}{h}" for h in self.heads) + f".{self.kind}"
+
+    @property
+    def order(self) -> tuple[int, float]:
+        """Where the input is read inside the model: q/k before the pattern, v after it."""
+        return (self.layer, {"q": 0.5, "k": 0.5, "v": 1.0, "mlp_in": 3.0}[self.kind])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "layer": self.layer,
+            "heads": None if self.heads is None else list(self.heads),
+            "hook": self.hook_name,
+        }
+
+
+def component_sites(
+    n_layers: int,
+    layers: Sequence[int] | None = None,
+    *,
+    positions: tuple[int, ...] | None = (0,),
+    kinds: Sequence[str] = ("embed", "attn", "mlp"),
+) -> list[Site]:
+    """Sites for a component sweep: the embedding and each layer's ``kinds`` at ``positions``."""
+    layers = range(n_layers) if layers is None else layers
+    sites = [Site("embed", 0, positions=positions)] if "embed" in kinds else []
+    for layer in layers:
+        for kind in kinds:
+            if kind != "embed":
+                sites.append(Site(kind, layer, positions=positions))
+    return sites
+
+
+def head_sites(
+    layers: Sequence[int], n_heads: int, *, positions: tuple[int, ...] | None = (0,)
+) -> list[Site]:
+    return [
+        Site("head", layer, head=h, positions=positions) for layer in layers for h in range(n_heads)
+    ]
+
+
+def check_site(site: Site, cfg: HookedTransformerConfig, n_pos: int) -> None:
+    """A one-line ``UsageError`` unless ``site`` exists on a model with ``cfg`` and ``n_pos`` tokens."""
+    if site.kind not in SITE_KINDS:
+        raise UsageError(f"unknown site kind {site.kind!r}; choose one of {', '.join(SITE_KINDS)}")
+    if site.kind != "embed" and not 0 <= site.layer < cfg.n_layers:
+        raise UsageError(
+            f"layer {site.layer} out of range: the model has layers 0..{cfg.n_layers - 1}"
+        )
+    if site.kind in ("mlp", "resid_mid") and cfg.attn_only:
+        raise UsageError(f"{site.name}: the model is attention-only (no MLPs)")
+    if site.kind == "head":
+        if site.head is None or not 0 <= site.head < cfg.n_heads:
+            raise UsageError(
+                f"head index {site.head} out of range in {site.name}: layer {site.layer} has "
+                f"heads 0..{cfg.n_heads - 1}"
+            )
+    elif site.head is not None:
+        raise UsageError(
+            f"{site.kind} sites take no head index (got head={site.head}); use kind='head'"
+        )
+    if site.positions is not None:
+        if not site.positions:
+            raise UsageError("positions must be non-empty (or None for every position)")
+        bad = [p for p in site.positions if not 0 <= p < n_pos]
+        if bad:
+            raise UsageError(
+                f"position(s) {bad} outside the prompt: {site.name} must use positions 0..{n_pos - 1}"
+            )
+
+
+def check_receiver(receiver: Receiver, sender: Site, cfg: HookedTransformerConfig) -> None:
+    """A one-line ``UsageError`` unless ``receiver`` exists and comes after ``sender``."""
+    if receiver.kind not in RECEIVER_KINDS:
+        raise UsageError(
+            f"unknown receiver kind {receiver.kind!r}; choose one of {', '.join(RECEIVER_KINDS)}"
+        )
+    if not 0 <= receiver.layer < cfg.n_layers:
+        raise UsageError(
+            f"receiver layer {receiver.layer} out of range: the model has layers 0..{cfg.n_layers - 1}"
+        )
+    if receiver.kind == "mlp_in" and cfg.attn_only:
+        raise UsageError("the model is attention-only: no MLP receiver")
+    if receiver.heads is not None:
+        if receiver.kind == "mlp_in":
+            raise UsageError("an MLP receiver takes no heads")
+        n = cfg.n_heads
+        if receiver.kind in ("k", "v") and cfg.n_key_value_heads is not None:
+            n = cfg.n_key_value_heads
+        bad = [h for h in receiver.heads if not 0 <= h < n]
+        if bad:
+            what = "KV heads" if n != cfg.n_heads else "heads"
+            raise UsageError(
+                f"receiver head index {bad} out of range: layer {receiver.layer} has {what} 0..{n - 1}"
+            )
+    if not receiver.order > sender.order:
+        raise UsageError(
+            f"receiver {receiver.name} is not after sender {sender.name}: a path must go from an "
+            "earlier component to a later layer's input"
+        )

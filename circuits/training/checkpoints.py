@@ -1,0 +1,137 @@
+"""Run folders: ``run.json``, weight checkpoints and full training states, written atomically and
+read with ``torch.load(..., weights_only=True)``.
+
+``RUN_DIR/checkpoints/step_0000000.pt`` hold the model weights only (what a trace reads);
+``RUN_DIR/state/state_XXXXXXX.pt`` hold the full training state (weights, AdamW state, torch RNG
+state, step, loss history); the newest ``KEEP_STATES`` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from circuits.core.atomic import atomic_path
+from circuits.core.conventions import RUN_FILE
+from circuits.core.errors import UsageError
+from circuits.training.config import TrainConfig
+from circuits.training.model import build_model
+
+METRICS_FILE = "metrics.json"
+CKPT_DIR = "checkpoints"
+STATE_DIR = "state"
+KEEP_STATES = 2
+_STEP_RE = re.compile(r"^(?:step|state)_(\d{7})\.pt$")
+
+
+def save_torch(obj: Any, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as fh:  # flush to disk before the rename makes it visible
+            os.fsync(fh.fileno())
+
+
+def listed(folder: Path, prefix: str) -> list[tuple[int, Path]]:
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and p.name.startswith(prefix):
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of the weight checkpoints of a run, by step."""
+    return listed(Path(run_dir) / CKPT_DIR, "step_")
+
+
+def load_checkpoint_weights(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Model weights of one checkpoint (``weights_only=True``)."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    return data["model"]
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_latest_state(run_dir: Path) -> dict[str, Any] | None:
+    """The newest readable full-state file of a run; unreadable ones are skipped with a warning."""
+    for step, path in reversed(listed(run_dir / STATE_DIR, "state_")):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state.get("step") != step or "model" not in state or "optimizer" not in state:
+                raise ValueError("missing keys or wrong step")
+            return state
+        except Exception as err:  # noqa: BLE001 - any failure means "not usable"
+            warnings.warn(
+                f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
+                f"falling back to the previous one (the bad file is kept as {path.name}.corrupt)",
+                stacklevel=2,
+            )
+            os.replace(path, path.with_name(path.name + ".corrupt"))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------
+
+
+def device_of(name: str | None) -> torch.device:
+    """``cpu``, ``cuda[:N]``, or ``auto`` (a GPU when torch sees one)."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def move_model(model: HookedTransformer, dev: torch.device) -> HookedTransformer:
+    """Move to ``dev`` (silently: TransformerLens prints on every move, even to the CPU)."""
+    return model if dev.type == "cpu" else model.to(dev, print_details=False)
+
+
+def read_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]]:
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        raise UsageError(
+            f"{run_dir} is not a training run (no {RUN_FILE}); train one with `p0-circuits train`"
+        )
+    meta = json.loads(path.read_text())
+    return TrainConfig.from_dict(meta["config"]), meta
+
+
+def load_run_model(
+    run_dir: str | os.PathLike, step: int | None = None, device: str | None = "cpu"
+) -> tuple[HookedTransformer, TrainConfig, dict[str, Any]]:
+    """The model of a run at checkpoint ``step`` (default: the last one), loaded weights_only."""
+    config, meta = read_run(run_dir)
+    ckpts = dict(list_checkpoints(run_dir))
+    if not ckpts:
+        raise UsageError(f"{run_dir} holds no checkpoints yet")
+    if step is None:
+        step = max(ckpts)
+    if step not in ckpts:
+        raise UsageError(f"{run_dir} has no checkpoint at step {step}; it has {sorted(ckpts)}")
+    model = build_model(config, meta["vocab_size"])
+    model.load_state_dict(load_checkpoint_weights(ckpts[step]))
+    return move_model(model, device_of(device)), config, meta

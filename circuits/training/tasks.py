@@ -1,0 +1,176 @@
+"""Synthetic training tasks: sequences in which attention heads must mostly do nothing.
+
+``"trigger"`` (synthetic: heads that must mostly do nothing)
+    Vocabulary: ``n_plain`` ordinary tokens, ``n_triggers`` trigger tokens, and ``<bos>`` (the
+    last id). Ordinary tokens follow a fixed random bigram chain (each token has ``branching``
+    possible successors, chosen once from the task seed), so most next tokens are predictable
+    from the current token alone and any attention output there is noise. With probability
+    ``trigger_prob`` a position holds a trigger; the token after a trigger is the ordinary token
+    that followed the previous occurrence of the same trigger (an induction/recall step), or a
+    fresh bigram step if there is none. Heads that do the recall are needed only at trigger
+    positions and must "do nothing" everywhere else: the recipe Gu et al. and Guo et al. tie to
+    sink formation.
+
+``"induct"`` (synthetic: copy heads that must stay silent off their copies)
+    Uniform random tokens over ``n_plain`` ids (so no token is frequent enough to serve as a
+    free sink), in which ``n_repeats`` segments of ``min_len``..``max_len`` tokens from earlier in
+    the sequence are repeated later. Inside a repeat the next token is predictable by induction;
+    everywhere else it is uniform noise (loss ln n_plain), so the copying heads must do nothing
+    there, and attending to any ordinary token copies a wrong token. ``<bos>`` is the last id.
+
+All tasks return ``int64`` token batches ``[batch, n_ctx]`` keyed by ``(seed, step)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from circuits.core.errors import UsageError
+from circuits.training.corpus import batch_generator, prepend_bos
+
+
+@dataclass(frozen=True)
+class TriggerTask:
+    """The ``"trigger"`` task (see the module docstring). ``vocab_size = n_plain + n_triggers + 1``."""
+
+    n_plain: int = 256
+    n_triggers: int = 4
+    branching: int = 2
+    trigger_prob: float = 0.08
+    task_seed: int = 1234
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_plain + self.n_triggers + 1
+
+    @property
+    def bos_token_id(self) -> int:
+        return self.vocab_size - 1
+
+    def successors(self) -> Int[Tensor, "n_plain branching"]:
+        gen = torch.Generator().manual_seed(self.task_seed)
+        return torch.randint(0, self.n_plain, (self.n_plain, self.branching), generator=gen)
+
+    def batch(
+        self, *, batch_size: int, n_ctx: int, bos: bool, seed: int, step: int
+    ) -> Int[Tensor, "batch n_ctx"]:
+        body = n_ctx - 1 if bos else n_ctx
+        gen = batch_generator(seed, step)
+        succ = self.successors()
+        is_trig = torch.rand(batch_size, body, generator=gen) < self.trigger_prob
+        which_trig = torch.randint(0, self.n_triggers, (batch_size, body), generator=gen)
+        branch = torch.randint(0, self.branching, (batch_size, body), generator=gen)
+        out = torch.empty(batch_size, body, dtype=torch.int64)
+        out[:, 0] = torch.randint(0, self.n_plain, (batch_size,), generator=gen)
+        is_trig[:, 0] = False
+        # last[b, t] = ordinary token that followed the previous occurrence of trigger t (-1: none)
+        last = torch.full((batch_size, self.n_triggers), -1, dtype=torch.int64)
+        prev_plain = out[:, 0].clone()
+        rows = torch.arange(batch_size)
+        for pos in range(1, body):
+            prev = out[:, pos - 1]
+            prev_was_trig = prev >= self.n_plain
+            bigram = succ[prev_plain, branch[:, pos]]
+            nxt = bigram.clone()
+            if prev_was_trig.any():
+                t = (prev - self.n_plain).clamp_min(0)
+                recalled = last[rows, t]
+                use = prev_was_trig & (recalled >= 0)
+                nxt = torch.where(use, recalled, nxt)
+                # remember what followed this trigger now
+                upd = prev_was_trig
+                last[rows[upd], t[upd]] = nxt[upd]
+            trig_here = is_trig[:, pos] & ~prev_was_trig
+            out[:, pos] = torch.where(trig_here, self.n_plain + which_trig[:, pos], nxt)
+            prev_plain = torch.where(trig_here, prev_plain, nxt)
+        if bos:
+            out = prepend_bos(out, self.bos_token_id)
+        return out
+
+
+@dataclass(frozen=True)
+class InductTask:
+    """The ``"induct"`` task (see the module docstring). ``vocab_size = n_plain + 1``."""
+
+    n_plain: int = 512
+    n_repeats: int = 2
+    min_len: int = 6
+    max_len: int = 12
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_plain + 1
+
+    @property
+    def bos_token_id(self) -> int:
+        return self.n_plain
+
+    def batch(
+        self, *, batch_size: int, n_ctx: int, bos: bool, seed: int, step: int
+    ) -> Int[Tensor, "batch n_ctx"]:
+        body = n_ctx - 1 if bos else n_ctx
+        gen = batch_generator(seed, step)
+        out = torch.randint(0, self.n_plain, (batch_size, body), generator=gen)
+        for b in range(batch_size):
+            for _ in range(self.n_repeats):
+                length = int(torch.randint(self.min_len, self.max_len + 1, (1,), generator=gen))
+                length = min(length, body // 3)
+                if length < 2:
+                    continue
+                src = int(torch.randint(0, body - 2 * length + 1, (1,), generator=gen))
+                dst = int(torch.randint(src + length, body - length + 1, (1,), generator=gen))
+                out[b, dst : dst + length] = out[b, src : src + length].clone()
+        if bos:
+            out = prepend_bos(out, self.bos_token_id)
+        return out
+
+
+class SyntheticTokenizer:
+    """A minimal tokenizer for the synthetic tasks, so zoo code can encode and print tokens.
+
+    A text is whitespace-separated token ids (``"12 7 260"``) or names: ``<bos>`` for the BOS id
+    and ``T0``, ``T1``... for the trigger task's triggers. ``decode`` writes them back the same
+    way. Called like a Hugging Face tokenizer: ``tok(text, add_special_tokens=False)``.
+    """
+
+    def __init__(
+        self, vocab_size: int, bos_token_id: int, first_trigger: int | None = None
+    ) -> None:
+        self.vocab_size = vocab_size
+        self.bos_token_id = bos_token_id
+        self.first_trigger = first_trigger
+
+    def _id(self, word: str) -> int:
+        if word == "<bos>":
+            return self.bos_token_id
+        if self.first_trigger is not None and word[:1] in "Tt" and word[1:].isdigit():
+            idx = self.first_trigger + int(word[1:])
+        elif word.isdigit():
+            idx = int(word)
+        else:
+            raise UsageError(f"synthetic-task text takes token ids, T<k> or <bos>; got {word!r}")
+        if not 0 <= idx < self.vocab_size:
+            raise UsageError(f"token {word!r} is outside the vocabulary of {self.vocab_size}")
+        return idx
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [self._id(w) for w in text.split()]}
+
+    def _word(self, idx: int) -> str:
+        if idx == self.bos_token_id:
+            return "<bos>"
+        if self.first_trigger is not None and idx >= self.first_trigger:
+            return f"T{idx - self.first_trigger}"
+        return str(idx)
+
+    def decode(self, ids) -> str:
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        return " ".join(self._word(int(i)) for i in ids)
+
+
+TASKS: dict[str, type] = {"trigger": TriggerTask, "induct": InductTask}
+"""Synthetic data sources by name (``TrainConfig.data``)."""

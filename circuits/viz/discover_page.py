@@ -1,0 +1,212 @@
+"""The report page of a discovery (``patching.json`` and ``circuit.json``)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from matplotlib.figure import Figure
+
+from circuits.circuit.export import load_graph
+from circuits.core.conventions import CIRCUIT_DOT, CIRCUIT_GRAPHML, CIRCUIT_JSON, PATCHING_FILE
+from circuits.core.records import read_json
+from circuits.viz.graph_figure import circuit_graph_figure
+from circuits.viz.html import esc, fmt, provenance_html, table
+from circuits.viz.patching_figures import (
+    clean_sink_figure,
+    component_heatmap_figure,
+    faithfulness_figure,
+    head_patching_heatmap_figure,
+    path_figure,
+)
+from circuits.viz.view_data import load_view_data
+from circuits.viz.views import NO_VIEWS_NOTE, View, p0_norm_view, sink_heads_view, views_section
+
+if TYPE_CHECKING:
+    from circuits.viz.report import FigureCollector
+
+
+def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], list[View]]:
+    record = read_json(path / PATCHING_FILE)
+    graph = load_graph(path / CIRCUIT_JSON) if (path / CIRCUIT_JSON).is_file() else None
+    sections = [provenance_html(record)]
+    if record.get("verdict"):
+        sections.append(f"<p class=verdict><b>Verdict.</b> {esc(record['verdict'])}</p>")
+    sections.append(
+        "<h2>Summary</h2>" + table(["quantity", "value"], _discover_summary(record), left=2)
+    )
+    if graph is not None:
+        figs.add(
+            lambda: circuit_graph_figure(graph, record=record),
+            "circuit_graph",
+            "The circuit layer by layer, P0's embedding at the bottom; edge width = |sink "
+            "change| / clean sink of the path's receiver; blue: patching the path lowers the sink.",
+        )
+    drawings: tuple[tuple[Callable[[dict], Figure], str | None, str], ...] = (
+        (
+            component_heatmap_figure,
+            "patching_components",
+            "Layer × component: sink change / clean sink when one component's output at P0 is set "
+            "to its counterfactual (blue: the patch lowers the sink).",
+        ),
+        (
+            head_patching_heatmap_figure,
+            "patching_heads",
+            "Layer × head: exact head patching (bold) where the head sweep ran, the attribution "
+            "estimate (hatched) elsewhere.",
+        ),
+        (clean_sink_figure, None, "Clean sink score per layer (mean over heads and prompts)."),
+        (
+            path_figure,
+            "paths_k",
+            "Path patching: sender at P0 -> K input of each later layer (direct path); sink change "
+            "at that layer / its clean sink (blue: the path carries the sink).",
+        ),
+        (
+            faithfulness_figure,
+            "faithfulness",
+            "Faithfulness per receiver layer: clean, circuit kept (rest patched), circuit patched, "
+            "everything patched.",
+        ),
+    )
+    for make, stem, caption in drawings:
+        figs.add(functools.partial(make, record), stem, caption)
+    sections.append("<h2>Figures</h2>" + "\n".join(figs.html))
+    if graph is not None:
+        sections.append(_graph_tables(graph))
+    sections.append(_effects_table(record))
+    files = [
+        f
+        for f in (CIRCUIT_JSON, CIRCUIT_GRAPHML, CIRCUIT_DOT, PATCHING_FILE)
+        if (path / f).is_file()
+    ]
+    sections.append(
+        "<p>Data: " + ", ".join(f'<a href="{esc(f)}">{esc(f)}</a>' for f in files) + "</p>"
+    )
+    data = load_view_data(path)
+    views = [sink_heads_view(data), p0_norm_view(data)] if data else []
+    sections.append(views_section(views, "" if views else NO_VIEWS_NOTE))
+    return f"P0 sink circuit: {record.get('model', '?')}", sections, views
+
+
+def _discover_summary(record: dict[str, Any]) -> list[list[str]]:
+    faith = record.get("faithfulness") or {}
+    metric = record.get("metric") or {}
+    rows = [
+        ("circuit", esc(", ".join(record.get("circuit") or [])) or "(empty)"),
+        ("faithfulness_kept (only the circuit clean)", fmt(faith.get("kept"))),
+        ("faithfulness_ablated (the circuit patched)", fmt(faith.get("ablated"))),
+        ("every P0 component patched", fmt(faith.get("floor"))),
+        *_backup_rows(record.get("backups")),
+        ("clean sink", fmt((record.get("clean") or {}).get("sink"), ".4f")),
+        (
+            "metric",
+            esc(metric.get("definition", str(metric)) if isinstance(metric, dict) else str(metric)),
+        ),
+        ("receiver layers", esc(_span(record.get("receiver_layers")))),
+        (
+            "counterfactual",
+            f"<b>{esc(str(record.get('counterfactual')))}</b>: "
+            f"{esc(str(record.get('counterfactual_definition', '')))}",
+        ),
+        (
+            "prompts",
+            f"{record.get('n_prompts', '?')} × {record.get('n_tokens', '?')} tokens, "
+            f"BOS at P0: {esc(str(record.get('bos')))}",
+        ),
+        ("attribution vs exact patching (Pearson r)", fmt(record.get("attribution_exact_pearson"))),
+        ("matches the paper's predicted shape", esc(str(record.get("paper_prediction_shape")))),
+    ]
+    timings = record.get("timings_s") or {}
+    if timings:
+        rows.append(("timings", esc(", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))))
+    return [[k, v] for k, v in rows]
+
+
+def _effects_table(record: dict[str, Any]) -> str:
+    clean = float(record["clean"]["sink"])
+    rows = []
+    for block in ("components", "heads"):
+        for r in (record.get(block) or {}).get("effects", []):
+            rel = r.get("relative")
+            rel = r["effect"] / clean if rel is None and clean else rel
+            rows.append(
+                [
+                    esc(r["name"]),
+                    fmt(r.get("value"), ".4f"),
+                    fmt(r["effect"], "+.4f"),
+                    fmt(rel, "+.1%"),
+                ]
+            )
+    if not rows:
+        return ""
+    return (
+        f"<details><summary>Every exact patching effect at P0 ({len(rows)} rows)</summary>"
+        + table(["patched at P0", "sink", "effect", "relative"], rows)
+        + "</details>"
+    )
+
+
+def _span(layers: Any) -> str:
+    if not layers:
+        return "?"
+    if (
+        isinstance(layers, list)
+        and layers == list(range(layers[0], layers[-1] + 1))
+        and len(layers) > 2
+    ):
+        return f"{layers[0]}..{layers[-1]}"
+    return ", ".join(str(x) for x in layers) if isinstance(layers, list) else str(layers)
+
+
+def _backup_rows(backups: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Rows for the sufficiency search (discover step 5), when it ran."""
+    if not backups or not backups.get("steps"):
+        return []
+    core = backups.get("core_faithfulness") or {}
+    return [
+        (
+            "backups (sufficiency search)",
+            esc(", ".join(backups.get("nodes") or [])) or "(none found)",
+        ),
+        ("core circuit kept / ablated", f"{fmt(core.get('kept'))} / {fmt(core.get('ablated'))}"),
+    ]
+
+
+def _graph_tables(graph) -> str:
+    g = graph.g
+    nodes = sorted(g.nodes(data=True), key=lambda nd: (nd[1].get("layer", 0), nd[0]))
+    node_rows = [
+        [
+            esc(n),
+            esc(str(d.get("kind"))),
+            fmt(d.get("layer"), "d"),
+            fmt(d.get("head"), "d"),
+            fmt(d.get("effect"), "+.4f"),
+            fmt(d.get("relative"), "+.1%"),
+            fmt(d.get("attribution"), "+.4f"),
+        ]
+        for n, d in nodes
+    ]
+    edge_rows = [
+        [
+            esc(u),
+            esc(v),
+            esc(str(d.get("path_type"))),
+            fmt(d.get("effect"), "+.4f"),
+            fmt(d.get("relative"), "+.1%"),
+        ]
+        for u, v, d in sorted(g.edges(data=True), key=lambda x: -abs(x[2].get("relative") or 0))
+    ]
+    return (
+        f"<h2>Circuit graph: {len(node_rows)} nodes, {len(edge_rows)} edges</h2>"
+        + table(["node", "kind", "layer", "head", "effect", "relative", "attribution"], node_rows)
+        + (
+            "<h3>Edges (path patching)</h3>"
+            + table(["sender", "receiver", "path", "effect", "relative"], edge_rows, left=3)
+            if edge_rows
+            else "<p>No edge passed the threshold.</p>"
+        )
+    )

@@ -1,0 +1,227 @@
+"""Figures of a discovery (``patching.json``): exact patching per component and per head, path
+patching into each later layer's keys, faithfulness per receiver layer, and the clean sink.
+
+Each function takes the saved record and returns a ``matplotlib.figure.Figure``; it writes
+nothing and raises ``MissingDataError`` when the record lacks what it needs. Effects are coloured
+the one way (``circuits.viz.style``): blue, the patch lowers the sink.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from circuits.core.errors import MissingDataError
+from circuits.viz.style import EFFECT_CMAP, effect_limit, new_figure
+
+
+def _effects_by_name(block: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if not block:
+        return {}
+    return {r["name"]: r for r in block.get("effects", [])}
+
+
+def _relative(row: dict[str, Any], clean: float) -> float:
+    rel = row.get("relative")
+    if rel is None:
+        rel = row["effect"] / clean if clean else 0.0
+    return float(rel)
+
+
+def _annotate(ax, grid: np.ndarray, fmt: str = "{:+.2f}", max_cells: int = 400) -> None:
+    if grid.size > max_cells:
+        return
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, fmt.format(grid[i, j]), ha="center", va="center", fontsize=6)
+
+
+def _effect_image(fig: Figure, ax, grid: np.ndarray, label: str):
+    """Draw ``grid`` of relative effects on the shared diverging scale, with its colour bar."""
+    lim, extend = effect_limit(grid.flatten().tolist())
+    im = ax.imshow(grid, cmap=EFFECT_CMAP, vmin=-lim, vmax=lim, aspect="auto", origin="lower")
+    fig.colorbar(im, ax=ax, label=label, extend=extend)
+    return im
+
+
+def component_heatmap_figure(record: dict[str, Any]) -> Figure:
+    """Layer x component heatmap of exact patching at P0: rows embed / attn / mlp, columns
+    layers, colour = sink change / clean sink (blue: patching lowers the sink)."""
+    clean = float(record["clean"]["sink"])
+    exact = _effects_by_name(record.get("components"))
+    if not exact:
+        raise MissingDataError("patching.json has no component sweep (components.effects)")
+    sites = [r["sites"][0] for r in exact.values()]
+    layers = sorted({s["layer"] for s in sites if s["kind"] != "embed"})
+    kinds = [k for k in ("attn", "mlp") if any(s["kind"] == k for s in sites)]
+    grid = np.full((len(kinds) + 1, len(layers)), np.nan)
+    for row in exact.values():  # rows bottom to top: embed (first column only), attn, mlp
+        s = row["sites"][0]
+        if s["kind"] == "embed":
+            grid[0, 0] = _relative(row, clean)
+        elif s["kind"] in kinds:
+            grid[1 + kinds.index(s["kind"]), layers.index(s["layer"])] = _relative(row, clean)
+    fig = new_figure(min(2.5 + 0.33 * len(layers), 12), 2.6)
+    ax = fig.subplots()
+    _effect_image(fig, ax, grid, "sink change / clean sink")
+    ax.set_yticks(range(len(kinds) + 1), ["embed", *kinds])
+    ax.set_xticks(range(len(layers)), [str(la) for la in layers], fontsize=7)
+    ax.set_xlabel("layer")
+    _annotate(ax, grid, max_cells=3 * 24)
+    ax.set_title(
+        f"{record.get('model', '?')}: patching each component at P0 "
+        f"({record.get('counterfactual', '?')} counterfactual)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def head_patching_heatmap_figure(record: dict[str, Any]) -> Figure:
+    """Layer x head heatmap at P0: exact head patching where the head sweep ran, the
+    attribution-patching estimate elsewhere (those cells are hatched)."""
+    clean = float(record["clean"]["sink"])
+    cells: dict[tuple[int, int], tuple[float, bool]] = {}
+    for block, is_exact in (("attribution", False), ("heads", True)):
+        for row in _effects_by_name(record.get(block)).values():
+            s = row["sites"][0]
+            if s["kind"] == "head":
+                value = _relative(row, clean) if is_exact else float(row["effect"]) / clean
+                cells[(s["layer"], s["head"])] = (value, is_exact)
+    if not cells:
+        raise MissingDataError("patching.json has no head effects (heads or attribution)")
+    layers = sorted({la for la, _ in cells})
+    n_heads = max(h for _, h in cells) + 1
+    grid = np.full((len(layers), n_heads), np.nan)
+    for (la, h), (v, _) in cells.items():
+        grid[layers.index(la), h] = v
+    fig = new_figure(min(2.5 + 0.6 * n_heads, 9), 1.4 + 0.24 * len(layers))
+    ax = fig.subplots()
+    _effect_image(fig, ax, grid, "sink change / clean sink")
+    for (la, h), (v, is_exact) in cells.items():
+        i = layers.index(la)
+        if not is_exact:
+            ax.add_patch(
+                Rectangle((h - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, color="#777777")
+            )
+        if grid.size <= 300:
+            weight = "bold" if is_exact else "normal"
+            ax.text(h, i, f"{v:+.2f}", ha="center", va="center", fontsize=6, fontweight=weight)
+    ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)], fontsize=7)
+    ax.set_yticks(
+        range(len(layers)), [str(la) for la in layers], fontsize=6 if len(layers) > 20 else 7
+    )
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    n_exact = sum(1 for v in cells.values() if v[1])
+    ax.set_title(
+        f"head patching at P0 ({n_exact} exact, bold; hatched: attribution estimate)", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
+def path_figure(record: dict[str, Any]) -> Figure:
+    """Path patching, sender at P0 -> K input of each later layer (the direct path): sink change
+    at that layer / its clean sink, one row per sender (blue: the path carries the sink)."""
+    pk = record.get("paths_k")
+    if not pk:
+        raise MissingDataError("patching.json has no paths into keys (paths_k)")
+    senders: list[str] = []
+    cells: dict[tuple[str, int], float] = {}
+    for r in pk["effects"]:
+        s, receiver = r["sites"][0]["name"], r["sites"][1]
+        if s not in senders:
+            senders.append(s)
+        cells[(s, receiver["layer"])] = r["relative"] if r["relative"] is not None else np.nan
+    layers = sorted({la for _, la in cells})
+    grid = np.array([[cells.get((s, la), np.nan) for la in layers] for s in senders])
+    fig = new_figure(max(6, 0.3 * len(layers) + 2), 0.45 * len(senders) + 1.6)
+    ax = fig.subplots()
+    _effect_image(fig, ax, grid, "sink change at that layer / its clean sink")
+    ax.set_yticks(range(len(senders)), senders, fontsize=8)
+    ax.set_xticks(range(len(layers)), [str(la) for la in layers], fontsize=7)
+    ax.set_xlabel("receiver layer (K input of all its heads)")
+    ax.set_title("path patching: sender at P0 -> K of a later layer (direct path)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _kept_panel(ax, faith: dict[str, Any], backups: list[str]) -> None:
+    through = faith["core_kept_through_layer"]
+    xs = [row["layer"] for row in through]
+    ys = [row["kept"] for row in through]
+    ax.plot(xs, ys, "-o", ms=3, color="#2ca02c", label="core circuit kept")
+    if backups:
+        ax.axhline(
+            faith["kept"],
+            color="#1f77b4",
+            ls="-.",
+            lw=1,
+            label=f"with backups {', '.join(backups)}: all others ablated",
+        )
+    ax.axhline(faith["floor"], color="#9e9e9e", ls="--", lw=1, label="all P0 components ablated")
+    ax.axhline(1.0, color="k", lw=0.8, label="clean")
+    ax.set_xlabel("L: non-circuit P0 components ablated in layers <= L")
+    ax.set_ylabel("sink / clean sink")
+    ax.set_ylim(0, max(1.05, *ys))
+    ax.legend(fontsize=7)
+    ax.set_title("circuit kept: where the rest is needed", fontsize=9)
+
+
+def faithfulness_figure(record: dict[str, Any]) -> Figure:
+    """The sink per receiver layer: clean, circuit kept (rest patched), circuit patched, every P0
+    component patched; and, when measured, the core circuit's kept sink as more of the other
+    components are ablated (``core_kept_through_layer``)."""
+    faith = record.get("faithfulness") or {}
+    if not faith.get("per_receiver"):
+        raise MissingDataError("patching.json has no per-receiver faithfulness")
+    layers = record["receiver_layers"]
+    per_layer = {int(k): v for k, v in record["clean"]["per_receiver_layer"].items()}
+    through = faith.get("core_kept_through_layer") or []
+    if through:
+        fig = new_figure(12, 3.4)
+        ax, ax2 = fig.subplots(1, 2, width_ratios=(7, 5))
+        _kept_panel(ax2, faith, (record.get("backups") or {}).get("nodes") or [])
+    else:
+        fig = new_figure(7, 3.4)
+        ax = fig.subplots()
+    ax.plot(layers, [per_layer[la] for la in layers], "k-o", ms=3, label="clean")
+    labels = ("circuit kept, rest ablated", "circuit ablated", "all P0 components ablated")
+    for vals, label, color in zip(
+        faith["per_receiver"], labels, ("#2ca02c", "#d62728", "#9e9e9e"), strict=True
+    ):
+        ax.plot(layers, vals, "-o", ms=3, color=color, label=label)
+    ax.set_xlabel("receiver layer")
+    ax.set_ylabel("sink score (mean over heads)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title("faithfulness per receiver layer", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def clean_sink_figure(record: dict[str, Any]) -> Figure:
+    """The clean sink score of every layer, the receiver layers shaded."""
+    vals = record.get("clean_sink_all_layers")
+    if not vals:
+        raise MissingDataError("patching.json has no clean sink per layer")
+    fig = new_figure(7, 2.8)
+    ax = fig.subplots()
+    ax.plot(range(len(vals)), vals, "o-", ms=3, color="black")
+    rec = record.get("receiver_layers") or []
+    if rec:
+        ax.axvspan(
+            min(rec) - 0.5, max(rec) + 0.5, color="#1f77b4", alpha=0.08, label="receiver layers"
+        )
+        ax.legend(fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("sink score")
+    ax.set_title("clean sink per layer", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,128 @@
+"""``report.html``: one self-contained page per result directory, rebuilt from its JSON alone.
+
+The kinds of directory are those of ``circuits.core.records.result_kind`` (measure, discover,
+compare). The page embeds everything (figures as SVG data URIs, the circuitsvis bundle inlined
+once, tables of the numbers): it opens offline and can be mailed as one file. The static figures
+are also written next to it as PNG + SVG. ``views.json`` (``circuits.viz.view_data``), when
+present, adds the attention patterns of the sink heads and the per-token residual norms; with a
+loaded model, :func:`build_report` computes it from the saved tokens first (one forward pass).
+
+A figure whose data the record lacks (``MissingDataError``) is replaced by a one-line note
+saying what is missing; any other error propagates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from circuits.core.atomic import write_text
+from circuits.core.conventions import MEASURE_FILE, PATCHING_FILE, REPORT_FILE
+from circuits.core.errors import MissingDataError, UsageError
+from circuits.core.records import load_measure, read_json, result_kind
+from circuits.viz.discover_page import discover_page
+from circuits.viz.files import figure_bytes, save_figure
+from circuits.viz.html import esc, img, page
+from circuits.viz.measure_pages import compare_page, measure_page
+from circuits.viz.view_data import view_data_for_ids, write_view_data
+from circuits.viz.views import bundle_js
+
+
+class FigureCollector:
+    """Collects a page's figures: embeds each as SVG and (``write_files``) writes it next to the
+    report as PNG + SVG."""
+
+    def __init__(self, out_dir: Path, write_files: bool) -> None:
+        self.out_dir, self.write_files = out_dir, write_files
+        self.written: list[Path] = []
+        self.html: list[str] = []
+
+    def add(self, make: Callable[[], Figure], stem: str | None, caption: str) -> None:
+        try:
+            fig = make()
+        except MissingDataError as err:
+            name = esc(caption.split(":")[0])
+            self.html.append(f"<p class=caption>({name}: not available: {esc(str(err))})</p>")
+            return
+        if stem and self.write_files:
+            self.written += save_figure(fig, self.out_dir / stem)
+        self.html.append(img(figure_bytes(fig), "image/svg+xml", stem or "figure", caption))
+
+
+def build_report(
+    out_dir: str | os.PathLike,
+    *,
+    zm=None,
+    write_figures: bool = True,
+    top_k: int = 6,
+    view_tokens: int = 32,
+) -> Path:
+    """Write ``out_dir/report.html`` (atomically) from the JSON in ``out_dir``; return its path.
+
+    ``zm`` (a loaded ``ZooModel`` of the model that made the result): compute ``views.json``
+    first from the saved tokens (one forward pass), so the page holds the sink heads' attention
+    patterns. Without it, an existing ``views.json`` is used and the model is never run.
+    ``write_figures``: also write the static figures next to the report as PNG + SVG.
+    """
+    path = Path(out_dir)
+    kind = result_kind(path)
+    if zm is not None and kind != "compare":
+        write_views(path, zm, top_k=top_k, view_tokens=view_tokens)
+    figs = FigureCollector(path, write_figures)
+    make_page = {"measure": measure_page, "discover": discover_page, "compare": compare_page}[kind]
+    title, sections, views = make_page(path, figs)
+    script = bundle_js() if views else None
+    return write_text(path / REPORT_FILE, page(title, sections, script=script))
+
+
+def saved_prompt(out_dir: str | os.PathLike, zm) -> tuple[Any, bool]:
+    """The first prompt of a result directory as token ids ``[1, pos]`` and its BOS flag,
+    re-tokenized from the saved arguments (measure) or read from ``patching.json`` (discover)."""
+    import torch
+
+    from circuits.prompts import read_text
+
+    path = Path(out_dir)
+    kind = result_kind(path)
+    if kind == "discover":
+        record = read_json(path / PATCHING_FILE)
+        if not record.get("tokens"):
+            raise UsageError(
+                f"{path / PATCHING_FILE} holds no prompt tokens; rerun p0-circuits discover"
+            )
+        return torch.tensor([record["tokens"][0]], dtype=torch.long), bool(record.get("bos"))
+    if kind != "measure":
+        raise UsageError(f"{path} holds several runs; compute views in each sub-directory")
+    m = load_measure(path)
+    args = m.get("args") or {}
+    bos = bool(m.get("bos"))
+    ids = zm.encode(read_text(args.get("text")), bos=bos)[:, : m.get("n_tokens")]
+    saved = m.get("tokens") or []
+    if saved and zm.str_tokens(ids[0])[: len(saved)] != saved[: ids.shape[1]]:
+        raise UsageError(
+            f"the text of {path / MEASURE_FILE} no longer tokenizes to its saved tokens "
+            f"(model {zm.name}); rerun p0-circuits measure"
+        )
+    return ids, bos
+
+
+def write_views(out_dir: str | os.PathLike, zm, *, top_k: int = 6, view_tokens: int = 32) -> Path:
+    """Compute ``views.json`` for a measure or discover directory (one forward pass)."""
+    ids, bos = saved_prompt(out_dir, zm)
+    data = view_data_for_ids(zm, ids, bos=bos, top_k=top_k, max_tokens=view_tokens)
+    return write_view_data(out_dir, data)
+
+
+def model_name_of(out_dir: str | os.PathLike) -> str:
+    """The model a result directory was made with (its record's ``model``)."""
+    path = Path(out_dir)
+    kind = result_kind(path)
+    if kind == "measure":
+        return str(load_measure(path)["model"])
+    if kind == "discover":
+        return str(read_json(path / PATCHING_FILE).get("model"))
+    raise UsageError(f"{path} holds several runs; give one of its sub-directories")

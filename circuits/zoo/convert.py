@@ -1,0 +1,231 @@
+"""Hugging Face causal LMs -> HookedTransformer, with the residual stream exactly as trained.
+
+This is the one place that builds HookedTransformers from foreign weights (a second backend,
+e.g. TransformerLens 4's TransformerBridge, would touch only this module). No weight processing
+that changes the residual stream is applied: no centering of writing weights or of the
+unembedding, no folding of value biases, and layer norms are kept as they are.
+
+Converted float32 weights are cached as safetensors (keyed by the source's sha256 and the
+TransformerLens version), with their own sha256 checked on every load, so later loads skip the
+slow GGUF dequantization.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+
+from circuits.core.cache import sha256_file
+from circuits.core.errors import UsageError
+from circuits.zoo.fetch import verify_file
+
+# Attention masks are n_ctx x n_ctx buffers per layer: cap the context we build for, so that a
+# 30-layer model does not allocate gigabytes of masks for an 8k context nobody measures here.
+MAX_CONTEXT = 2048
+
+SUPPORTED_ARCHITECTURES = ("llama", "gemma3 / gemma3_text")
+
+
+def _offline_env() -> None:
+    """Local conversions never need the hub: say so, unless the user opted in to it."""
+    if not os.environ.get("P0_CIRCUITS_ONLINE"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def load_hf_tokenizer(folder: Path, gguf_file: str | None = None):
+    """Load a tokenizer and re-save it to a plain folder (TransformerLens re-creates tokenizers
+    from ``name_or_path``, which must then be a real local path)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+
+
+def load_hf_model(folder: Path, gguf_file: str | None = None, *, eager: bool = True):
+    """The plain transformers model (float32, eval mode); GGUF files are dequantized here."""
+    from transformers import AutoModelForCausalLM
+
+    _offline_env()
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if eager:
+        kwargs["attn_implementation"] = "eager"
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    return model.eval()
+
+
+def _model_type(hf_model) -> str:
+    return getattr(hf_model.config, "model_type", "unknown")
+
+
+def llama_config(hf_config, n_ctx: int) -> HookedTransformerConfig:
+    """HookedTransformerConfig for a Llama-architecture HF config (SmolLM2 among them).
+
+    ``rotary_base`` comes from the checkpoint's rope theta (the generic mapping would default to
+    10000, which silently breaks SmolLM2's rope base of 100000).
+    """
+    rope = getattr(hf_config, "rope_parameters", None) or {}
+    rope_theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+    head_dim = getattr(hf_config, "head_dim", None) or (
+        hf_config.hidden_size // hf_config.num_attention_heads
+    )
+    n_kv = hf_config.num_key_value_heads
+    return HookedTransformerConfig(
+        d_model=hf_config.hidden_size,
+        d_head=head_dim,
+        n_heads=hf_config.num_attention_heads,
+        d_mlp=hf_config.intermediate_size,
+        n_layers=hf_config.num_hidden_layers,
+        n_ctx=n_ctx,
+        eps=hf_config.rms_norm_eps,
+        d_vocab=hf_config.vocab_size,
+        act_fn=hf_config.hidden_act,
+        n_key_value_heads=n_kv if n_kv != hf_config.num_attention_heads else None,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_adjacent_pairs=False,
+        rotary_dim=head_dim,
+        rotary_base=float(rope_theta),
+        final_rms=True,
+        gated_mlp=True,
+        original_architecture="LlamaForCausalLM",
+        default_prepend_bos=False,
+        tokenizer_prepends_bos=False,
+        dtype=torch.float32,
+        device="cpu",
+    )
+
+
+def _gemma3_official_name(hf_config) -> str:
+    """TransformerLens' official Gemma 3 name whose shape matches ``hf_config``."""
+    from transformer_lens.loading_from_pretrained import (
+        OFFICIAL_MODEL_NAMES,
+        get_pretrained_model_config,
+    )
+
+    for name in OFFICIAL_MODEL_NAMES:
+        if "gemma-3-" not in name or "medgemma" in name:
+            continue
+        try:
+            cfg = get_pretrained_model_config(name)
+        except Exception:  # noqa: BLE001 - configs that need the hub are skipped offline
+            continue
+        if cfg.d_model == hf_config.hidden_size and cfg.n_layers == hf_config.num_hidden_layers:
+            return name
+    raise UsageError(
+        f"no TransformerLens Gemma 3 config matches d_model={hf_config.hidden_size}, "
+        f"n_layers={hf_config.num_hidden_layers}"
+    )
+
+
+def hf_to_hooked(hf_model, tokenizer, tokenizer_dir: Path) -> HookedTransformer:
+    """Convert a float32 HF causal LM into a HookedTransformer (no residual-changing processing).
+
+    ``tokenizer_dir`` is a local folder the tokenizer was saved to (TransformerLens reloads it).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(str(tokenizer_dir))
+    local_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    model_type = _model_type(hf_model)
+    if model_type == "llama":
+        n_ctx = min(hf_model.config.max_position_embeddings, MAX_CONTEXT)
+        cfg = llama_config(hf_model.config, n_ctx)
+        state_dict = convert_llama_weights(hf_model, cfg)
+        model = HookedTransformer(
+            cfg, tokenizer=local_tokenizer, move_to_device=False, default_padding_side="right"
+        )
+        model.load_and_process_state_dict(
+            state_dict,
+            fold_ln=False,
+            center_writing_weights=False,
+            center_unembed=False,
+            fold_value_biases=False,
+        )
+        return model.eval()
+    if model_type in ("gemma3", "gemma3_text"):
+        # TL refuses GGUF-quantized checkpoints; the model in memory is already dequantized.
+        if hasattr(hf_model.config, "quantization_config"):
+            del hf_model.config.quantization_config
+        hf_model.hf_quantizer = None
+        hf_model.is_quantized = False
+        _offline_env()
+        model = HookedTransformer.from_pretrained_no_processing(
+            _gemma3_official_name(hf_model.config),
+            hf_model=hf_model,
+            tokenizer=local_tokenizer,
+            device="cpu",
+            dtype=torch.float32,
+            default_prepend_bos=False,
+        )
+        return model.eval()
+    raise UsageError(
+        f"architecture '{model_type}' is not supported for local loading "
+        f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)}); TransformerLens official model "
+        "names load directly where the Hugging Face hub is reachable"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# float32 cache of converted models
+# ---------------------------------------------------------------------------------------------
+
+
+def _cfg_to_json(cfg: HookedTransformerConfig) -> dict[str, Any]:
+    data = cfg.to_dict()
+    data["dtype"] = str(data["dtype"]).removeprefix("torch.")
+    return data
+
+
+def _cfg_from_json(data: dict[str, Any]) -> HookedTransformerConfig:
+    data = dict(data)
+    data["dtype"] = getattr(torch, data["dtype"])
+    return HookedTransformerConfig.from_dict(data)
+
+
+def converted_cache_dir(entry_dir: Path, source_sha256: str) -> Path:
+    tl_version = importlib.metadata.version("transformer-lens")
+    return entry_dir / f"hooked-{source_sha256[:16]}-tl{tl_version}"
+
+
+def save_converted(model: HookedTransformer, tokenizer_dir: Path, target: Path) -> None:
+    """Write config, weights (safetensors + sha256) and tokenizer into ``target`` atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(_cfg_to_json(model.cfg), indent=1))
+        weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        (tmp / "model.sha256").write_text(sha256_file(tmp / "model.safetensors"))
+        shutil.copytree(tokenizer_dir, tmp / "tokenizer")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_converted(target: Path) -> HookedTransformer:
+    """Load a model written by ``save_converted``; its weights' sha256 is verified first."""
+    from transformers import AutoTokenizer
+
+    weights_path = target / "model.safetensors"
+    verify_file(weights_path, (target / "model.sha256").read_text().strip(), entry_dir=target)
+    cfg = _cfg_from_json(json.loads((target / "config.json").read_text()))
+    cfg.init_weights = False  # every weight is overwritten by the state dict below
+    tokenizer = AutoTokenizer.from_pretrained(str(target / "tokenizer"))
+    model = HookedTransformer(
+        cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right"
+    )
+    model.load_state_dict(load_file(str(weights_path)), strict=True)
+    return model.eval()

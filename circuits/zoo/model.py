@@ -1,0 +1,51 @@
+"""``ZooModel``: a loaded model with its tokenizer and its BOS regime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from circuits.core.errors import UsageError
+from circuits.zoo.tokenizers import ByteTokenizer
+
+
+@dataclass
+class ZooModel:
+    """A loaded model: the HookedTransformer, its tokenizer and its BOS regime."""
+
+    name: str
+    model: HookedTransformer
+    tokenizer: Any
+    bos_token_id: int | None
+    natural_bos: bool
+    source: str
+    load_seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self, text: str, *, bos: bool) -> Int[Tensor, "1 pos"]:
+        """Token ids of ``text`` as a [1, pos] tensor; ``bos`` prepends the BOS token, nothing else."""
+        if isinstance(self.tokenizer, ByteTokenizer):
+            ids = self.tokenizer.encode(text)
+        else:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if bos:
+            if self.bos_token_id is None:
+                raise UsageError(f"{self.name} has no BOS token; use bos=False (--no-bos)")
+            ids = [self.bos_token_id, *ids]
+        return torch.tensor([ids], dtype=torch.long)
+
+    def str_tokens(self, ids: Tensor | list[int]) -> list[str]:
+        """Readable string of each token id (for figures and circuitsvis views)."""
+        ids = ids.flatten().tolist() if isinstance(ids, Tensor) else list(ids)
+        if isinstance(self.tokenizer, ByteTokenizer):
+            return [self.tokenizer.token_str(i) for i in ids]
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    @property
+    def n_ctx(self) -> int:
+        return self.model.cfg.n_ctx

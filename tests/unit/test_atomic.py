@@ -1,0 +1,53 @@
+"""Atomic writes: all or nothing, with normal file permissions."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from circuits.core.atomic import atomic_path, prepare_out_dir, write_json
+from circuits.core.errors import UsageError
+
+
+def test_write_json_is_atomic_and_readable(tmp_path):
+    target = write_json(tmp_path / "a.json", {"x": 1})
+    assert target.read_text() == '{\n  "x": 1\n}\n'
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "a.json", {"x": float("nan")})
+    assert target.read_text() == '{\n  "x": 1\n}\n'  # the old content survives a failed write
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary file left
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prepare_out_dir_rejects_unwritable(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="cannot write to output directory"):
+        prepare_out_dir(tmp_path / "file" / "sub")
+    assert prepare_out_dir(tmp_path / "new" / "dir").is_dir()
+
+
+def test_output_dir_removes_a_new_dir_on_failure_and_keeps_an_old_one(tmp_path):
+    from circuits.core.atomic import output_dir
+
+    with pytest.raises(RuntimeError):
+        with output_dir(tmp_path / "new") as out:
+            (out / "partial.json").write_text("{")
+            raise RuntimeError("compute failed")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "keep.txt").write_text("earlier result")
+    with pytest.raises(RuntimeError):
+        with output_dir(tmp_path / "old"):
+            raise RuntimeError("compute failed")
+    assert (tmp_path / "old" / "keep.txt").read_text() == "earlier result"

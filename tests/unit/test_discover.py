@@ -1,0 +1,329 @@
+"""Discovery on a hand-built model whose P0 sink circuit is known, and the ``discover`` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from circuits.circuit import DiscoverConfig, discover
+from circuits.circuit.graph import CircuitGraph
+from circuits.cli import main
+from circuits.core.errors import UsageError
+from circuits.metrics import measure_sinks
+
+MARKER, RECOG, MASSIVE, QDIM = 11, 12, 10, 13
+SPECIAL = (MARKER, RECOG, MASSIVE, QDIM)
+M = 50.0
+
+
+def _noise_model(n_layers: int, special: list[int], seed: int, noise: float) -> HookedTransformer:
+    """A 16-dim, 2-head, norm-free model of small random weights that never read or write the
+    ``special`` dimensions; tokens are one-hot in dimensions 0..7 and position 0 alone carries a
+    marker in dimension MARKER. The builders below wire the special dimensions by hand."""
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=16,
+        n_heads=2,
+        d_head=4,
+        d_mlp=8,
+        n_ctx=32,
+        d_vocab=8,
+        act_fn="relu",
+        normalization_type=None,
+        positional_embedding_type="standard",
+        use_attn_scale=False,
+        default_prepend_bos=False,
+        device="cpu",
+        seed=seed,
+    )
+    model = HookedTransformer(cfg, move_to_device=False)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(noise * torch.randn(p.shape, generator=gen))
+        for block in model.blocks:
+            a, m = block.attn, block.mlp
+            for w in (a.W_Q, a.W_K, a.W_V):
+                w[:, special] = 0
+            a.W_O[:, :, special] = 0
+            a.b_O[special] = 0
+            m.W_in[special] = 0
+            m.W_out[:, special] = 0
+            m.b_out[special] = 0
+        model.embed.W_E.zero_()
+        model.embed.W_E[:, :8] = torch.eye(8)
+        model.pos_embed.W_pos.zero_()
+        model.pos_embed.W_pos[0, MARKER] = 1.0
+    return model
+
+
+def build_circuit_model(seed: int = 0, noise: float = 0.02) -> HookedTransformer:
+    """3 layers, 2 heads, no norms; the P0 sink is made by exactly head 0.0 and MLP 0.
+
+    * position 0's positional embedding carries a marker (dimension 11); no other position has
+      one, and tokens are one-hot in dimensions 0..7;
+    * head 0.0 attends uniformly (zero Q/K), copying the marker into dimension 12: 1 at P0,
+      1/(q+1) at query q (recognition through the causal mask);
+    * MLP 0's neuron 0 fires only above 0.6 in dimension 12 (so only at P0) and writes a
+      massive value M = 50 into dimension 10;
+    * every head of layers 1 and 2 has a constant query and a key that reads dimension 10:
+      score e^6 on P0, so those layers sink onto P0.
+
+    Every other weight is small noise that never reads or writes the special dimensions, so no
+    other component can make the sink.
+    """
+    model = _noise_model(3, list(SPECIAL), seed, noise)
+    with torch.no_grad():
+        # head 0.0: uniform attention, copies the marker into RECOG
+        a0 = model.blocks[0].attn
+        a0.W_Q[0].zero_()
+        a0.W_K[0].zero_()
+        a0.b_Q[0].zero_()
+        a0.b_K[0].zero_()
+        a0.W_V[0].zero_()
+        a0.b_V[0].zero_()
+        a0.W_V[0, MARKER, 0] = 1.0
+        a0.W_O[0].zero_()
+        a0.W_O[0, 0, RECOG] = 1.0
+        # MLP 0, neuron 0: fires only when RECOG > 0.6, writes M into MASSIVE
+        m0 = model.blocks[0].mlp
+        m0.W_in[:, 0] = 0
+        m0.W_in[RECOG, 0] = 10.0
+        m0.b_in[0] = -6.0
+        m0.W_out[0].zero_()
+        m0.W_out[0, MASSIVE] = M / 4.0
+        for layer in (1, 2):
+            a = model.blocks[layer].attn
+            for h in range(2):
+                a.W_Q[h].zero_()
+                a.W_K[h].zero_()
+                a.b_Q[h].zero_()
+                a.b_K[h].zero_()
+                a.b_Q[h, 0] = 1.0
+                a.W_K[h, MASSIVE, 0] = 6.0 / M
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def circuit_model():
+    return build_circuit_model()
+
+
+@pytest.fixture(scope="module")
+def circuit_tokens():
+    return torch.randint(0, 8, (4, 12), generator=torch.Generator().manual_seed(2))
+
+
+def _sink_without_mlp0_writer(model, tokens) -> float:
+    """Independent reference: the same model with MLP 0's writer removed, measured by
+    ``measure_sinks`` (no patching code involved); mean sink score of layers 1 and 2."""
+    import copy
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        m.blocks[0].mlp.W_out[0, MASSIVE] = 0.0
+    rep = measure_sinks(m, tokens, bos=False)
+    return (rep.layers[1].sink_score + rep.layers[2].sink_score) / 2
+
+
+@pytest.mark.parametrize("cf", ["shift", "mean", "zero"])
+def test_discovery_finds_exactly_the_planted_circuit(circuit_model, circuit_tokens, cf):
+    config = DiscoverConfig(counterfactual=cf, first_receiver=1, progress=False)
+    found = discover(circuit_model, circuit_tokens, config, model_name="planted")
+    assert found.circuit == ["attn0.h0@p0", "mlp0@p0"]
+    g = found.graph
+    assert set(g.nodes(kind="head")) == {"attn0.h0@p0"} and set(g.nodes(kind="mlp")) == {"mlp0@p0"}
+    assert ("attn0.h0@p0", "mlp0@p0") in {(u, v) for u, v, _ in g.edges()}
+    assert g.g.edges["attn0.h0@p0", "mlp0@p0"]["path_type"] == "mlp_in"
+    assert {v for u, v, _ in g.edges() if u == "mlp0@p0"} == {"attn1.k", "attn2.k"}
+    # the head's own path into K is negligible: it acts through the MLP
+    assert not g.g.has_edge("attn0.h0@p0", "attn1.k")
+
+    # numbers against an independent computation: patching MLP 0 at P0 removes the massive
+    # write, which is the model with that writer deleted (measured without patching code)
+    rep = measure_sinks(circuit_model, circuit_tokens, bos=False)
+    clean = (rep.layers[1].sink_score + rep.layers[2].sink_score) / 2
+    rec = found.record
+    assert rec["clean"]["sink"] == pytest.approx(clean, abs=1e-5)
+    mlp_row = next(r for r in rec["components"]["effects"] if r["name"] == "mlp0@p0")
+    if cf == "zero" or cf == "shift":
+        assert mlp_row["value"] == pytest.approx(
+            _sink_without_mlp0_writer(circuit_model, circuit_tokens), abs=1e-3
+        )
+    assert mlp_row["relative"] < -0.4
+    # faithfulness: the circuit alone keeps the sink; without it the sink is at the floor
+    assert found.faithfulness_kept == pytest.approx(1.0, abs=0.02)
+    assert found.faithfulness_ablated == pytest.approx(rec["faithfulness"]["floor"], abs=0.02)
+    assert found.faithfulness_ablated < 0.6
+    assert rec["faithfulness"]["kept"] == found.faithfulness_kept
+    assert "faithful circuit" in found.verdict
+    # kept as the ablated rest grows layer by layer: ends at `kept`, never needed the rest
+    through = rec["faithfulness"]["core_kept_through_layer"]
+    assert [row["layer"] for row in through] == [0, 1]  # the non-circuit heads of 0, then block 1
+    assert through[-1]["kept"] == pytest.approx(found.faithfulness_kept, abs=1e-6)
+    assert all(row["kept"] == pytest.approx(1.0, abs=0.02) for row in through)
+    assert rec["backups"]["nodes"] == [] and rec["backups"]["steps"] == []  # sufficient: no search
+
+
+FLAG_A, FLAG_B, MASSIVE_R, RECOG_R = 12, 13, 10, 14
+
+
+def build_redundant_model(seed: int = 0, noise: float = 0.02) -> HookedTransformer:
+    """4 layers, 2 heads, no norms; two redundant recognisers either of which makes the sink.
+
+    * position 0 carries a marker (dimension 11) in its positional embedding, as above;
+    * source A: head 0.0 copies the marker uniformly (1 at P0, 1/(q+1) later), MLP 0's neuron 0
+      turns it into FLAG_A = 4 at P0 only;
+    * source B: head 1.0 copies the marker uniformly into FLAG_B: 4 at P0, 4/(q+1) later;
+    * MLP 1's neuron 0 fires when FLAG_A + FLAG_B > 3 -- at P0 with either source (4 or 8),
+      nowhere else (FLAG_B <= 2 at q >= 1) -- and writes MASSIVE;
+    * every head of layers 2 and 3 keys on MASSIVE hard enough that one source saturates it.
+
+    So each of attn0, mlp0 and attn1 alone moves the sink by little (the other source covers
+    for it), MLP 1 moves it by a lot, and {mlp1} alone is not sufficient: it needs one source.
+    """
+    model = _noise_model(4, [MARKER, FLAG_A, FLAG_B, MASSIVE_R, RECOG_R], seed, noise)
+    with torch.no_grad():
+
+        def copier(layer: int, into: int, scale: float) -> None:
+            a = model.blocks[layer].attn
+            for w in (a.W_Q[0], a.W_K[0], a.b_Q[0], a.b_K[0], a.W_V[0], a.b_V[0], a.W_O[0]):
+                w.zero_()
+            a.W_V[0, MARKER, 0] = 1.0
+            a.W_O[0, 0, into] = scale
+
+        copier(0, RECOG_R, 1.0)
+        m0 = model.blocks[0].mlp
+        m0.W_in[:, 0] = 0
+        m0.W_in[RECOG_R, 0] = 10.0
+        m0.b_in[0] = -6.0  # 4 at P0, 0 where RECOG <= 0.5
+        m0.W_out[0].zero_()
+        m0.W_out[0, FLAG_A] = 1.0
+        copier(1, FLAG_B, 4.0)
+        m1 = model.blocks[1].mlp
+        m1.W_in[:, 0] = 0
+        m1.W_in[FLAG_A, 0] = 1.0
+        m1.W_in[FLAG_B, 0] = 1.0
+        m1.b_in[0] = -3.0
+        m1.W_out[0].zero_()
+        m1.W_out[0, MASSIVE_R] = 1.0  # 1 with one source, 5 with both
+        for layer in (2, 3):
+            a = model.blocks[layer].attn
+            for h in range(2):
+                for w in (a.W_Q[h], a.W_K[h], a.b_Q[h], a.b_K[h]):
+                    w.zero_()
+                a.b_Q[h, 0] = 1.0
+                a.W_K[h, MASSIVE_R, 0] = 8.0
+    return model.eval()
+
+
+def test_sufficiency_search_finds_a_redundant_backup():
+    model = build_redundant_model()
+    tokens = torch.randint(0, 8, (4, 12), generator=torch.Generator().manual_seed(2))
+    found = discover(
+        model, tokens, DiscoverConfig(first_receiver=2, progress=False), model_name="redundant"
+    )
+    rec = found.record
+    rel = {r["name"]: r["relative"] for r in rec["components"]["effects"]}
+    # each source alone barely moves the saturated sink; the amplifier does
+    assert (
+        abs(rel["attn0@p0"]) < 0.05 and abs(rel["mlp0@p0"]) < 0.05 and abs(rel["attn1@p0"]) < 0.05
+    )
+    assert rel["mlp1@p0"] < -0.5
+    core = rec["backups"]["core_faithfulness"]
+    assert core["circuit"] == ["mlp1@p0"] and core["kept"] < 0.5  # not sufficient alone
+    # the core's kept curve: ablating source A (layer 0) costs little, adding source B kills it
+    through = {row["layer"]: row["kept"] for row in rec["faithfulness"]["core_kept_through_layer"]}
+    assert through[0] > 0.9 and through[1] == pytest.approx(core["kept"], abs=1e-6)
+    # the search tries layer 1 (the steepest drop) and keeps source B
+    assert rec["backups"]["nodes"] == ["attn1@p0"]
+    assert found.circuit == ["attn1@p0", "mlp1@p0"]
+    assert found.faithfulness_kept > 0.9 and found.faithfulness_kept > core["kept"]
+    assert (
+        found.graph.g.nodes["attn1@p0"]["role"] == "backup"
+        and found.graph.g.nodes["mlp1@p0"]["role"] == "core"
+    )
+    # the path attn1 -> mlp1.in was measured; alone it is small too: source A still covers it
+    paths = {r["name"]: r["relative"] for r in rec["paths_mlp"]["effects"]}
+    assert abs(paths["attn1@p0->mlp1.in"]) < 0.05
+    assert "backups found by the sufficiency search: attn1@p0" in found.verdict
+
+
+def test_discover_rejects_bad_config(circuit_model, circuit_tokens):
+    with pytest.raises(UsageError, match="out of range"):
+        discover(circuit_model, circuit_tokens, DiscoverConfig(receivers=[5], progress=False))
+    with pytest.raises(UsageError, match="unknown counterfactual"):
+        discover(
+            circuit_model, circuit_tokens, DiscoverConfig(counterfactual="noise", progress=False)
+        )
+    with pytest.raises(UsageError, match="component_threshold"):
+        discover(
+            circuit_model, circuit_tokens, DiscoverConfig(component_threshold=2.0, progress=False)
+        )
+
+
+def test_discover_command_writes_its_contract(tmp_path):
+    out = tmp_path / "disc"
+    rc = main(
+        [
+            "discover",
+            "--model",
+            "tiny",
+            "--out",
+            str(out),
+            "--n-prompts",
+            "3",
+            "--n-tokens",
+            "16",
+            "--first-receiver",
+            "1",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    for name in ("circuit.json", "circuit.graphml", "circuit.dot", "patching.json", "report.html"):
+        assert (out / name).exists(), name
+    rec = json.loads((out / "patching.json").read_text())
+    assert rec["counterfactual"] == "shift" and rec["metric"]["name"] == "sink_score"
+    assert rec["provenance"]["model"] == "tiny" and rec["n_prompts"] == 3
+    assert len(rec["tokens"]) == 3 and len(rec["tokens"][0]) == 16
+    g_json = CircuitGraph.load(out / "circuit.json")
+    g_xml = CircuitGraph.load(out / "circuit.graphml")
+    assert g_json.same_as(g_xml)
+    for key in ("model", "counterfactual", "receiver_layers", "record"):
+        assert key in g_json.graph_attrs  # the experiment; its numbers are in patching.json only
+    assert "faithfulness_kept" not in g_json.graph_attrs and "kept" in rec["faithfulness"]
+    html = (out / "report.html").read_text()
+    assert "data:image/svg+xml;base64," in html and "faithfulness" in html.lower()
+
+
+def test_discover_command_bad_input(tmp_path, capsys):
+    rc = main(
+        ["discover", "--model", "tiny", "--out", str(tmp_path / "x"), "--n-tokens", "1", "--quiet"]
+    )
+    assert rc == 2
+    assert "n_tokens" in capsys.readouterr().err
+    rc = main(
+        ["discover", "--model", "tiny", "--out", str(tmp_path / "y"), "--receivers", "9", "--quiet"]
+    )
+    assert rc == 2
+    assert "out of range" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+    rc = main(
+        [
+            "discover",
+            "--model",
+            "tiny",
+            "--out",
+            str(tmp_path / "z"),
+            "--sufficiency",
+            "1.5",
+            "--quiet",
+        ]
+    )
+    assert rc == 2
+    assert "sufficiency must lie in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()

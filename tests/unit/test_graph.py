@@ -1,0 +1,122 @@
+"""CircuitGraph: building, thresholding and lossless round trips through JSON and GraphML."""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+import pytest
+
+from circuits.circuit.graph import CircuitGraph
+from circuits.core.errors import UsageError
+from circuits.patching import Receiver, Site
+
+
+def _example() -> CircuitGraph:
+    g = CircuitGraph(
+        model="tiny",
+        counterfactual="shift",
+        faithfulness_kept=0.93,
+        faithfulness_ablated=0.12,
+        metric={"name": "sink_score", "receiver_layers": [2, 3]},
+        verdict="found",
+        seed=0,
+        note=None,
+    )
+    attn = Site("head", 0, head=3)
+    g.add_node(attn.name, **CircuitGraph.from_site(attn), effect=-0.21, relative=-0.5, exact=True)
+    mlp = Site("mlp", 1)
+    g.add_node(mlp.name, **CircuitGraph.from_site(mlp), effect=-0.4, relative=-0.95, exact=True)
+    g.add_node(
+        "embed@p0", **CircuitGraph.from_site(Site("embed")), effect=0.0, tags=["a", "json:x"]
+    )
+    for r in (Receiver("k", 2), Receiver("k", 3), Receiver("q", 3)):
+        g.add_node(r.name, **CircuitGraph.from_receiver(r), sink_clean=0.6)
+    g.add_edge(attn.name, mlp.name, path_type="mlp_in", effect=-0.3)
+    g.add_edge(mlp.name, "attn2.k", path_type="k", effect=-0.35)
+    g.add_edge(mlp.name, "attn3.k", path_type="k", effect=-0.02)
+    g.add_edge(mlp.name, "attn3.q", path_type="q", effect=0.001)
+    return g
+
+
+def test_node_names_and_attributes():
+    g = _example()
+    assert set(g.nodes()) == {"attn0.h3@p0", "mlp1@p0", "embed@p0", "attn2.k", "attn3.k", "attn3.q"}
+    d = g.g.nodes["attn0.h3@p0"]
+    assert (d["layer"], d["kind"], d["head"], d["position"], d["effect"]) == (
+        0,
+        "head",
+        3,
+        0,
+        -0.21,
+    )
+    assert g.g.nodes["attn2.k"]["kind"] == "k" and g.g.nodes["attn2.k"]["effect"] is None
+    assert g.g.nodes["embed@p0"]["layer"] == -1
+    assert g.g.edges["mlp1@p0", "attn2.k"]["path_type"] == "k"
+    assert Receiver("k", 5, heads=(1,)).name == "attn5.kv1.k"
+    assert Receiver("mlp_in", 1).name == "mlp1.in"
+    assert Site("resid_pre", 4).name == "resid_pre4@p0"
+    assert Site("attn", 2, positions=None).name == "attn2@all"
+
+
+def test_threshold():
+    g = _example()
+    t = g.threshold(node_min=0.1, edge_min=0.05)
+    assert set(t.nodes()) == {"attn0.h3@p0", "mlp1@p0", "attn2.k"}
+    assert [(u, v) for u, v, _ in t.edges()] in (
+        [("attn0.h3@p0", "mlp1@p0"), ("mlp1@p0", "attn2.k")],
+        [("mlp1@p0", "attn2.k"), ("attn0.h3@p0", "mlp1@p0")],
+    )
+    # relative thresholds: fraction of a reference value
+    r = g.threshold(node_min=0.5, edge_min=0.5, relative_to=0.5)
+    assert set(r.nodes()) == {"mlp1@p0", "attn2.k"}  # 0.21 < 0.5 * 0.5 <= 0.35
+    assert t.graph_attrs["faithfulness_kept"] == 0.93
+    assert len(g) == 6  # the original is untouched
+
+
+def test_json_round_trip(tmp_path):
+    g = _example()
+    path = g.write_json(tmp_path / "circuit.json")
+    data = json.loads(path.read_text())
+    assert data["graph"]["faithfulness_kept"] == 0.93 and data["directed"] is True
+    back = CircuitGraph.load(path)
+    assert back.same_as(g)
+    assert back.g.nodes["embed@p0"]["tags"] == ["a", "json:x"]
+
+
+def test_graphml_round_trip_keeps_none_lists_and_types(tmp_path):
+    g = _example()
+    path = g.write_graphml(tmp_path / "circuit.graphml")
+    # plain networkx can read it too (interoperability)
+    raw = nx.read_graphml(path)
+    assert raw.nodes["attn0.h3@p0"]["layer"] == 0
+    back = CircuitGraph.load(path)
+    assert back.same_as(g)
+    d = back.g.nodes["attn2.k"]
+    assert d["effect"] is None and d["head"] is None and d["position"] is None
+    assert back.g.nodes["embed@p0"]["tags"] == ["a", "json:x"]
+    assert back.graph_attrs["metric"] == {"name": "sink_score", "receiver_layers": [2, 3]}
+    assert back.graph_attrs["note"] is None
+    assert isinstance(back.g.nodes["mlp1@p0"]["layer"], int)
+    assert back.g.nodes["mlp1@p0"]["exact"] is True
+
+
+def test_dot_export(tmp_path):
+    g = _example()
+    text = g.write_dot(tmp_path / "circuit.dot").read_text()
+    assert text.startswith("digraph circuit {") and text.rstrip().endswith("}")
+    assert '"attn0.h3@p0" -> "mlp1@p0"' in text
+    assert text.count("->") == 4
+    assert 'label="mlp_in -0.3"' in text
+
+
+def test_bad_input():
+    g = _example()
+    with pytest.raises(UsageError, match="not in the graph"):
+        g.add_edge("mlp1@p0", "attn9.k", path_type="k", effect=0.1)
+    with pytest.raises(UsageError, match="unknown path type"):
+        g.add_edge("mlp1@p0", "attn2.k", path_type="o", effect=0.1)
+    with pytest.raises(UsageError, match="unknown node kind"):
+        g.add_node("x", layer=0, kind="neuron")
+    with pytest.raises(UsageError, match="use a .json"):
+        CircuitGraph.load(__file__)

@@ -1,0 +1,193 @@
+"""circuits.viz figures, the report pages and ``p0-circuits render``."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import networkx as nx
+import pytest
+from _render_fixtures import discover_dir, measure_dir
+
+from circuits import viz as R
+from circuits.cli import main as cli_main
+from circuits.core.errors import UsageError
+from circuits.core.records import result_kind
+from circuits.viz.report import build_report
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("render")
+    return {
+        "measure": measure_dir(root),
+        "discover": discover_dir(root),
+        "compare_root": root / "compare",
+    }
+
+
+def _check_figure_files(paths: list[Path]) -> None:
+    assert sorted(p.suffix for p in paths) == [".png", ".svg"]
+    for p in paths:
+        assert p.is_file()
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert p.stat().st_size > 10_000
+        else:
+            root = ET.parse(p).getroot()
+            assert root.tag.endswith("svg")
+            assert p.stat().st_size > 10_000
+
+
+def _metrics(path: Path) -> dict:
+    return json.loads((path / "sink_metrics.json").read_text())
+
+
+def test_measure_figures(dirs, tmp_path):
+    m = _metrics(dirs["measure"])
+    for name, fig in [
+        ("heads", R.head_heatmap_figure(m)),
+        ("recognition", R.recognition_figure(m)),
+        ("profile", R.layer_profile_figure(m)),
+        ("compare", R.bos_comparison_figure([m, m], ["a", "b"])),
+    ]:
+        _check_figure_files(R.save_figure(fig, tmp_path / name))
+    fig = R.bos_comparison_figure([m, m])
+    assert len(fig.axes) == 4  # 2 rows x 2 runs side by side
+    with pytest.raises(UsageError):
+        R.bos_comparison_figure([])
+
+
+def test_discover_figures(dirs, tmp_path):
+    record = json.loads((dirs["discover"] / "patching.json").read_text())
+    from circuits.circuit.graph import CircuitGraph
+
+    graph = CircuitGraph.load(dirs["discover"] / "circuit.json")
+    _check_figure_files(R.save_figure(R.component_heatmap_figure(record), tmp_path / "comp"))
+    _check_figure_files(R.save_figure(R.head_patching_heatmap_figure(record), tmp_path / "heads"))
+    _check_figure_files(R.save_figure(R.circuit_graph_figure(graph), tmp_path / "graph"))
+    # layer by layer: the embedding/P0 side at the bottom, later layers higher up
+    pos = R.circuit_layout(graph.g)
+    assert pos["attn0.h0@p0"][1] < pos["mlp0@p0"][1] < pos["attn2.k"][1] < pos["attn3.k"][1]
+    # edge width grows with |relative effect|
+    fig = R.circuit_graph_figure(graph)
+    from matplotlib.patches import FancyArrowPatch
+
+    widths = sorted(
+        p.get_linewidth() for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)
+    )
+    assert len(widths) == 4 and widths[0] < widths[-1]
+    empty = R.circuit_graph_figure(nx.DiGraph())
+    assert "empty circuit" in " ".join(t.get_text() for t in empty.axes[0].texts)
+
+
+def _common_html_checks(page: str) -> None:
+    assert page.startswith("<!doctype html>")
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.I), "a script is fetched"
+    assert not re.search(r"<(img|link|iframe)[^>]*(src|href)\s*=\s*[\"']https?:", page, re.I)
+    assert "unpkg.com" not in page
+    for b64 in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', page)[:2]:
+        import base64
+
+        assert ET.fromstring(base64.b64decode(b64)).tag.endswith("svg")
+
+
+def test_measure_report(dirs):
+    out = dirs["measure"]
+    path = build_report(out)
+    page = path.read_text()
+    _common_html_checks(page)
+    m = _metrics(out)
+    assert len(re.findall(r'src="data:image/svg\+xml;base64,', page)) == 3
+    assert page.count("var CircuitsVis=") == 1  # the bundle, inlined once
+    assert (
+        page.count("CircuitsVis.render(") == 3
+    )  # measure wrote views.json: heads, P0 norm, recognition
+    assert (out / "views.json").exists()
+    assert f"{m['layers'][1]['attn_to_p0']:.3f}" in page
+    assert f"{m['layers'][-1]['p0_norm']:,.1f}" in page
+    assert "p0-circuits measure --model tiny --no-bos --max-tokens 24 --out" in page
+    for stem in ("sink_heads", "recognition"):
+        _check_figure_files([out / f"{stem}.png", out / f"{stem}.svg"])
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_render_cli_with_views(dirs, capsys):
+    out = dirs["measure"]
+    assert cli_main(["render", str(out), "--views", "--top-k", "3", "--view-tokens", "12"]) == 0
+    views = json.loads((out / "views.json").read_text())
+    assert len(views["heads"]) == 3 and views["n_tokens"] == 12
+    assert views["tokens"] == _metrics(out)["tokens"][:12]
+    page = (out / "report.html").read_text()
+    assert page.count("CircuitsVis.render(") == 3
+    assert "CircuitsVis.AttentionHeads" in page and "CircuitsVis.ColoredTokensMulti" in page
+    assert "wrote" in capsys.readouterr().out
+    # without --views the saved views.json is reused: the model is not needed
+    assert cli_main(["render", str(out), "--quiet", "--no-figures"]) == 0
+    assert (out / "report.html").read_text().count("CircuitsVis.render(") == 3
+
+
+def test_discover_report(dirs):
+    out = dirs["discover"]
+    assert result_kind(out) == "discover"
+    page = build_report(out).read_text()
+    _common_html_checks(page)
+    assert "synthetic &lt;test&gt; &amp; &#x27;quotes&#x27;" in page  # escaped verdict
+    assert "0.910" in page and "0.180" in page  # faithfulness kept / ablated
+    assert "attn0.h0@p0" in page and "mlp0@p0" in page and "attn2.k" in page
+    assert len(re.findall(r'src="data:image/svg\+xml;base64,', page)) >= 3
+    for stem in ("circuit_graph", "patching_components", "patching_heads"):
+        _check_figure_files([out / f"{stem}.png", out / f"{stem}.svg"])
+
+
+def test_graphml_keeps_attributes(dirs):
+    raw = nx.read_graphml(dirs["discover"] / "circuit.graphml")
+    node = raw.nodes["mlp0@p0"]
+    assert node["kind"] == "mlp" and node["layer"] == 0 and node["effect"] == pytest.approx(-0.4)
+    edge = raw.edges["mlp0@p0", "attn2.k"]
+    assert edge["path_type"] == "k" and edge["relative"] == pytest.approx(-0.78)
+    from circuits.circuit.graph import CircuitGraph
+
+    assert CircuitGraph.load(dirs["discover"] / "circuit.graphml").same_as(
+        CircuitGraph.load(dirs["discover"] / "circuit.json")
+    )
+
+
+def test_compare_report(dirs):
+    root = dirs["compare_root"]
+    measure_dir(root, "bos", bos=True)
+    measure_dir(root, "no-bos", bos=False)
+    assert result_kind(root) == "compare"
+    assert cli_main(["render", str(root), "--quiet"]) == 0
+    page = (root / "report.html").read_text()
+    _common_html_checks(page)
+    assert "bos" in page and "no-bos" in page
+    _check_figure_files([root / "sink_comparison.png", root / "sink_comparison.svg"])
+    assert cli_main(["render", str(root), "--views", "--quiet"]) == 2  # ambiguous: several runs
+
+
+def test_render_errors_are_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["render", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no recognised result" in err
+    assert cli_main(["render", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "sink_metrics.json").write_text("{truncated")
+    assert cli_main(["render", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not valid JSON" in err
+    assert not (bad / "report.html").exists()
+
+
+def test_the_command_line_that_made_a_result_is_recorded(dirs):
+    prov = _metrics(dirs["measure"])
+    line = prov["command_line"]
+    out = str(dirs["measure"])
+    assert line == f"p0-circuits measure --model tiny --no-bos --max-tokens 24 --out {out} --quiet"
+    assert prov["args"]["max_tokens"] == 24
