@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -17,6 +18,31 @@ from torch import Tensor
 
 from circuits.core.errors import UsageError
 from circuits.zoo.model import ZooModel
+
+
+def check_tokens(tokens: Any, cfg: Any) -> Int[Tensor, "batch pos"]:
+    """``tokens`` if they are valid input for a model with config ``cfg``: an integer
+    ``[batch, pos]`` tensor with 2 <= pos <= n_ctx and every id in [0, d_vocab); otherwise a
+    one-line ``UsageError`` naming what is wrong."""
+    if (
+        not isinstance(tokens, Tensor)
+        or tokens.ndim != 2
+        or tokens.shape[1] < 2
+        or tokens.shape[0] < 1
+    ):
+        shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+        raise UsageError(
+            f"tokens must be a [batch, pos] tensor with at least 2 positions, got {shape}"
+        )
+    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+        raise UsageError(f"token ids must be integers, got dtype {tokens.dtype}")
+    if tokens.shape[1] > cfg.n_ctx:
+        raise UsageError(f"{tokens.shape[1]} tokens exceed the model's context of {cfg.n_ctx}")
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= cfg.d_vocab:
+        bad = low if low < 0 else high
+        raise UsageError(f"token id {bad} is outside the model's vocabulary (0..{cfg.d_vocab - 1})")
+    return tokens.long()
 
 
 def default_text() -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from circuits.circuit.graph import CircuitGraph
 from circuits.cli import main as cli_main
+from circuits.core.conventions import RECORD_FORMATS
+from circuits.core.manifest import write_manifest
 
 
 def measure_dir(root: Path, name: str = "measure", bos: bool = False) -> Path:
@@ -57,6 +59,7 @@ def discover_dir(root: Path, name: str = "discover") -> Path:
     attribution = [dict(r, effect=r["effect"] * 0.9) for r in comps + heads]
     attribution += [_row(f"attn1.h{h}@p0", "head", 1, h, 0.49, clean) for h in range(4)]
     record = {
+        "format": RECORD_FORMATS["discover"],
         "model": "tiny-synthetic",
         "counterfactual": "shift",
         "counterfactual_definition": "the first token one place later",
@@ -105,4 +108,5 @@ def discover_dir(root: Path, name: str = "discover") -> Path:
     g.add_edge("attn0.h0@p0", "attn3.k", path_type="k", effect=0.02, relative=0.04)
     g.write_json(out / "circuit.json")
     g.write_graphml(out / "circuit.graphml")
+    write_manifest(out)
     return out

@@ -63,8 +63,12 @@ class DiscoverConfig:
         if self.receivers is not None:
             layers = sorted({int(r) for r in self.receivers})
         else:
-            first = min(self.first_receiver, n - 1)
-            layers = list(range(max(first, 1), n)) if n > 1 else [0]
+            if not 1 <= self.first_receiver < n:
+                raise UsageError(
+                    f"first_receiver {self.first_receiver} out of range: the model has layers "
+                    f"0..{n - 1} and the first receiver must be one of 1..{n - 1}"
+                )
+            layers = list(range(self.first_receiver, n))
         bad = [r for r in layers if not 0 <= r < n]
         if bad or not layers:
             raise UsageError(

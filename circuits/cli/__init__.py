@@ -5,16 +5,24 @@ Command modules import nothing heavy at module level, so ``--help`` and every ch
 arguments (flags, paths, model names) answer before torch or TransformerLens is imported; the
 model libraries are imported inside ``run`` once the input is known to be good.
 
-Bad input raises ``UsageError``: the command prints a one-line reason and exits 2, leaving
-nothing half-written.
+How a command ends:
+
+* success: exit 0;
+* bad input (``UsageError``): one line naming the value and the fix, exit 2, nothing written;
+* a file the system would not write (full disk, permissions): one line naming the file, exit 1;
+* anything else (a bug): one line naming the error and where it happened, exit 1; ``--debug``
+  (or ``P0_CIRCUITS_DEBUG=1``) shows the whole traceback instead;
+* Ctrl-C: exit 130. In every failing case no output folder is left half-written.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
+import traceback
 
 from circuits.core.errors import UsageError
 
@@ -26,13 +34,30 @@ def build_parser() -> argparse.ArgumentParser:
         prog="p0-circuits",
         description="Find and measure the position-zero attention-sink circuit (P0 Sink Circuit).",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an unexpected error (also: P0_CIRCUITS_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"circuits.cli.{name}")
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the full traceback",
+        )
         command.set_defaults(_run=module.run)
     return parser
+
+
+def _where(err: BaseException) -> str:
+    """``file:line`` where ``err`` was raised."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,17 +65,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args._command_line = shlex.join(["p0-circuits", *argv])
+    debug = args.debug or os.environ.get("P0_CIRCUITS_DEBUG") == "1"
+    prefix = f"p0-circuits {args.command}"
     try:
         return int(args._run(args) or 0)
     except UsageError as err:
-        print(f"p0-circuits {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prefix}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"p0-circuits {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         sys.stderr.close()
         return 0
+    except OSError as err:
+        if debug:
+            raise
+        name = f" {err.filename}" if err.filename else ""
+        print(f"{prefix}: error: cannot use{name}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        print(
+            f"{prefix}: internal error: {type(err).__name__}: {err} (at {_where(err)}); "
+            "rerun with --debug for the traceback",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

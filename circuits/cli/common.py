@@ -32,6 +32,15 @@ def add_bos(parser: argparse.ArgumentParser, default_help: str) -> None:
     )
 
 
+def add_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="output directory (must not exist)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out whole (it is never mixed with new files)",
+    )
+
+
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 

@@ -10,20 +10,19 @@ from circuits.circuit.config import DiscoverConfig
 from circuits.cli.common import (
     add_bos,
     add_model,
+    add_out,
     add_quiet,
     check_model,
+    check_range,
     check_text,
     header,
     load_for,
 )
 from circuits.core.conventions import (
-    CIRCUIT_DOT,
-    CIRCUIT_GRAPHML,
-    CIRCUIT_JSON,
     COUNTERFACTUALS,
-    PATCHING_FILE,
 )
 from circuits.core.errors import UsageError
+from circuits.core.outputs import check_out
 
 NAME = "discover"
 HELP = (
@@ -36,7 +35,7 @@ D = DiscoverConfig()
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    add_out(parser)
     parser.add_argument(
         "--counterfactual",
         choices=list(COUNTERFACTUALS),
@@ -110,6 +109,13 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
         raise UsageError(f"--n-tokens (n_tokens) must be at least 2, got {args.n_tokens}")
     if args.n_prompts < 1:
         raise UsageError(f"--n-prompts must be at least 1, got {args.n_prompts}")
+    for flag, value, low in (
+        ("--exact-top-k", args.exact_top_k, -1),
+        ("--max-rows", args.max_rows, 1),
+        ("--first-receiver", args.first_receiver, 1),
+        ("--seed", args.seed, 0),
+    ):
+        check_range(flag, value, low)
     receivers = None
     if args.receivers is not None:
         try:
@@ -142,15 +148,15 @@ def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     check_model(args.model)
     check_text(args.text)
+    check_out(args.out, overwrite=args.overwrite)
 
     from circuits.circuit.discover import discover
-    from circuits.core.atomic import output_dir, write_json
-    from circuits.core.records import finite
+    from circuits.core.outputs import output_dir
     from circuits.prompts import prompt_set, read_text
-    from circuits.viz.report import build_report
+    from circuits.viz.report import write_result
 
     text = read_text(args.text)
-    with output_dir(args.out) as out:
+    with output_dir(args.out, overwrite=args.overwrite) as out:
         zm, bos = load_for(args)
         tokens = prompt_set(
             zm, n_prompts=args.n_prompts, n_tokens=args.n_tokens, bos=bos, text=text
@@ -170,18 +176,14 @@ def run(args: argparse.Namespace) -> int:
         record["timings_s"]["load_model"] = round(loaded - started, 3)
         record["timings_s"]["total"] = round(time.perf_counter() - started, 3)
         found.graph.g.graph.update(bos=bos, seed=args.seed)
-        write_json(out / PATCHING_FILE, finite(record))
-        found.graph.write_json(out / CIRCUIT_JSON)
-        found.graph.write_graphml(out / CIRCUIT_GRAPHML)
-        found.graph.write_dot(out / CIRCUIT_DOT)
-        build_report(out, zm=zm)
+        write_result(out, "discover", record, graph=found.graph, zm=zm)
     if not args.quiet:
         print(found.verdict)
         print(
             f"faithfulness_kept={found.faithfulness_kept:.3f} faithfulness_ablated={found.faithfulness_ablated:.3f}"
         )
         print(
-            f"wrote {out}/circuit.json, circuit.graphml, circuit.dot, patching.json, report.html "
+            f"wrote {args.out}/circuit.json, circuit.graphml, circuit.dot, patching.json, report.html "
             f"and figures; discovery took {record['timings_s']['total']:.1f}s"
         )
     return 0

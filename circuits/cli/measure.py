@@ -8,14 +8,21 @@ from pathlib import Path
 from circuits.cli.common import (
     add_bos,
     add_model,
+    add_out,
     add_quiet,
     check_model,
+    check_range,
     check_text,
     header,
     load_for,
 )
-from circuits.core.conventions import DEFAULT_EPS, MASSIVE_RATIO_THRESHOLD, MEASURE_FILE
+from circuits.core.conventions import (
+    DEFAULT_EPS,
+    MASSIVE_RATIO_THRESHOLD,
+    MEASURE_FILE,
+)
 from circuits.core.errors import UsageError
+from circuits.core.outputs import check_out
 
 NAME = "measure"
 HELP = (
@@ -62,25 +69,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="recorded; the measurement is deterministic"
     )
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    add_out(parser)
     add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.eps < 1.0:
         raise UsageError(f"--eps must lie in (0, 1), got {args.eps}")
+    check_range("--massive-ratio", args.massive_ratio, 1.0)
+    check_range("--seed", args.seed, 0)
+    if args.max_tokens is not None:
+        check_range("--max-tokens", args.max_tokens, 2)
     check_model(args.model)
     check_text(args.text)
+    check_out(args.out, overwrite=args.overwrite)
 
-    from circuits.core.atomic import output_dir, write_json
+    from circuits.core.outputs import output_dir
     from circuits.metrics.measure import measure_sinks
     from circuits.prompts import read_text, tokenize_text
     from circuits.viz.files import save_figure
-    from circuits.viz.report import build_report
+    from circuits.viz.report import write_result
     from circuits.viz.sink_figures import layer_profile_figure
 
     text = read_text(args.text)
-    with output_dir(args.out) as out:
+    with output_dir(args.out, overwrite=args.overwrite) as out:
         zm, bos = load_for(args)
         tokenized = tokenize_text(
             zm, text, bos=bos, max_tokens=args.max_tokens, truncate=args.truncate
@@ -107,14 +119,13 @@ def run(args: argparse.Namespace) -> int:
             **report.to_dict(),
         }
         figure = save_figure(layer_profile_figure(data), out / "sink_profile")
-        write_json(out / MEASURE_FILE, data)
-        report_path = build_report(out, zm=zm, write_figures=True)
+        write_result(out, "measure", data, zm=zm)
     if not args.quiet:
-        _print_summary(data, out, [*figure, report_path])
+        _print_summary(data, args.out, [f.name for f in figure] + ["report.html"])
     return 0
 
 
-def _print_summary(data: dict, out: Path, figures: list[Path]) -> None:
+def _print_summary(data: dict, out: Path, figures: list[str]) -> None:
     print(f"{data['model']}  bos={data['bos']}  {data['n_tokens']} tokens")
     print(
         f"{'layer':>5} {'attn_to_p0':>10} {'sink':>6} {'rate':>5} {'p0_norm':>10} {'rest':>8} {'ratio':>7}"
@@ -125,4 +136,4 @@ def _print_summary(data: dict, out: Path, figures: list[Path]) -> None:
             f"{row['sink_rate']:>5.2f} {row['p0_norm']:>10.1f} {row['rest_norm_median']:>8.1f} "
             f"{row['p0_norm_ratio']:>7.1f}"
         )
-    print(f"wrote {out / MEASURE_FILE} and {', '.join(str(f) for f in figures)}")
+    print(f"wrote {out / MEASURE_FILE} and {', '.join(figures)} in {out}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from circuits.cli.common import header
+from circuits.cli.common import check_range, header
 from circuits.core.conventions import RUN_FILE, TRACE_FILE
 from circuits.core.errors import UsageError
 from circuits.emergence.phases import PhaseCriteria
@@ -57,10 +57,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.run_dir} is not a directory; pass a run made by `p0-circuits train`"
         )
-    if not 0 < args.eps < 1 or args.delta < 0 or args.min_stable < 1:
-        raise UsageError("--eps must lie in (0, 1), --delta >= 0, --min-stable >= 1")
-    if args.batch_size < 1 or args.first_k < 1:
-        raise UsageError("--batch-size and --first-k must be >= 1")
+    check_range("--eps", args.eps, 1e-9, 1 - 1e-9)
+    check_range("--delta", args.delta, 0, 1)
+    for flag, value in (
+        ("--min-stable", args.min_stable),
+        ("--batch-size", args.batch_size),
+        ("--first-k", args.first_k),
+        ("--threads", args.threads or 1),
+    ):
+        check_range(flag, value, 1)
     if not (args.run_dir / RUN_FILE).is_file():
         raise UsageError(
             f"{args.run_dir} is not a training run (no {RUN_FILE}); train one with `p0-circuits train`"
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from circuits.viz.trace_figure import trace_figure
 
     if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
     read_run(args.run_dir)  # a bad run directory fails before anything is written
     out = prepare_out_dir(args.out or args.run_dir)
     criteria = PhaseCriteria(eps=args.eps, delta=args.delta, min_stable=args.min_stable)

@@ -129,6 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="stop after this step as if killed (the run resumes on the next call)",
     )
+    run_group.add_argument(
+        "--overwrite", action="store_true", help="delete the run in --out and start it again"
+    )
     run_group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -137,8 +140,10 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     saved = args.out / RUN_FILE
     if args.config is not None:
         config = TrainConfig.from_file(args.config)
-    elif saved.exists():
-        config = TrainConfig.from_dict(json.loads(saved.read_text())["config"])
+    elif saved.exists() and not args.overwrite:
+        from circuits.training.checkpoints import read_run
+
+        config, _ = read_run(args.out)
     else:
         config = TrainConfig()
     fields = [field for flags in CONFIG_FLAGS.values() for _, field, *_ in flags] + ["bos"]
@@ -184,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         stop_at=args.stop_at,
         provenance=prov,
+        overwrite=args.overwrite,
     )
     if not args.quiet:
         resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from else ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,17 +58,3 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
             "choose a writable --out"
         ) from None
     return path
-
-
-@contextmanager
-def output_dir(out: str | os.PathLike) -> Iterator[Path]:
-    """Prepare ``out`` for a run (created, checked writable) and yield it; if the run fails and
-    ``out`` did not exist before, remove it again, so a failed command leaves nothing behind."""
-    existed = Path(out).exists()
-    path = prepare_out_dir(out)
-    try:
-        yield path
-    except BaseException:
-        if not existed:
-            shutil.rmtree(path, ignore_errors=True)
-        raise

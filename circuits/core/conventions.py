@@ -60,3 +60,12 @@ REPORT_FILE = "report.html"
 VIEWS_FILE = "views.json"
 RUN_FILE = "run.json"
 TRACE_FILE = "trace.json"
+
+RECORD_FORMATS = {
+    "measure": "p0-circuits/measure/1",
+    "discover": "p0-circuits/discover/1",
+    "views": "p0-circuits views/1",
+    "trace": "p0-circuits-trace/1",
+    "run": "p0-circuits-run/1",
+}
+"""The ``format`` each record carries; a reader refuses any other (written by another version)."""

@@ -32,5 +32,9 @@ class FetchError(UsageError):
     """A model package could not be downloaded from the package index."""
 
 
+class NonFiniteError(UsageError):
+    """NaN or inf in a model's activations: the message names the first place it appears."""
+
+
 class MissingDataError(UsageError):
     """A saved result lacks what a figure or table needs (e.g. a discover run without paths)."""

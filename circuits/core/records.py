@@ -6,6 +6,10 @@ Three kinds of result directory exist (:func:`result_kind`):
 * ``discover``: holds ``patching.json`` and ``circuit.json`` (``p0-circuits discover``);
 * ``compare``: holds no record itself but sub-directories that hold ``sink_metrics.json``
   (e.g. ``bos/`` and ``no-bos/``), shown side by side.
+
+Every record carries its ``format`` (``RECORD_FORMATS``) and every result folder a
+``manifest.json`` of checksums written with it: a record of another kind or version, or one
+changed after it was written, is refused with a one-line error before anything reads it.
 """
 
 from __future__ import annotations
@@ -16,8 +20,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from circuits.core.conventions import CIRCUIT_GRAPHML, CIRCUIT_JSON, MEASURE_FILE, PATCHING_FILE
+from circuits.core.conventions import (
+    CIRCUIT_GRAPHML,
+    CIRCUIT_JSON,
+    MEASURE_FILE,
+    PATCHING_FILE,
+    RECORD_FORMATS,
+)
 from circuits.core.errors import UsageError
+from circuits.core.manifest import verify_files
+
+RECORD_FILES = {"measure": MEASURE_FILE, "discover": PATCHING_FILE}
 
 
 def finite(value: Any) -> Any:
@@ -48,6 +61,19 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def read_record(path: str | os.PathLike, kind: str) -> dict[str, Any]:
+    """A record of ``kind`` (``RECORD_FORMATS``), refused when its format is another's."""
+    data = read_json(path)
+    expected = RECORD_FORMATS[kind]
+    found = data.get("format")
+    if found != expected:
+        raise UsageError(
+            f"{path} is not a {kind} record of this version (format {found!r}, expected "
+            f"{expected!r}); rerun the command that wrote it"
+        )
+    return data
+
+
 def measure_subdirs(path: Path) -> list[Path]:
     """Sub-directories of ``path`` holding a measure record, sorted by name."""
     return sorted(p for p in path.iterdir() if p.is_dir() and (p / MEASURE_FILE).is_file())
@@ -60,8 +86,12 @@ def result_kind(out_dir: str | os.PathLike) -> str:
         raise UsageError(
             f"{path} is not a directory; give a directory written by measure or discover"
         )
-    if any((path / f).is_file() for f in (PATCHING_FILE, CIRCUIT_JSON, CIRCUIT_GRAPHML)):
+    if (path / PATCHING_FILE).is_file():
         return "discover"
+    if any((path / f).is_file() for f in (CIRCUIT_JSON, CIRCUIT_GRAPHML)):
+        raise UsageError(
+            f"{path} holds a circuit but no {PATCHING_FILE}; rerun p0-circuits discover"
+        )
     if (path / MEASURE_FILE).is_file():
         return "measure"
     if measure_subdirs(path):
@@ -72,12 +102,20 @@ def result_kind(out_dir: str | os.PathLike) -> str:
     )
 
 
-def load_measure(path: str | os.PathLike) -> dict[str, Any]:
-    """The measure record of a directory, checked to hold per-layer numbers."""
+def load_result(path: str | os.PathLike, kind: str, *extra: str) -> dict[str, Any]:
+    """The record of a ``measure`` or ``discover`` folder, after checking it (and the ``extra``
+    files that will be read with it) against the folder's manifest and its format."""
     path = Path(path)
-    data = read_json(path / MEASURE_FILE)
-    if not isinstance(data.get("layers"), list) or not data["layers"]:
+    name = RECORD_FILES[kind]
+    verify_files(path, [name, *(f for f in extra if (path / f).exists())])
+    data = read_record(path / name, kind)
+    if kind == "measure" and (not isinstance(data.get("layers"), list) or not data["layers"]):
         raise UsageError(
-            f"{path / MEASURE_FILE} has no per-layer numbers (layers); rerun p0-circuits measure"
+            f"{path / name} has no per-layer numbers (layers); rerun p0-circuits measure"
         )
     return data
+
+
+def load_measure(path: str | os.PathLike) -> dict[str, Any]:
+    """The verified measure record of a directory."""
+    return load_result(path, "measure")

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from circuits.core.errors import UsageError
+from circuits.core.conventions import RECORD_FORMATS
+from circuits.core.errors import ChecksumError, UsageError
+from circuits.core.manifest import sidecar_matches
 from circuits.emergence.checkpoint_metrics import measure_checkpoint
 from circuits.emergence.phases import PHASES, PhaseCriteria, detect_phases
 from circuits.training.checkpoints import (
@@ -31,8 +34,14 @@ from circuits.training.model import build_model
 
 
 def _train_losses(run_dir: Path) -> dict[int, float]:
+    """The training loss by step from ``metrics.json`` (empty, with a warning, if damaged)."""
     path = run_dir / METRICS_FILE
     if not path.exists():
+        return {}
+    if not sidecar_matches(path):
+        warnings.warn(
+            f"{path} does not match its checksum; training losses are left out", stacklevel=2
+        )
         return {}
     return {row["step"]: row["loss"] for row in json.loads(path.read_text())["loss"]}
 
@@ -89,14 +98,21 @@ def trace_run(
         from tqdm.auto import tqdm
 
         iterator = tqdm(ckpts, desc=f"trace {run_dir.name}", unit="ckpt")
-    checkpoints = []
+    checkpoints, skipped = [], []
     for step, path in iterator:
-        model.load_state_dict(load_checkpoint_weights(path))
+        try:
+            model.load_state_dict(load_checkpoint_weights(path))
+        except ChecksumError as err:  # never measured: left out, said in the trace and aloud
+            warnings.warn(f"{err}; checkpoint {step} is left out of the trace", stacklevel=2)
+            skipped.append(step)
+            continue
         row: dict[str, Any] = {"step": step, "phase": None, "train_loss": train_loss.get(step)}
         row.update(
             measure_checkpoint(model, tokens, bos=config.bos, first_k=first_k, eps=criteria.eps)
         )
         checkpoints.append(row)
+    if not checkpoints:
+        raise UsageError(f"{run_dir} holds no intact checkpoint to trace")
     phases = detect_phases(
         [c["sink_strength"] for c in checkpoints],
         [(c["sink_position"], c["jump_layer"]) for c in checkpoints],
@@ -105,7 +121,7 @@ def trace_run(
     for row, phase in zip(checkpoints, phases, strict=True):
         row["phase"] = phase
     return {
-        "format": "p0-circuits-trace/1",
+        "format": RECORD_FORMATS["trace"],
         "run": str(run_dir),
         "bos": config.bos,
         "config": config.to_dict(),
@@ -113,5 +129,6 @@ def trace_run(
         "eval": {"batch_size": batch_size, "n_tokens": int(tokens.shape[1]), "first_k": first_k},
         "criteria": asdict(criteria),
         "summary": summarize(checkpoints, criteria),
+        "skipped_checkpoints": skipped,
         "checkpoints": checkpoints,
     }

@@ -11,7 +11,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.core.conventions import DEFAULT_EPS
-from circuits.core.errors import UsageError
+from circuits.core.errors import NonFiniteError, UsageError
 
 
 def _check_pattern(pattern: Tensor) -> None:
@@ -21,6 +21,20 @@ def _check_pattern(pattern: Tensor) -> None:
         )
     if pattern.shape[-1] < 2:
         raise UsageError("attention-sink metrics need at least 2 tokens (position 0 and one other)")
+
+
+def check_pattern(pattern: Float[Tensor, "batch head query key"], where: str) -> None:
+    """``NonFiniteError`` unless every query's attention sums to 1.
+
+    TransformerLens replaces a NaN pattern by zeros, so a model with non-finite activations would
+    otherwise read as "no attention to P0" -- a wrong number that looks valid.
+    """
+    sums = pattern.detach().float().sum(dim=-1)
+    if not bool(((sums - 1).abs() <= 1e-3).all()):
+        raise NonFiniteError(
+            f"the attention pattern at {where} is not a distribution (NaN/inf in the model's "
+            "activations, zeroed by TransformerLens); check the model's weights and inputs"
+        )
 
 
 def attn_to_p0(pattern: Float[Tensor, "batch head query key"]) -> Float[Tensor, " head"]:

@@ -21,14 +21,22 @@ from circuits.core.conventions import (
     NORM_RATIO_SINK_THRESHOLD,
 )
 from circuits.core.errors import UsageError
-from circuits.metrics.attention import attn_to_p0, sink_rate, sink_score, sum_p_squared
+from circuits.metrics.attention import (
+    attn_to_p0,
+    check_pattern,
+    sink_rate,
+    sink_score,
+    sum_p_squared,
+)
 from circuits.metrics.residual import (
     MassiveActivation,
+    check_finite,
     massive_activations,
     p0_direction_cosine,
     position_norms,
     residual_norms,
 )
+from circuits.prompts import check_tokens
 
 
 @dataclass
@@ -130,6 +138,7 @@ class _Reducer:
         self.n_layers = n_layers
 
     def on_pattern(self, pattern: Tensor, hook) -> None:
+        check_pattern(pattern, hook.name)
         layer = hook.layer()
         self.per_layer[layer]["attn_to_p0"] = attn_to_p0(pattern)
         self.per_layer[layer]["sink_score"] = sink_score(pattern)
@@ -137,12 +146,14 @@ class _Reducer:
             self.recognition["sum_p_squared"] = sum_p_squared(pattern).mean(dim=0).tolist()
 
     def on_resid_post(self, resid: Tensor, hook) -> None:
+        check_finite(resid, hook.name)
         layer = hook.layer()
         self.per_layer[layer]["norms"] = residual_norms(resid)
         self.per_layer[layer]["cosine"] = p0_direction_cosine(resid)
         self.massive.extend(massive_activations(resid, layer, ratio_threshold=self.massive_ratio))
 
     def on_embed(self, resid: Tensor, hook) -> None:
+        check_finite(resid, hook.name)
         self.embed = residual_norms(resid)
 
     def on_attn_out0(self, attn_out: Tensor, hook) -> None:
@@ -196,14 +207,7 @@ def measure_sinks(
     nothing is prepended here. Hooks reduce every activation as soon as it is produced, so the
     memory cost is one layer's pattern at a time.
     """
-    if tokens.ndim != 2 or tokens.shape[1] < 2:
-        raise UsageError(
-            f"need a [batch, pos] token tensor with at least 2 positions, got {tuple(tokens.shape)}"
-        )
-    if tokens.shape[1] > model.cfg.n_ctx:
-        raise UsageError(
-            f"{tokens.shape[1]} tokens exceed the model's context of {model.cfg.n_ctx}"
-        )
+    tokens = check_tokens(tokens, model.cfg)
     n_layers = model.cfg.n_layers
     reducer = _Reducer(n_layers, massive_ratio)
     hooks = reducer.hooks()

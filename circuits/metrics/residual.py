@@ -10,7 +10,16 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.core.conventions import MASSIVE_ABS_THRESHOLD, MASSIVE_RATIO_THRESHOLD
-from circuits.core.errors import UsageError
+from circuits.core.errors import NonFiniteError, UsageError
+
+
+def check_finite(x: Tensor, where: str) -> None:
+    """``NonFiniteError`` naming ``where`` (a hook) when ``x`` holds NaN or inf."""
+    if not bool(torch.isfinite(x.detach()).all()):
+        raise NonFiniteError(
+            f"non-finite values (NaN/inf) at {where}: the model's weights or activations are "
+            "broken there; check the checkpoint"
+        )
 
 
 def residual_norms(resid: Float[Tensor, "batch pos d_model"]) -> tuple[float, float]:

@@ -41,13 +41,16 @@ from transformer_lens.utilities import get_act_name
 
 from circuits.core.conventions import check_counterfactual
 from circuits.core.errors import UsageError
+from circuits.metrics.attention import check_pattern
+from circuits.metrics.residual import check_finite
 from circuits.patching.allocator import keep_freed_memory
 from circuits.patching.counterfactuals import counterfactual_values
 from circuits.patching.readouts import CacheMetric, Metric, SinkMetric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Patch, Receiver, Site, as_sites, check_site, patch_name
+from circuits.prompts import check_tokens
 
-_CACHED_ACTS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
+_CACHED_ACTS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post")  # forward order
 
 
 class _ForwardDone(Exception):
@@ -56,6 +59,10 @@ class _ForwardDone(Exception):
 
 def _stop_forward(act: Tensor, hook) -> None:
     raise _ForwardDone
+
+
+def _check_pattern_hook(pattern: Tensor, hook) -> None:
+    check_pattern(pattern, hook.name)
 
 
 class Patcher:
@@ -78,15 +85,7 @@ class Patcher:
     ) -> None:
         check_counterfactual(counterfactual)
         keep_freed_memory()
-        if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.shape[1] < 2:
-            raise UsageError(
-                f"tokens must be a [batch, pos] tensor with at least 2 positions, got "
-                f"{tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__}"
-            )
-        if tokens.shape[1] > model.cfg.n_ctx:
-            raise UsageError(
-                f"{tokens.shape[1]} tokens exceed the model's context of {model.cfg.n_ctx}"
-            )
+        tokens = check_tokens(tokens, model.cfg)
         if max_rows < 1:
             raise UsageError("max_rows must be >= 1")
         self.model = model
@@ -104,7 +103,9 @@ class Patcher:
                     continue
                 names.append(get_act_name(act, layer))
         self._check_hooks(names)
-        with torch.inference_mode():
+        # TransformerLens zeroes a NaN pattern: check every pattern as the clean runs go
+        checks = [(get_act_name("pattern", la), _check_pattern_hook) for la in range(cfg.n_layers)]
+        with torch.inference_mode(), model.hooks(fwd_hooks=checks):
             _, cache = model.run_with_cache(
                 self.tokens, return_type=None, names_filter=lambda n: n in set(names)
             )
@@ -112,6 +113,9 @@ class Patcher:
             self.cf: dict[str, Tensor] = counterfactual_values(
                 model, self.tokens, self.clean, counterfactual, names, shift_token=shift_token
             )
+        for name in names:  # forward order: the first broken hook is named
+            check_finite(self.clean[name], f"{name} (clean run)")
+            check_finite(self.cf[name], f"{name} ({counterfactual} counterfactual)")
         self._clean_metric: dict[int, tuple[float, Tensor | None]] = {}
         self._clean_sink: dict[int, Tensor] | None = None
 

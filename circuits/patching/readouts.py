@@ -19,7 +19,7 @@ from transformer_lens import ActivationCache, HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from circuits.core.errors import UsageError
-from circuits.metrics.attention import sink_score
+from circuits.metrics.attention import check_pattern, sink_score
 from circuits.metrics.residual import residual_norms
 
 
@@ -137,6 +137,7 @@ class SinkMetric(Metric):
         self._per_layer: dict[int, Tensor] = {}
 
     def _on_pattern(self, pattern: Tensor, hook) -> None:
+        check_pattern(pattern, hook.name)
         layer = hook.layer()
         chunks = pattern.reshape(-1, self._b, *pattern.shape[1:])  # the patches present here
         self._per_layer[layer] = torch.stack([sink_score(c) for c in chunks])  # [present, head]

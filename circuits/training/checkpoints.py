@@ -20,8 +20,9 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from circuits.core.atomic import atomic_path
-from circuits.core.conventions import RUN_FILE
-from circuits.core.errors import UsageError
+from circuits.core.conventions import RECORD_FORMATS, RUN_FILE
+from circuits.core.errors import ChecksumError, UsageError
+from circuits.core.manifest import SIDECAR, sidecar_matches, write_sidecar
 from circuits.training.config import TrainConfig
 from circuits.training.model import build_model
 
@@ -33,10 +34,32 @@ _STEP_RE = re.compile(r"^(?:step|state)_(\d{7})\.pt$")
 
 
 def save_torch(obj: Any, target: Path) -> None:
+    """``torch.save`` atomically, flushed to disk, with a ``.sha256`` sidecar recorded after it."""
     with atomic_path(target) as tmp:
         torch.save(obj, tmp)
         with open(tmp, "rb") as fh:  # flush to disk before the rename makes it visible
             os.fsync(fh.fileno())
+    write_sidecar(target)
+
+
+def load_verified(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` of a file whose bytes match its sidecar; otherwise a
+    ``ChecksumError`` naming it (a damaged file is never unpickled)."""
+    if not sidecar_matches(path):
+        raise ChecksumError(f"{path} does not match the checksum recorded when it was written")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def set_aside(path: Path, reason: str) -> None:
+    """Rename a damaged file (and its sidecar) to ``*.corrupt``, with a warning naming it."""
+    warnings.warn(
+        f"{path} is damaged ({reason}); it is set aside as {path.name}.corrupt and the previous "
+        "one is used",
+        stacklevel=3,
+    )
+    for p in (path, path.with_name(path.name + SIDECAR)):
+        if p.exists():
+            os.replace(p, p.with_name(p.name + ".corrupt"))
 
 
 def listed(folder: Path, prefix: str) -> list[tuple[int, Path]]:
@@ -56,9 +79,8 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def load_checkpoint_weights(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Model weights of one checkpoint (``weights_only=True``)."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    return data["model"]
+    """Model weights of one checkpoint, verified (``ChecksumError`` if damaged)."""
+    return load_verified(Path(path))["model"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -75,20 +97,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_latest_state(run_dir: Path) -> dict[str, Any] | None:
-    """The newest readable full-state file of a run; unreadable ones are skipped with a warning."""
+    """The newest intact full-state file of a run; a damaged one (checksum, unreadable, wrong
+    step) is set aside with a warning and the previous one is used."""
     for step, path in reversed(listed(run_dir / STATE_DIR, "state_")):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_verified(path)
             if state.get("step") != step or "model" not in state or "optimizer" not in state:
                 raise ValueError("missing keys or wrong step")
             return state
         except Exception as err:  # noqa: BLE001 - any failure means "not usable"
-            warnings.warn(
-                f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
-                f"falling back to the previous one (the bad file is kept as {path.name}.corrupt)",
-                stacklevel=2,
-            )
-            os.replace(path, path.with_name(path.name + ".corrupt"))
+            set_aside(path, f"{type(err).__name__}: {err}")
     return None
 
 
@@ -110,28 +128,47 @@ def move_model(model: HookedTransformer, dev: torch.device) -> HookedTransformer
 
 
 def read_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]]:
+    """A run's config and ``run.json``, verified against the checksum written with it."""
     run_dir = Path(run_dir)
     path = run_dir / RUN_FILE
     if not path.exists():
         raise UsageError(
             f"{run_dir} is not a training run (no {RUN_FILE}); train one with `p0-circuits train`"
         )
-    meta = json.loads(path.read_text())
+    if not sidecar_matches(path):
+        raise ChecksumError(f"{path} does not match the checksum recorded when it was written")
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as err:
+        raise UsageError(f"{path} is not valid JSON ({err})") from None
+    if (
+        not isinstance(meta, dict)
+        or meta.get("format") != RECORD_FORMATS["run"]
+        or "config" not in meta
+    ):
+        raise UsageError(f"{path} is not a p0-circuits run of this version; train a new run")
     return TrainConfig.from_dict(meta["config"]), meta
 
 
 def load_run_model(
     run_dir: str | os.PathLike, step: int | None = None, device: str | None = "cpu"
 ) -> tuple[HookedTransformer, TrainConfig, dict[str, Any]]:
-    """The model of a run at checkpoint ``step`` (default: the last one), loaded weights_only."""
+    """The model of a run at checkpoint ``step`` (default: the newest intact one), verified."""
     config, meta = read_run(run_dir)
     ckpts = dict(list_checkpoints(run_dir))
     if not ckpts:
         raise UsageError(f"{run_dir} holds no checkpoints yet")
-    if step is None:
-        step = max(ckpts)
-    if step not in ckpts:
+    if step is not None and step not in ckpts:
         raise UsageError(f"{run_dir} has no checkpoint at step {step}; it has {sorted(ckpts)}")
     model = build_model(config, meta["vocab_size"])
-    model.load_state_dict(load_checkpoint_weights(ckpts[step]))
-    return move_model(model, device_of(device)), config, meta
+    for candidate in [step] if step is not None else sorted(ckpts, reverse=True):
+        try:
+            weights = load_checkpoint_weights(ckpts[candidate])
+        except ChecksumError as err:
+            if step is not None:
+                raise
+            set_aside(ckpts[candidate], str(err))
+            continue
+        model.load_state_dict(weights)
+        return move_model(model, device_of(device)), config, meta
+    raise UsageError(f"{run_dir} holds no intact checkpoint")

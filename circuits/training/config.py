@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from circuits.core.errors import UsageError
+from circuits.core.schema import check_fields, check_keys, check_range
 
 DATA_SOURCES = ("stdlib", "trigger", "induct")
 NORMS = {"rms": "RMS", "ln": "LN"}
@@ -68,7 +69,6 @@ class TrainConfig:
     save_every: int = 200
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))  # JSON gives a list
         self.validate()
 
     @property
@@ -76,42 +76,51 @@ class TrainConfig:
         return self.d_model // self.n_heads
 
     def validate(self) -> None:
-        def bad(msg: str) -> None:
-            raise UsageError(msg)
-
-        if self.n_layers < 1 or self.d_model < 2 or self.n_heads < 1:
-            bad("n_layers, d_model and n_heads must be positive")
+        """Types first (``check_fields``), then ranges and combinations; a one-line
+        ``UsageError`` for the first problem, before any file is written."""
+        check_fields(self)
+        for name in (
+            "n_layers",
+            "d_model",
+            "n_heads",
+            "n_ctx",
+            "steps",
+            "batch_size",
+            "n_checkpoints",
+        ):
+            check_range(name, getattr(self, name), 1)
+        check_range("n_ctx", self.n_ctx, 4)
+        check_range("d_mlp", self.d_mlp if self.d_mlp is not None else 1, 1)
+        for name in ("warmup", "save_every", "seed", "weight_decay", "grad_clip"):
+            check_range(name, getattr(self, name), 0)
+        check_range("lr", self.lr, 1e-12)
+        check_range("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        for beta in self.betas:
+            check_range("betas", beta, 0, 0.999999)
         if self.d_model % self.n_heads:
-            bad(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+            raise UsageError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.positional == "rotary" and self.d_head % 2:
-            bad(f"rotary needs an even d_head, got {self.d_head}")
-        if self.norm not in NORMS:
-            bad(f"norm must be one of {sorted(NORMS)}, got {self.norm!r}")
-        if self.positional not in POSITIONALS:
-            bad(f"positional must be one of {sorted(POSITIONALS)}, got {self.positional!r}")
-        if self.mlp not in MLPS:
-            bad(f"mlp must be one of {list(MLPS)}, got {self.mlp!r}")
-        if self.data not in DATA_SOURCES:
-            bad(f"data must be one of {list(DATA_SOURCES)}, got {self.data!r}")
-        if self.n_ctx < 4:
-            bad(f"n_ctx must be at least 4, got {self.n_ctx}")
-        if self.steps < 1 or self.batch_size < 1:
-            bad("steps and batch_size must be positive")
-        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.min_lr_ratio <= 1):
-            bad("lr must be > 0, weight_decay >= 0, min_lr_ratio in [0, 1]")
-        if self.warmup < 0 or self.n_checkpoints < 1 or self.save_every < 0:
-            bad("warmup and save_every must be >= 0, n_checkpoints >= 1")
+            raise UsageError(f"rotary needs an even d_head, got {self.d_head}")
+        for name, choices in (
+            ("norm", NORMS),
+            ("positional", POSITIONALS),
+            ("mlp", MLPS),
+            ("data", DATA_SOURCES),
+        ):
+            if getattr(self, name) not in choices:
+                raise UsageError(
+                    f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}"
+                )
         if self.data == "stdlib":
+            check_range("vocab_size", self.vocab_size, 300, 65535)
             if self.task:
-                bad(f"task options apply to the synthetic tasks, not to data={self.data!r}")
+                raise UsageError(
+                    f"task options apply to the synthetic tasks, not to data={self.data!r}"
+                )
             return
-        from circuits.training.tasks import TASKS  # the synthetic tasks' options (imports torch)
+        from circuits.training.tasks import make_task  # the synthetic tasks (imports torch)
 
-        if self.data in TASKS:
-            try:
-                TASKS[self.data](**self.task)
-            except TypeError as err:
-                bad(f"bad {self.data} task option: {err}")
+        make_task(self.data, self.task)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -120,10 +129,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UsageError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        """A config from a table of keys: unknown keys, wrong types and ranges are refused."""
+        check_keys(cls, data)
         return cls(**data)
 
     @classmethod

@@ -36,8 +36,10 @@ import ast
 import hashlib
 import json
 import os
+import shutil
 import sys
 import sysconfig
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +49,9 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuits.core.atomic import atomic_path, write_json
-from circuits.core.cache import cache_root
-from circuits.core.errors import UsageError
+from circuits.core.cache import cache_lock, cache_root
+from circuits.core.errors import ChecksumError, UsageError
+from circuits.core.manifest import verify_folder, write_manifest
 
 ENDOFTEXT = "<|endoftext|>"
 _SKIP_DIRS = {"test", "tests", "site-packages", "dist-packages", "idlelib", "turtledemo", "lib2to3"}
@@ -178,8 +181,9 @@ def _build_text_cache(vocab_size: int, max_chars: int) -> Path:
         folder / "tokens.npy",
         folder / "meta.json",
     )
-    if tok_path.exists() and arr_path.exists() and meta_path.exists():
+    if _intact(folder):
         return folder
+    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     tok = _train_bpe(text, vocab_size)
     ids: list[int] = []
@@ -202,7 +206,21 @@ def _build_text_cache(vocab_size: int, max_chars: int) -> Path:
             "python": sys.version.split()[0],
         },
     )
+    write_manifest(folder)
     return folder
+
+
+def _intact(folder: Path | None) -> bool:
+    """Whether a cached corpus folder holds every file, unchanged since it was written; a damaged
+    one is reported and rebuilt (its tokens would otherwise change every run silently)."""
+    if folder is None or not folder.is_dir():
+        return False
+    try:
+        verify_folder(folder)
+        return True
+    except ChecksumError as err:
+        warnings.warn(f"{err}; rebuilding the corpus cache", stacklevel=3)
+        return False
 
 
 def load_text_corpus(vocab_size: int = 2048, max_chars: int = MAX_TEXT_CHARS) -> TextCorpus:
@@ -214,15 +232,12 @@ def load_text_corpus(vocab_size: int = 2048, max_chars: int = MAX_TEXT_CHARS) ->
     index_path = (
         cache_root() / "corpus" / f"index-{_fingerprint(max_chars)[:24]}-v{vocab_size}.json"
     )
-    if index_path.exists():
-        folder = Path(json.loads(index_path.read_text())["folder"])
-    else:
-        folder = None
-    if folder is None or not all(
-        (folder / n).exists() for n in ("tokenizer.json", "tokens.npy", "meta.json")
-    ):
-        folder = _build_text_cache(vocab_size, max_chars)
-        write_json(index_path, {"folder": str(folder)})
+    with cache_lock("corpus"):
+        folder = Path(json.loads(index_path.read_text())["folder"]) if index_path.exists() else None
+        if not _intact(folder):
+            folder = _build_text_cache(vocab_size, max_chars)
+            write_json(index_path, {"folder": str(folder)})
+    assert folder is not None
     tok_path, arr_path = folder / "tokenizer.json", folder / "tokens.npy"
     meta = json.loads((folder / "meta.json").read_text())
     sha = meta["text_sha256"]

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from circuits.training.config import TrainConfig
 from circuits.training.corpus import load_text_corpus, text_batch
-from circuits.training.tasks import TASKS
+from circuits.training.tasks import TASKS, make_task
 
 
 class DataSource:
@@ -20,7 +20,7 @@ class DataSource:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         if config.data in TASKS:
-            self.task = TASKS[config.data](**config.task)
+            self.task = make_task(config.data, config.task)
             self.corpus = None
             self.vocab_size = self.task.vocab_size
             self.bos_token_id = self.task.bos_token_id

@@ -23,9 +23,9 @@ a run is built for exact replay:
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +36,9 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuits.core.atomic import write_json
-from circuits.core.conventions import RUN_FILE
+from circuits.core.conventions import RECORD_FORMATS, RUN_FILE
 from circuits.core.errors import UsageError
+from circuits.core.manifest import write_sidecar
 from circuits.training.checkpoints import (
     CKPT_DIR,
     KEEP_STATES,
@@ -47,6 +48,7 @@ from circuits.training.checkpoints import (
     listed,
     load_latest_state,
     move_model,
+    read_run,
     rng_state,
     save_torch,
     set_rng_state,
@@ -69,24 +71,27 @@ def _prepare_run_dir(
     run_dir: Path, config: TrainConfig, data: DataSource, provenance: dict
 ) -> None:
     """Create the folders, drop temporary files a kill left behind, and write ``run.json`` (or
-    check that the one there has the same config: a run resumes only with its own config)."""
+    check that the one there has the same config: a run resumes only with its own config). A
+    folder whose run never saved a state (it failed before its first step) holds nothing to
+    lose: its ``run.json`` is replaced by the new config's."""
     for folder in (run_dir, run_dir / CKPT_DIR, run_dir / STATE_DIR):
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
     run_file = run_dir / RUN_FILE
-    if run_file.exists():
-        saved = json.loads(run_file.read_text())
-        if saved.get("config") != config.to_dict():
+    started = bool(listed(run_dir / STATE_DIR, "state_") or listed(run_dir / CKPT_DIR, "step_"))
+    if run_file.exists() and started:
+        saved, _ = read_run(run_dir)
+        if saved.to_dict() != config.to_dict():
             raise UsageError(
-                f"{run_dir} already holds a run with a different config; "
-                "use a new --out or the same config to resume"
+                f"{run_dir} already holds a run with a different config; use the same config to "
+                "resume, a new --out, or --overwrite to start it again"
             )
         return
     write_json(
         run_file,
         {
-            "format": "p0-circuits-run/1",
+            "format": RECORD_FORMATS["run"],
             "config": config.to_dict(),
             "vocab_size": data.vocab_size,
             "bos_token_id": data.bos_token_id,
@@ -94,6 +99,7 @@ def _prepare_run_dir(
             "provenance": provenance,
         },
     )
+    write_sidecar(run_file)
 
 
 class _Run:
@@ -140,6 +146,7 @@ class _Run:
             self.run_dir / METRICS_FILE,
             {"step": step, "loss": [{"step": s, "loss": v} for s, v in self.losses]},
         )
+        write_sidecar(self.run_dir / METRICS_FILE)
 
     def train_step(self, tokens: torch.Tensor) -> float:
         """One AdamW step at the scheduled learning rate; returns the loss before the step."""
@@ -177,6 +184,7 @@ def train(
     stop_at: int | None = None,
     provenance: dict[str, Any] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train (or resume) the run in ``out`` up to ``config.steps`` (or ``stop_at``, for tests and
     for simulating a kill: the run stops there as if killed right after saving its state).
@@ -185,6 +193,8 @@ def train(
     from the newest readable state file (or from scratch when there is none).
     """
     run_dir = Path(out)
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
     dev = device_of(device)
     data = DataSource(config)
     _prepare_run_dir(run_dir, config, data, provenance or {})

@@ -24,12 +24,14 @@ All tasks return ``int64`` token batches ``[batch, n_ctx]`` keyed by ``(seed, st
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
 from circuits.core.errors import UsageError
+from circuits.core.schema import check_fields, check_keys, check_range
 from circuits.training.corpus import batch_generator, prepend_bos
 
 
@@ -42,6 +44,14 @@ class TriggerTask:
     branching: int = 2
     trigger_prob: float = 0.08
     task_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_range("n_plain", self.n_plain, 2)
+        check_range("n_triggers", self.n_triggers, 1)
+        check_range("branching", self.branching, 1, self.n_plain)
+        check_range("trigger_prob", self.trigger_prob, 0, 1)
+        check_range("task_seed", self.task_seed, 0)
 
     @property
     def vocab_size(self) -> int:
@@ -100,6 +110,13 @@ class InductTask:
     n_repeats: int = 2
     min_len: int = 6
     max_len: int = 12
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_range("n_plain", self.n_plain, 2)
+        check_range("n_repeats", self.n_repeats, 0)
+        check_range("min_len", self.min_len, 2)
+        check_range("max_len", self.max_len, self.min_len)
 
     @property
     def vocab_size(self) -> int:
@@ -174,3 +191,10 @@ class SyntheticTokenizer:
 
 TASKS: dict[str, type] = {"trigger": TriggerTask, "induct": InductTask}
 """Synthetic data sources by name (``TrainConfig.data``)."""
+
+
+def make_task(name: str, options: dict[str, Any]):
+    """The task ``name`` with ``options``: unknown options, wrong types and ranges refused."""
+    cls = TASKS[name]
+    check_keys(cls, options)
+    return cls(**options)

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from circuits.circuit.export import load_graph
 from circuits.core.conventions import CIRCUIT_DOT, CIRCUIT_GRAPHML, CIRCUIT_JSON, PATCHING_FILE
-from circuits.core.records import read_json
+from circuits.core.records import load_result
 from circuits.viz.graph_figure import circuit_graph_figure
 from circuits.viz.html import esc, fmt, provenance_html, table
 from circuits.viz.patching_figures import (
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], list[View]]:
-    record = read_json(path / PATCHING_FILE)
+    record = load_result(path, "discover", CIRCUIT_JSON)
     graph = load_graph(path / CIRCUIT_JSON) if (path / CIRCUIT_JSON).is_file() else None
     sections = [provenance_html(record)]
     if record.get("verdict"):

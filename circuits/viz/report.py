@@ -20,10 +20,20 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from circuits.core.atomic import write_text
-from circuits.core.conventions import MEASURE_FILE, PATCHING_FILE, REPORT_FILE
+from circuits.core.atomic import write_json, write_text
+from circuits.core.conventions import (
+    CIRCUIT_DOT,
+    CIRCUIT_GRAPHML,
+    CIRCUIT_JSON,
+    MEASURE_FILE,
+    PATCHING_FILE,
+    RECORD_FORMATS,
+    REPORT_FILE,
+    VIEWS_FILE,
+)
 from circuits.core.errors import MissingDataError, UsageError
-from circuits.core.records import load_measure, read_json, result_kind
+from circuits.core.manifest import write_manifest
+from circuits.core.records import RECORD_FILES, finite, load_measure, load_result, result_kind
 from circuits.viz.discover_page import discover_page
 from circuits.viz.files import figure_bytes, save_figure
 from circuits.viz.html import esc, img, page
@@ -70,13 +80,36 @@ def build_report(
     """
     path = Path(out_dir)
     kind = result_kind(path)
+    if kind != "compare":  # every file read below is checked against the manifest first
+        load_result(path, kind, CIRCUIT_JSON, CIRCUIT_GRAPHML, VIEWS_FILE)
     if zm is not None and kind != "compare":
         write_views(path, zm, top_k=top_k, view_tokens=view_tokens)
+        write_manifest(path)
     figs = FigureCollector(path, write_figures)
     make_page = {"measure": measure_page, "discover": discover_page, "compare": compare_page}[kind]
     title, sections, views = make_page(path, figs)
     script = bundle_js() if views else None
-    return write_text(path / REPORT_FILE, page(title, sections, script=script))
+    report = write_text(path / REPORT_FILE, page(title, sections, script=script))
+    if kind != "compare":  # the folder's checksums now cover the files just written too
+        write_manifest(path)
+    return report
+
+
+def write_result(
+    out_dir: str | os.PathLike, kind: str, record: dict[str, Any], *, graph=None, zm=None
+) -> Path:
+    """Write a ``measure`` or ``discover`` result folder: the record (with its ``format``, NaN as
+    null), for a discovery the circuit graph files, the manifest of checksums, and the report
+    (with ``zm``: views too). The one way results are saved, by the CLI and in notebooks."""
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / RECORD_FILES[kind], finite({"format": RECORD_FORMATS[kind], **record}))
+    if graph is not None:
+        graph.write_json(path / CIRCUIT_JSON)
+        graph.write_graphml(path / CIRCUIT_GRAPHML)
+        graph.write_dot(path / CIRCUIT_DOT)
+    write_manifest(path)
+    return build_report(path, zm=zm)
 
 
 def saved_prompt(out_dir: str | os.PathLike, zm) -> tuple[Any, bool]:
@@ -89,7 +122,7 @@ def saved_prompt(out_dir: str | os.PathLike, zm) -> tuple[Any, bool]:
     path = Path(out_dir)
     kind = result_kind(path)
     if kind == "discover":
-        record = read_json(path / PATCHING_FILE)
+        record = load_result(path, "discover")
         if not record.get("tokens"):
             raise UsageError(
                 f"{path / PATCHING_FILE} holds no prompt tokens; rerun p0-circuits discover"
@@ -124,5 +157,5 @@ def model_name_of(out_dir: str | os.PathLike) -> str:
     if kind == "measure":
         return str(load_measure(path)["model"])
     if kind == "discover":
-        return str(read_json(path / PATCHING_FILE).get("model"))
+        return str(load_result(path, "discover").get("model"))
     raise UsageError(f"{path} holds several runs; give one of its sub-directories")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +14,10 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuits.core.atomic import write_json
-from circuits.core.conventions import VIEWS_FILE
+from circuits.core.conventions import RECORD_FORMATS, VIEWS_FILE
 from circuits.core.errors import UsageError
+from circuits.core.manifest import verify_files
+from circuits.core.records import read_record
 from circuits.metrics.attention import attn_to_p0
 
 
@@ -85,7 +86,7 @@ def compute_view_data(
     picked = sorted((i // grid.shape[1], i % grid.shape[1]) for i in flat)
     labels = ["embed"] + [f"L{layer}" for layer in range(n_layers)]
     return {
-        "schema": "p0-circuits views/1",
+        "format": RECORD_FORMATS["views"],
         "model": model_name,
         "bos": bos,
         "n_tokens": n,
@@ -105,16 +106,13 @@ def write_view_data(out_dir: str | os.PathLike, data: dict[str, Any]) -> Path:
 
 
 def load_view_data(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The folder's ``views.json`` (checked against its manifest and format), or None."""
     path = Path(out_dir) / VIEWS_FILE
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UsageError(
-            f"{path} is not valid JSON ({err.msg}); delete it or rerun render --views"
-        ) from None
-    if not isinstance(data, dict) or "patterns" not in data or "tokens" not in data:
+    verify_files(out_dir, [VIEWS_FILE], what=" (or delete it and rerun render --views)")
+    data = read_record(path, "views")
+    if "patterns" not in data or "tokens" not in data:
         raise UsageError(
             f"{path} is not a p0-circuits views file; delete it or rerun render --views"
         )

@@ -5,29 +5,20 @@ e.g. TransformerLens 4's TransformerBridge, would touch only this module). No we
 that changes the residual stream is applied: no centering of writing weights or of the
 unembedding, no folding of value biases, and layer norms are kept as they are.
 
-Converted float32 weights are cached as safetensors (keyed by the source's sha256 and the
-TransformerLens version), with their own sha256 checked on every load, so later loads skip the
-slow GGUF dequantization.
+The float32 cache of converted models is ``circuits.zoo.converted``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 
-from circuits.core.cache import sha256_file
 from circuits.core.errors import UsageError
-from circuits.zoo.fetch import verify_file
 
 # Attention masks are n_ctx x n_ctx buffers per layer: cap the context we build for, so that a
 # 30-layer model does not allocate gigabytes of masks for an 8k context nobody measures here.
@@ -174,58 +165,3 @@ def hf_to_hooked(hf_model, tokenizer, tokenizer_dir: Path) -> HookedTransformer:
         f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)}); TransformerLens official model "
         "names load directly where the Hugging Face hub is reachable"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# float32 cache of converted models
-# ---------------------------------------------------------------------------------------------
-
-
-def _cfg_to_json(cfg: HookedTransformerConfig) -> dict[str, Any]:
-    data = cfg.to_dict()
-    data["dtype"] = str(data["dtype"]).removeprefix("torch.")
-    return data
-
-
-def _cfg_from_json(data: dict[str, Any]) -> HookedTransformerConfig:
-    data = dict(data)
-    data["dtype"] = getattr(torch, data["dtype"])
-    return HookedTransformerConfig.from_dict(data)
-
-
-def converted_cache_dir(entry_dir: Path, source_sha256: str) -> Path:
-    tl_version = importlib.metadata.version("transformer-lens")
-    return entry_dir / f"hooked-{source_sha256[:16]}-tl{tl_version}"
-
-
-def save_converted(model: HookedTransformer, tokenizer_dir: Path, target: Path) -> None:
-    """Write config, weights (safetensors + sha256) and tokenizer into ``target`` atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        (tmp / "config.json").write_text(json.dumps(_cfg_to_json(model.cfg), indent=1))
-        weights = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / "model.safetensors"))
-        (tmp / "model.sha256").write_text(sha256_file(tmp / "model.safetensors"))
-        shutil.copytree(tokenizer_dir, tmp / "tokenizer")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def load_converted(target: Path) -> HookedTransformer:
-    """Load a model written by ``save_converted``; its weights' sha256 is verified first."""
-    from transformers import AutoTokenizer
-
-    weights_path = target / "model.safetensors"
-    verify_file(weights_path, (target / "model.sha256").read_text().strip(), entry_dir=target)
-    cfg = _cfg_from_json(json.loads((target / "config.json").read_text()))
-    cfg.init_weights = False  # every weight is overwritten by the state dict below
-    tokenizer = AutoTokenizer.from_pretrained(str(target / "tokenizer"))
-    model = HookedTransformer(
-        cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right"
-    )
-    model.load_state_dict(load_file(str(weights_path)), strict=True)
-    return model.eval()

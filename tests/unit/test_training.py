@@ -61,11 +61,26 @@ def test_corrupted_last_checkpoint_falls_back_with_warning(tmp_path):
     assert [p.name for p in states] == ["state_0000005.pt", "state_0000007.pt"]
     data = states[-1].read_bytes()
     states[-1].write_bytes(data[: len(data) // 2])  # a torn write, as a crash could leave
-    with pytest.warns(UserWarning, match="state_0000007.pt is unreadable"):
+    with pytest.warns(UserWarning, match="state_0000007.pt is damaged"):
         resumed = train(cfg, run, progress=False)
     assert resumed.resumed_from == 5
     assert (run / "state" / "state_0000007.pt.corrupt").exists()  # set aside, not reused
     assert_same_state(state_of(tmp_path / "full"), state_of(run))
+
+
+def test_a_silently_changed_state_is_caught_by_its_checksum(tmp_path):
+    """One flipped byte inside a weight still unpickles fine; only the checksum can tell."""
+    cfg = tiny_config()
+    run = tmp_path / "run"
+    train(cfg, run, progress=False, stop_at=7)
+    last = sorted((run / "state").glob("state_*.pt"))[-1]
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    last.write_bytes(bytes(data))
+    torch.load(last, weights_only=True)  # still loads: a wrong number, silently
+    with pytest.warns(UserWarning, match="does not match the checksum"):
+        resumed = train(cfg, run, progress=False, stop_at=8)
+    assert resumed.resumed_from == 5
 
 
 def test_files_load_weights_only_and_nothing_is_half_written(tmp_path):
@@ -93,7 +108,7 @@ def test_config_validation_and_files(tmp_path):
         tiny_config(d_model=15)
     with pytest.raises(UsageError):
         tiny_config(norm="batch")
-    with pytest.raises(UsageError, match="unknown config keys"):
+    with pytest.raises(UsageError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({"layers": 3})
     path = tmp_path / "c.toml"
     path.write_text('n_layers = 3\npositional = "learned"\nbos = true\n')

@@ -11,6 +11,7 @@ from transformer_lens.utilities import get_act_name
 
 from circuits.core.conventions import VIEWS_FILE
 from circuits.core.errors import UsageError
+from circuits.core.manifest import write_manifest
 from circuits.viz import view_data as VD
 from circuits.viz import views as V
 
@@ -122,9 +123,15 @@ def test_props_cannot_break_out_of_the_script():
 
 def test_view_data_round_trip_and_bad_files(data, tmp_path):
     VD.write_view_data(tmp_path, data)
+    with pytest.raises(UsageError, match="no manifest.json"):  # unverifiable: refused
+        VD.load_view_data(tmp_path)
+    write_manifest(tmp_path)
     assert VD.load_view_data(tmp_path) == json.loads(json.dumps(data))
     (tmp_path / VIEWS_FILE).write_text("{not json")
-    with pytest.raises(UsageError, match="views.json"):
+    with pytest.raises(UsageError, match="views.json changed after it was written"):
+        VD.load_view_data(tmp_path)
+    write_manifest(tmp_path)  # even when the checksum matches, a broken file is refused
+    with pytest.raises(UsageError, match="views.json is not valid JSON"):
         VD.load_view_data(tmp_path)
     assert VD.load_view_data(tmp_path / "missing") is None
     with pytest.raises(UsageError):
