@@ -199,6 +199,7 @@ def discover(
         "tokens": tokens.tolist(),
         "str_tokens": str_tokens,
         "config": config.to_dict(),
+        "block_structure": "parallel" if model.cfg.parallel_attn_mlp else "sequential",
     }
     say = print if config.progress else (lambda *a, **k: None)
     state = S.DiscoveryState(patcher, config, metric, record, say)
@@ -217,6 +218,7 @@ def discover(
         position=0,
         n_prompts=record["n_prompts"],
         n_tokens=record["n_tokens"],
+        parallel_attn_mlp=bool(model.cfg.parallel_attn_mlp),
         record="patching.json",
     )
     return Discovery(g, record, timings)

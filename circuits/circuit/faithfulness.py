@@ -87,6 +87,8 @@ def kept_through_layer(
     only the non-circuit P0 components of layers <= L ablated (the embedding counts as below
     layer 0), for every layer L that has one (the last value is ``kept`` itself)."""
     cuts = sorted({s.layer for s in others if s.kind != "embed"})
+    if not cuts:  # every P0 component is in the circuit (or only the embedding is not)
+        return []
     patches = [[s for s in others if s.kind == "embed" or s.layer <= cut] for cut in cuts]
     res = patcher.patch(patches, metric, desc="faithfulness by layer")
     return [

@@ -28,7 +28,7 @@ from circuits.patching.attribution import attribution_patch, pearson
 from circuits.patching.engine import Patcher
 from circuits.patching.readouts import SinkMetric
 from circuits.patching.results import PatchingResult
-from circuits.patching.sites import Receiver, Site, component_sites, head_sites
+from circuits.patching.sites import Receiver, Site, component_sites, head_sites, path_exists
 
 
 @dataclass
@@ -233,19 +233,20 @@ def backups(state: DiscoveryState) -> None:
 def path_patching(state: DiscoveryState) -> None:
     """IOI-style paths between the circuit's nodes: into later MLP nodes' inputs (metric: the
     receivers' sink) and into the K input of every receiver layer after the sender (metric: that
-    layer's own sink, the direct effect). Q paths from P0 are exactly zero and are not run."""
-    nodes, patcher = state.nodes, state.patcher
+    layer's own sink, the direct effect). Q paths from P0 are exactly zero and are not run. In a
+    parallel block attention cannot reach its own block's MLP (``path_exists``)."""
+    nodes, patcher, cfg = state.nodes, state.patcher, state.cfg
     mlp_paths = [
         (s, Receiver("mlp_in", r.layer))
         for s in nodes
         for r in nodes
-        if r.kind == "mlp" and Receiver("mlp_in", r.layer).order > s.order
+        if r.kind == "mlp" and path_exists(s, Receiver("mlp_in", r.layer), cfg)
     ]
     k_paths = [
         (s, Receiver("k", r))
         for s in nodes
         for r in state.receivers
-        if Receiver("k", r).order > s.order
+        if path_exists(s, Receiver("k", r), cfg)
     ]
     if mlp_paths:
         state.path_mlp = patcher.path_patch(mlp_paths, state.metric, desc="paths into MLPs")

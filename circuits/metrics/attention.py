@@ -7,6 +7,7 @@ token of every row.
 
 from __future__ import annotations
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -23,14 +24,21 @@ def _check_pattern(pattern: Tensor) -> None:
         raise UsageError("attention-sink metrics need at least 2 tokens (position 0 and one other)")
 
 
-def check_pattern(pattern: Float[Tensor, "batch head query key"], where: str) -> None:
-    """``NonFiniteError`` unless every query's attention sums to 1.
+def check_pattern(
+    pattern: Float[Tensor, "batch head query key"], where: str, *, sinks: bool = False
+) -> None:
+    """``NonFiniteError`` unless every query's attention sums to 1 (with learned attention sinks,
+    ``use_attention_sinks``, to a share in (0, 1]: the sink takes the rest).
 
     TransformerLens replaces a NaN pattern by zeros, so a model with non-finite activations would
     otherwise read as "no attention to P0" -- a wrong number that looks valid.
     """
     sums = pattern.detach().float().sum(dim=-1)
-    if not bool(((sums - 1).abs() <= 1e-3).all()):
+    if sinks:
+        ok = bool(((sums > 0) & (sums <= 1 + 1e-3)).all()) and bool(torch.isfinite(pattern).all())
+    else:
+        ok = bool(((sums - 1).abs() <= 1e-3).all())
+    if not ok:
         raise NonFiniteError(
             f"the attention pattern at {where} is not a distribution (NaN/inf in the model's "
             "activations, zeroed by TransformerLens); check the model's weights and inputs"

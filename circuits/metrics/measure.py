@@ -129,7 +129,8 @@ class SinkReport:
 class _Reducer:
     """Forward hooks that reduce each layer's pattern and residual stream as they are produced."""
 
-    def __init__(self, n_layers: int, massive_ratio: float) -> None:
+    def __init__(self, n_layers: int, massive_ratio: float, sinks: bool = False) -> None:
+        self.sinks = sinks
         self.per_layer: dict[int, dict[str, Any]] = {layer: {} for layer in range(n_layers)}
         self.massive: list[MassiveActivation] = []
         self.recognition: dict[str, list[float]] = {}
@@ -138,7 +139,7 @@ class _Reducer:
         self.n_layers = n_layers
 
     def on_pattern(self, pattern: Tensor, hook) -> None:
-        check_pattern(pattern, hook.name)
+        check_pattern(pattern, hook.name, sinks=self.sinks)
         layer = hook.layer()
         self.per_layer[layer]["attn_to_p0"] = attn_to_p0(pattern)
         self.per_layer[layer]["sink_score"] = sink_score(pattern)
@@ -209,7 +210,7 @@ def measure_sinks(
     """
     tokens = check_tokens(tokens, model.cfg)
     n_layers = model.cfg.n_layers
-    reducer = _Reducer(n_layers, massive_ratio)
+    reducer = _Reducer(n_layers, massive_ratio, bool(model.cfg.use_attention_sinks))
     hooks = reducer.hooks()
     missing = [name for name, _ in hooks if name not in model.hook_dict]
     if missing:

@@ -61,10 +61,6 @@ def _stop_forward(act: Tensor, hook) -> None:
     raise _ForwardDone
 
 
-def _check_pattern_hook(pattern: Tensor, hook) -> None:
-    check_pattern(pattern, hook.name)
-
-
 class Patcher:
     """Clean and counterfactual activations of ``model`` on ``tokens``, and patched runs on them.
 
@@ -101,15 +97,30 @@ class Patcher:
             for act in _CACHED_ACTS:
                 if act in ("resid_mid", "mlp_out") and cfg.attn_only:
                     continue
+                if act == "resid_mid" and cfg.parallel_attn_mlp:  # no resid_mid in such a block
+                    continue
                 names.append(get_act_name(act, layer))
         self._check_hooks(names)
         # TransformerLens zeroes a NaN pattern: check every pattern as the clean runs go
-        checks = [(get_act_name("pattern", la), _check_pattern_hook) for la in range(cfg.n_layers)]
+        sinks = bool(cfg.use_attention_sinks)
+
+        def check(pattern: Tensor, hook) -> None:
+            check_pattern(pattern, hook.name, sinks=sinks)
+
+        checks = [(get_act_name("pattern", la), check) for la in range(cfg.n_layers)]
+        wanted = set(names) | {"hook_pos_embed"}
         with torch.inference_mode(), model.hooks(fwd_hooks=checks):
             _, cache = model.run_with_cache(
-                self.tokens, return_type=None, names_filter=lambda n: n in set(names)
+                self.tokens, return_type=None, names_filter=lambda n: n in wanted
             )
             self.clean: dict[str, Tensor] = {n: cache[n] for n in names}
+            # shortformer positions enter every layer's queries and keys, not the residual: a
+            # forward started at a block must be given them (the same for every row)
+            self._forward_kwargs = (
+                {"shortformer_pos_embed": cache["hook_pos_embed"][:1]}
+                if cfg.positional_embedding_type == "shortformer"
+                else {}
+            )
             self.cf: dict[str, Tensor] = counterfactual_values(
                 model, self.tokens, self.clean, counterfactual, names, shift_token=shift_token
             )
@@ -158,6 +169,7 @@ class Patcher:
             # one clean forward over every layer serves every receiver set
             if self._clean_sink is None:
                 probe = SinkMetric(range(self.model.cfg.n_layers))
+                probe.validate(self.model, self.n_pos)
                 self._forward(probe, starts=[None], patch_hooks=[])
                 self._clean_sink = probe.clean_per_layer()
             metric.set_clean({r: self._clean_sink[r] for r in metric.layers})
@@ -229,7 +241,11 @@ class Patcher:
                 else:
                     inp = self.clean[get_act_name("resid_pre", first)].repeat(counts[first], 1, 1)
                     model.run_with_hooks(
-                        inp, fwd_hooks=hooks, start_at_layer=first, stop_at_layer=stop
+                        inp,
+                        fwd_hooks=hooks,
+                        start_at_layer=first,
+                        stop_at_layer=stop,
+                        **self._forward_kwargs,
                     )
             except _ForwardDone:
                 pass

@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
+from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
 from circuits.core.errors import UsageError
 from circuits.patching.readouts import Metric, SinkMetric
@@ -60,6 +61,8 @@ def attn_out_from_z(block, z: Tensor) -> Tensor:
     out = torch.einsum("...pnh,nhd->...pd", z, attn.W_O) + attn.b_O
     if block.cfg.use_normalization_before_and_after:
         out = block.ln1_post(out)
+    if block.cfg.original_architecture in POST_NORM_ARCHITECTURES:  # OLMo 2/3: norm after attn
+        out = block.ln1(out)
     return out
 
 

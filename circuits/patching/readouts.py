@@ -92,7 +92,10 @@ class SinkMetric(Metric):
             )
         return SinkMetric(layers)
 
+    _sinks = False
+
     def validate(self, model: HookedTransformer, n_pos: int) -> None:
+        self._sinks = bool(model.cfg.use_attention_sinks)
         if self.receivers is None:
             raise UsageError("SinkMetric receivers are unresolved (internal error)")
         if not self.receivers:
@@ -137,7 +140,7 @@ class SinkMetric(Metric):
         self._per_layer: dict[int, Tensor] = {}
 
     def _on_pattern(self, pattern: Tensor, hook) -> None:
-        check_pattern(pattern, hook.name)
+        check_pattern(pattern, hook.name, sinks=self._sinks)
         layer = hook.layer()
         chunks = pattern.reshape(-1, self._b, *pattern.shape[1:])  # the patches present here
         self._per_layer[layer] = torch.stack([sink_score(c) for c in chunks])  # [present, head]

@@ -202,6 +202,11 @@ def check_site(site: Site, cfg: HookedTransformerConfig, n_pos: int) -> None:
         )
     if site.kind in ("mlp", "resid_mid") and cfg.attn_only:
         raise UsageError(f"{site.name}: the model is attention-only (no MLPs)")
+    if site.kind == "resid_mid" and cfg.parallel_attn_mlp:
+        raise UsageError(
+            f"{site.name}: the model's blocks are parallel (attention and MLP both read resid_pre "
+            "and write resid_post), so there is no resid_mid; patch resid_pre or resid_post"
+        )
     if site.kind == "head":
         if site.head is None or not 0 <= site.head < cfg.n_heads:
             raise UsageError(
@@ -238,7 +243,8 @@ def check_receiver(receiver: Receiver, sender: Site, cfg: HookedTransformerConfi
         if receiver.kind == "mlp_in":
             raise UsageError("an MLP receiver takes no heads")
         n = cfg.n_heads
-        if receiver.kind in ("k", "v") and cfg.n_key_value_heads is not None:
+        grouped = cfg.n_key_value_heads is not None and not cfg.ungroup_grouped_query_attention
+        if receiver.kind in ("k", "v") and grouped:
             n = cfg.n_key_value_heads
         bad = [h for h in receiver.heads if not 0 <= h < n]
         if bad:
@@ -246,8 +252,24 @@ def check_receiver(receiver: Receiver, sender: Site, cfg: HookedTransformerConfi
             raise UsageError(
                 f"receiver head index {bad} out of range: layer {receiver.layer} has {what} 0..{n - 1}"
             )
-    if not receiver.order > sender.order:
+    if not path_exists(sender, receiver, cfg):
+        parallel = (
+            " (in a parallel block attention and MLP read the same input: attention cannot "
+            "reach the MLP of its own block)"
+            if cfg.parallel_attn_mlp and receiver.kind == "mlp_in"
+            else ""
+        )
         raise UsageError(
             f"receiver {receiver.name} is not after sender {sender.name}: a path must go from an "
-            "earlier component to a later layer's input"
+            f"earlier component to a later layer's input{parallel}"
         )
+
+
+def path_exists(sender: Site, receiver: Receiver, cfg: HookedTransformerConfig) -> bool:
+    """Whether ``sender``'s output can reach ``receiver``'s input directly. In a sequential block
+    the MLP reads attention's output (``attn_l -> mlp_l.in`` is a path); in a parallel block
+    (``parallel_attn_mlp``: GPT-J, GPT-NeoX/Pythia, Phi) both read ``resid_pre``, so it is not."""
+    if not receiver.order > sender.order:
+        return False
+    same_block_attention = sender.kind in ("attn", "head") and sender.layer == receiver.layer
+    return not (cfg.parallel_attn_mlp and receiver.kind == "mlp_in" and same_block_attention)

@@ -34,10 +34,14 @@ def circuit_layout(g) -> dict[str, tuple[float, float]]:
     receivers right); nodes sharing a level spread within their lane on a staircase rising to the
     right, so that edges leaving them do not run through their neighbours."""
     levels: dict[tuple[float, int], list[str]] = {}
+    parallel = bool(g.graph.get("parallel_attn_mlp"))
     for n, d in g.nodes(data=True):
         kind = d.get("kind", "attn")
         layer = d.get("layer", 0) or 0
-        y = -1.0 if kind == "embed" else layer + _STAGE_Y.get(kind, 0.0)
+        stage = _STAGE_Y.get(kind, 0.0)
+        if parallel and kind in ("mlp", "mlp_in"):  # a parallel MLP reads and writes with attention
+            stage = {"mlp": _STAGE_Y["attn"], "mlp_in": _STAGE_Y["k"]}[kind]
+        y = -1.0 if kind == "embed" else layer + stage
         lane = 2 if kind in RECEIVER_KINDS else (1 if kind == "mlp" else 0)
         levels.setdefault((y, lane), []).append(n)
     width = {

@@ -19,6 +19,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 
 from circuits.core.errors import UsageError
+from circuits.zoo.families import hooked_from_folder
 
 # Attention masks are n_ctx x n_ctx buffers per layer: cap the context we build for, so that a
 # 30-layer model does not allocate gigabytes of masks for an 8k context nobody measures here.
@@ -51,7 +52,14 @@ def load_hf_model(folder: Path, gguf_file: str | None = None, *, eager: bool = T
         kwargs["attn_implementation"] = "eager"
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
-    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except (ValueError, KeyError, OSError) as err:
+        what = gguf_file or "config.json"
+        raise UsageError(
+            f"transformers cannot load a causal LM from {Path(folder) / what} "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+        ) from None
     return model.eval()
 
 
@@ -119,10 +127,15 @@ def _gemma3_official_name(hf_config) -> str:
     )
 
 
-def hf_to_hooked(hf_model, tokenizer, tokenizer_dir: Path) -> HookedTransformer:
+def hf_to_hooked(
+    hf_model, tokenizer, tokenizer_dir: Path, folder: Path | None = None
+) -> HookedTransformer:
     """Convert a float32 HF causal LM into a HookedTransformer (no residual-changing processing).
 
-    ``tokenizer_dir`` is a local folder the tokenizer was saved to (TransformerLens reloads it).
+    ``tokenizer_dir`` is a local folder the tokenizer is saved to (TransformerLens reloads it).
+    ``folder`` (a local Hugging Face folder holding the model's config) lets every family
+    TransformerLens converts load (``circuits.zoo.families``); llama and gemma3 have their own
+    paths here, which also serve GGUF files.
     """
     from transformers import AutoTokenizer
 
@@ -160,8 +173,9 @@ def hf_to_hooked(hf_model, tokenizer, tokenizer_dir: Path) -> HookedTransformer:
             default_prepend_bos=False,
         )
         return model.eval()
+    if folder is not None:
+        return hooked_from_folder(folder, hf_model, local_tokenizer, MAX_CONTEXT)
     raise UsageError(
-        f"architecture '{model_type}' is not supported for local loading "
-        f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)}); TransformerLens official model "
-        "names load directly where the Hugging Face hub is reachable"
+        f"architecture '{model_type}' is not supported from a GGUF file (supported: "
+        f"{', '.join(SUPPORTED_ARCHITECTURES)}); a Hugging Face folder of it may load"
     )

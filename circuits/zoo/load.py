@@ -24,6 +24,7 @@ from transformer_lens import HookedTransformer
 
 from circuits.core.cache import cache_lock, cache_root, sha256_file
 from circuits.core.errors import UnknownModelError, UsageError
+from circuits.core.records import read_json
 from circuits.training.checkpoints import load_run_model
 from circuits.training.corpus import load_text_corpus
 from circuits.training.tasks import SyntheticTokenizer, make_task
@@ -107,15 +108,41 @@ def _from_local_gguf(path: Path, progress: bool) -> ZooModel:
     )
 
 
+def _model_type(path: Path) -> str:
+    """The folder's ``model_type``, refused at once unless transformers has a causal LM for it."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = read_json(path / "config.json")
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise UsageError(
+            f"{path / 'config.json'} names no model_type; is it a Hugging Face model folder?"
+        )
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise UsageError(
+            f"{path}: model_type '{model_type}' is not a causal language model (transformers has "
+            "no causal-LM class for it), so it has no P0 attention sink to measure"
+        )
+    return model_type
+
+
 def _from_hf_folder(path: Path, progress: bool) -> ZooModel:
-    _status(f"loading Hugging Face model folder {path}", progress)
+    """A local Hugging Face folder. TransformerLens reads its config by path and guesses some
+    families from the path's name ("llama", "gemma"), so it is given a link with a neutral name."""
+    model_type = _model_type(path)
+    _status(f"loading Hugging Face model folder {path} ({model_type})", progress)
     tokenizer = convert.load_hf_tokenizer(path)
     hf_model = convert.load_hf_model(path)
     key = sha256_file(path / "config.json")[:16]
     with cache_lock(f"hf-{key}"):
         tok_dir = cache_root() / "local" / "tokenizers" / key
         tok_dir.mkdir(parents=True, exist_ok=True)
-        model = convert.hf_to_hooked(hf_model, tokenizer, tok_dir)
+        link = cache_root() / "local" / "hf" / key
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(path.resolve(), target_is_directory=True)
+        model = convert.hf_to_hooked(hf_model, tokenizer, tok_dir, folder=link)
     return ZooModel(
         name=str(path),
         model=model,

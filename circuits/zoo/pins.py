@@ -8,6 +8,23 @@ from typing import Any
 from circuits.zoo.fetch import GGUFSource, WheelFile, is_cached
 
 DEFAULT_MODEL = "smollm2-135m"
+VERIFIED_FAMILIES = (
+    "llama",
+    "gemma3",
+    "gpt2",
+    "gptj",
+    "gpt_neox",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "phi",
+    "olmo",
+    "olmo2",
+    "bloom",
+)
+"""model_types whose local Hugging Face folders load through TransformerLens' converters and are
+tested against transformers (tests/integration/test_hf_families.py: logits within 1e-4; measure
+and discover run end to end). Parallel-block families: gptj, gpt_neox (Pythia), phi."""
 
 
 @dataclass(frozen=True)
