@@ -1,26 +1,29 @@
 """Circuit graph files: node-link JSON, GraphML and DOT, written atomically; JSON and GraphML
 read back into a ``CircuitGraph`` that equals the one written (``CircuitGraph.same_as``).
 
-GraphML cannot hold None, lists or dicts: lists and dicts are stored as ``json:``-prefixed
-strings and None values are left out, their keys listed in a ``_none_attrs`` attribute.
-DOT is written here (no pygraphviz needed).
+GraphML is written for other tools to read as it is (Gephi, igraph, Cytoscape): every attribute
+a plain scalar, a list spread over numbered attributes (``head_relative_effects.0``, ``.1``, ...),
+None left out. Reading it back restores the lists, and None for the attributes every node and
+edge carries (``NODE_SCHEMA``, ``EDGE_SCHEMA``), so JSON and GraphML give the same graph. DOT is
+written here (no pygraphviz needed).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from circuits.circuit.graph import CircuitGraph
+from circuits.circuit.graph import EDGE_SCHEMA, GRAPH_SCHEMA, NODE_SCHEMA, CircuitGraph
 from circuits.core.atomic import atomic_path, write_json
 from circuits.core.errors import UsageError
 
-_JSON_PREFIX = "json:"
-_NONE_KEY = "_none_attrs"
+_LIST_SEP = "."
+_LIST_ITEM = re.compile(r"^(.+)\.(\d+)$")
 KIND_COLORS = {
     "embed": "#9e9e9e",
     "attn": "#1f77b4",
@@ -47,43 +50,52 @@ def from_node_link(data: dict[str, Any]) -> CircuitGraph:
     return CircuitGraph(nx.DiGraph(g))
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, (list, tuple, dict)) or (
-        isinstance(value, str) and value.startswith(_JSON_PREFIX)
-    ):
-        return _JSON_PREFIX + json.dumps(value)
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_JSON_PREFIX):
-        return json.loads(value[len(_JSON_PREFIX) :])
-    return value
-
-
-def _encode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    out = {k: _encode(v) for k, v in attrs.items() if v is not None}
-    nones = sorted(k for k, v in attrs.items() if v is None)
-    if nones:
-        out[_NONE_KEY] = ",".join(nones)
+def _encode_attrs(attrs: dict[str, Any], where: str) -> dict[str, Any]:
+    """Plain GraphML values: scalars as they are, a list as one attribute per element
+    (``name.0``, ``name.1``, ...), None left out; nothing else is allowed."""
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            if not all(isinstance(v, (bool, int, float, str)) for v in value):
+                raise UsageError(
+                    f"{where} attribute {key!r} holds a list of non-scalars; GraphML cannot hold it"
+                )
+            out.update({f"{key}{_LIST_SEP}{i}": v for i, v in enumerate(value)})
+        elif isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        else:
+            raise UsageError(
+                f"{where} attribute {key!r} is a {type(value).__name__}; GraphML holds scalars and lists"
+            )
     return out
 
 
-def _decode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    attrs = dict(attrs)
-    nones = attrs.pop(_NONE_KEY, "")
-    out = {k: None for k in nones.split(",") if k}
-    out.update({k: _decode(v) for k, v in attrs.items()})
+def _decode_attrs(attrs: dict[str, Any], schema: tuple[str, ...]) -> dict[str, Any]:
+    """The inverse of ``_encode_attrs``; schema attributes that were None come back as None."""
+    out: dict[str, Any] = {k: None for k in schema}
+    lists: dict[str, dict[int, Any]] = {}
+    for key, value in attrs.items():
+        match = _LIST_ITEM.match(key)
+        if match:
+            lists.setdefault(match.group(1), {})[int(match.group(2))] = value
+        else:
+            out[key] = value
+    for key, items in lists.items():
+        out[key] = [items[i] for i in sorted(items)]
     return out
 
 
 def write_graphml(graph: CircuitGraph, path: str | os.PathLike) -> Path:
+    """GraphML that other tools read as it is (Gephi, igraph, Cytoscape): plain scalar attributes
+    only, lists spread over numbered attributes, nothing encoded."""
     g = nx.DiGraph()
     for n, d in graph.g.nodes(data=True):
-        g.add_node(n, **_encode_attrs(d))
+        g.add_node(n, **_encode_attrs(d, f"node {n}"))
     for u, v, d in graph.g.edges(data=True):
-        g.add_edge(u, v, **_encode_attrs(d))
-    g.graph.update(_encode_attrs(graph.g.graph))
+        g.add_edge(u, v, **_encode_attrs(d, f"edge {u} -> {v}"))
+    g.graph.update(_encode_attrs(graph.g.graph, "graph"))
     path = Path(path)
     with atomic_path(path) as tmp:
         nx.write_graphml(g, tmp)
@@ -94,11 +106,11 @@ def read_graphml(path: str | os.PathLike) -> CircuitGraph:
     raw = nx.read_graphml(path, force_multigraph=False)
     g = nx.DiGraph()
     for n, d in raw.nodes(data=True):
-        g.add_node(n, **_decode_attrs(d))
+        g.add_node(n, **_decode_attrs(d, NODE_SCHEMA))
     for u, v, d in raw.edges(data=True):
-        g.add_edge(u, v, **_decode_attrs(d))
+        g.add_edge(u, v, **_decode_attrs(d, EDGE_SCHEMA))
     graph = {k: v for k, v in raw.graph.items() if k not in ("node_default", "edge_default")}
-    g.graph.update(_decode_attrs(graph))
+    g.graph.update(_decode_attrs(graph, GRAPH_SCHEMA))
     return CircuitGraph(g)
 
 

@@ -35,6 +35,33 @@ from circuits.core.errors import UsageError
 
 NODE_KINDS = SITE_KINDS + RECEIVER_KINDS
 PATH_TYPES = RECEIVER_KINDS
+NODE_SCHEMA = (
+    "layer",
+    "kind",
+    "head",
+    "position",
+    "effect",
+    "relative",
+    "attribution",
+    "role",
+    "sink_clean",
+    "head_relative_effects",
+)
+"""Every node carries these attributes (None where they do not apply)."""
+EDGE_SCHEMA = ("path_type", "effect", "relative")
+GRAPH_SCHEMA = (
+    "model",
+    "counterfactual",
+    "metric",
+    "receiver_layers",
+    "position",
+    "n_prompts",
+    "n_tokens",
+    "parallel_attn_mlp",
+    "record",
+    "bos",
+    "seed",
+)
 
 
 def plain(value: Any) -> Any:
@@ -59,7 +86,11 @@ class CircuitGraph:
 
     def __init__(self, graph: nx.DiGraph | None = None, **attrs: Any) -> None:
         self.g: nx.DiGraph = nx.DiGraph() if graph is None else graph
-        self.g.graph.update({k: plain(v) for k, v in attrs.items()})
+        for key in GRAPH_SCHEMA:
+            self.g.graph.setdefault(key, None)
+        self.g.graph.update(
+            {k: plain(v) for k, v in attrs.items() if v is not None or k in GRAPH_SCHEMA}
+        )
 
     # -- building ------------------------------------------------------------------------------
 
@@ -76,14 +107,18 @@ class CircuitGraph:
     ) -> None:
         if kind not in NODE_KINDS:
             raise UsageError(f"unknown node kind {kind!r}; choose one of {', '.join(NODE_KINDS)}")
+        values = {k: plain(v) for k, v in attrs.items()}
         self.g.add_node(
             name,
+            **{k: values.get(k) for k in NODE_SCHEMA},
+            **{k: v for k, v in values.items() if k not in NODE_SCHEMA and v is not None},
+        )
+        self.g.nodes[name].update(
             layer=int(layer),
             kind=kind,
             head=None if head is None else int(head),
             position=None if position is None else int(position),
             effect=plain(None if effect is None else float(effect)),
-            **{k: plain(v) for k, v in attrs.items()},
         )
 
     def add_edge(
@@ -98,12 +133,15 @@ class CircuitGraph:
                 raise UsageError(
                     f"edge {source} -> {target}: node {n} is not in the graph; add it first"
                 )
+        values = {k: plain(v) for k, v in attrs.items()}
         self.g.add_edge(
             source,
             target,
-            path_type=path_type,
-            effect=plain(None if effect is None else float(effect)),
-            **{k: plain(v) for k, v in attrs.items()},
+            **{k: values.get(k) for k in EDGE_SCHEMA},
+            **{k: v for k, v in values.items() if k not in EDGE_SCHEMA and v is not None},
+        )
+        self.g.edges[source, target].update(
+            path_type=path_type, effect=plain(None if effect is None else float(effect))
         )
 
     @classmethod
@@ -174,11 +212,11 @@ class CircuitGraph:
                 if d.get("effect") is None and g.degree(n) == 0:
                     g.remove_node(n)
         out = CircuitGraph(g)
-        out.g.graph["threshold"] = {
-            "node_min": node_min,
-            "edge_min": edge_min,
-            "relative_to": relative_to,
-        }
+        out.g.graph.update(
+            threshold_node_min=node_min,
+            threshold_edge_min=edge_min,
+            threshold_relative_to=relative_to,
+        )
         return out
 
     # -- files (circuits.circuit.export) ------------------------------------------------------

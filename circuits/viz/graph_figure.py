@@ -3,7 +3,6 @@ edge width by |relative effect| and colour by sign (blue: patching the path lowe
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import networkx as nx
@@ -108,8 +107,8 @@ def _axes_and_legend(ax, g: nx.DiGraph, pos: dict[str, tuple[float, float]]) -> 
         )
         ax.set_ylim(lo - 0.8, None)
     ax.margins(y=0.08)
-    layers = [math.floor(y) for y in ys if y >= 0]
-    if layers:
+    layers = [d.get("layer") or 0 for _, d in g.nodes(data=True) if (d.get("layer") or 0) >= 0]
+    if layers:  # one tick per layer the circuit spans, none skipped
         ax.set_yticks(range(min(layers), max(layers) + 1))
     ax.set_ylabel("layer (P0 at the bottom)")
     ax.tick_params(left=True, labelleft=True, bottom=False, labelbottom=False)

@@ -39,6 +39,9 @@ NO_VIEWS_NOTE = (
     "model named in the JSON) to add the attention patterns of the sink heads."
 )
 VIEW_ELEMENTS = ("AttentionHeads", "AttentionPatterns", "ColoredTokens", "ColoredTokensMulti")
+# circuitsvis writes the tokens of these elements into the page as HTML (innerHTML); the others
+# draw them as text on a canvas, where an escaped token would show its entities.
+TOKENS_AS_HTML = frozenset({"ColoredTokens", "ColoredTokensMulti"})
 _ids = itertools.count()
 
 
@@ -99,8 +102,16 @@ class View:
         """The JavaScript that draws this view into its ``<div>`` (needs the bundle loaded)."""
         return (
             f"CircuitsVis.render({_js_json(self.dom_id)}, CircuitsVis.{self.element}, "
-            f"{_js_json(self.props)});"
+            f"{_js_json(self.displayed_props())});"
         )
+
+    def displayed_props(self) -> dict[str, Any]:
+        """``props`` as circuitsvis must receive them: token strings escaped for the elements
+        that write tokens as HTML, so ``<bos>``, ``</s>`` or ``&amp;`` show as their text instead
+        of vanishing into the page as markup."""
+        if self.element not in TOKENS_AS_HTML or "tokens" not in self.props:
+            return self.props
+        return {**self.props, "tokens": [esc(t, quote=False) for t in self.props["tokens"]]}
 
     def fragment(self) -> str:
         """``<div>`` + a classic ``<script>``: for a page that already loaded the bundle once."""
@@ -145,7 +156,8 @@ def views_section(views: list[View], note: str = "") -> str:
 
 
 def mark_p0(str_tokens: list[str]) -> list[str]:
-    """Token strings for display, with position 0 marked ``[P0]``."""
+    """Token strings for display, with position 0 marked ``[P0]`` (HTML escaping, where an
+    element needs it, is :meth:`View.displayed_props`'s job)."""
     out = [t if t != "" else "\u2205" for t in str_tokens]
     if out:
         out[0] = P0_MARK + out[0]

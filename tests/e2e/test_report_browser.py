@@ -12,6 +12,7 @@ Locally a missing Chromium skips these tests; in CI (``CI=true``) it fails them.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -56,6 +57,7 @@ window.addEventListener('load', function () { setTimeout(function () {
   h.setAttribute('data-views-ok', views.filter(function (v) { return v.childElementCount > 0 && v.offsetHeight > 20; }).length);
   h.setAttribute('data-resources', JSON.stringify(res));
   h.setAttribute('data-errors', JSON.stringify(window.__p0errors));
+  h.setAttribute('data-view-text', JSON.stringify(views.map(function (v) { return v.textContent; })));
 }, 500); });
 </script>"""
 
@@ -120,7 +122,7 @@ def _probe_copy(report: Path, tmp: Path) -> Path:
 def _attr(dom: str, name: str) -> str:
     m = re.search(rf'<html[^>]*\s{name}="([^"]*)"', dom)
     assert m, f"the probe did not run (no {name} on <html>)"
-    return m.group(1).replace("&quot;", '"')
+    return html.unescape(m.group(1))
 
 
 def _check_page(binary: str, report: Path, tmp: Path, min_imgs: int, min_views: int) -> str:
@@ -177,6 +179,33 @@ def test_measure_report_renders_offline(chromium, tiny, tmp_path):
     dom = _check_page(chromium, report, tmp_path / "chk", min_imgs=3, min_views=3)
     assert "[P0]" in dom  # token labels drawn by the circuitsvis views
     assert "Head selector" in dom or "Head Selector" in dom  # AttentionHeads rendered its UI
+
+
+def test_token_text_that_looks_like_markup_shows_as_text(chromium, tmp_path):
+    """Tokens such as ``<bos>``, ``</s>`` and ``a&amp;b`` reach every view as their own text."""
+    from circuits.viz.html import page
+    from circuits.viz.views import View, bundle_js
+
+    tokens = ["[P0]<bos>", "a&amp;b", "</s>", "<b>x</b>"]
+    pattern = [[1.0 if k <= q else 0.0 for k in range(4)] for q in range(4)]
+    views = [
+        View("ColoredTokens", {"tokens": tokens, "values": [1.0, 2.0, 3.0, 4.0]}),
+        View(
+            "ColoredTokensMulti",
+            {"tokens": tokens, "values": [[1.0, 2.0]] * 4, "labels": ["a", "b"]},
+        ),
+        View("AttentionHeads", {"attention": [pattern], "tokens": tokens}),
+    ]
+    path = tmp_path / "tokens.html"
+    path.write_text(page("tokens", [v.fragment() for v in views], script=bundle_js()))
+    dom, _, console = _chromium(
+        chromium, _probe_copy(path, tmp_path).as_uri(), tmp_path / "d", "--dump-dom"
+    )
+    assert console == []
+    text = json.loads(_attr(dom, "data-view-text"))
+    for t in text[:2]:  # the coloured-token views write tokens as HTML: escaped, they read as text
+        assert "[P0]<bos>" in t and "a&amp;b" in t and "</s>" in t and "<b>x</b>" in t, t
+    assert views[2].displayed_props()["tokens"] == tokens  # canvas labels: drawn as given
 
 
 def test_discover_report_renders_offline(chromium, tiny, tmp_path):

@@ -18,7 +18,8 @@ def _example() -> CircuitGraph:
         counterfactual="shift",
         faithfulness_kept=0.93,
         faithfulness_ablated=0.12,
-        metric={"name": "sink_score", "receiver_layers": [2, 3]},
+        metric="sink_score",
+        receiver_layers=[2, 3],
         verdict="found",
         seed=0,
         note=None,
@@ -95,8 +96,11 @@ def test_graphml_round_trip_keeps_none_lists_and_types(tmp_path):
     d = back.g.nodes["attn2.k"]
     assert d["effect"] is None and d["head"] is None and d["position"] is None
     assert back.g.nodes["embed@p0"]["tags"] == ["a", "json:x"]
-    assert back.graph_attrs["metric"] == {"name": "sink_score", "receiver_layers": [2, 3]}
-    assert back.graph_attrs["note"] is None
+    assert back.graph_attrs["metric"] == "sink_score" and back.graph_attrs["receiver_layers"] == [
+        2,
+        3,
+    ]
+    assert back.graph_attrs.get("note") is None
     assert isinstance(back.g.nodes["mlp1@p0"]["layer"], int)
     assert back.g.nodes["mlp1@p0"]["exact"] is True
 
@@ -120,3 +124,44 @@ def test_bad_input():
         g.add_node("x", layer=0, kind="neuron")
     with pytest.raises(UsageError, match="use a .json"):
         CircuitGraph.load(__file__)
+
+
+def test_graphml_reads_cleanly_in_another_tool(tmp_path):
+    """python-igraph (the C library behind R's and Python's igraph) reads the file as it is:
+    plain scalar attributes, lists as numbered attributes, nothing encoded."""
+    import igraph
+
+    g = _example()
+    g.add_node(
+        "attn0@p0",
+        **CircuitGraph.from_site(Site("attn", 0)),
+        effect=-0.1,
+        head_relative_effects=[0.5, -0.25],
+    )
+    path = g.write_graphml(tmp_path / "circuit.graphml")
+    other = igraph.Graph.Read_GraphML(str(path))
+    assert other.is_directed() and other.vcount() == 7 and other.ecount() == 4
+    names = set(other.vs["id"])
+    assert {"attn0.h3@p0", "mlp1@p0", "attn2.k"} <= names
+    attrs = set(other.vs.attributes())
+    assert {
+        "layer",
+        "kind",
+        "effect",
+        "head_relative_effects.0",
+        "head_relative_effects.1",
+    } <= attrs
+    assert not [a for a in attrs if a.startswith("_")]
+    v = other.vs.find(id="attn0@p0")
+    assert (
+        v["layer"] == 0
+        and v["effect"] == pytest.approx(-0.1)
+        and v["head_relative_effects.1"] == -0.25
+    )
+    embed = other.vs.find(id="embed@p0")  # a list of strings: one plain attribute per element
+    assert "tags" not in attrs and (embed["tags.0"], embed["tags.1"]) == ("a", "json:x")
+    edge = other.es[
+        other.get_eid(other.vs.find(id="mlp1@p0").index, other.vs.find(id="attn2.k").index)
+    ]
+    assert edge["path_type"] == "k" and edge["effect"] == pytest.approx(-0.35)
+    assert CircuitGraph.load(path).same_as(g)  # and it still comes back whole

@@ -115,10 +115,21 @@ def test_props_cannot_break_out_of_the_script():
     frag = view.fragment()
     assert "</script><b>" not in frag and "<!--" not in frag
     assert frag.count("</script>") == 1
-    assert (
-        json.loads(re.search(r"ColoredTokens, (\{.*\})\);", frag).group(1))["tokens"][0]
-        == "</script><b>x"
-    )
+    sent = json.loads(re.search(r"ColoredTokens, (\{.*\})\);", frag).group(1))["tokens"]
+    assert sent == ["&lt;/script&gt;&lt;b&gt;x", "&lt;!--"]  # innerHTML of the element: escaped
+    assert view.props["tokens"][0] == "</script><b>x"  # the data itself is unchanged
+
+
+def test_tokens_are_escaped_only_where_circuitsvis_writes_html():
+    """ColoredTokens* write tokens with innerHTML (<bos> would become a tag); AttentionHeads and
+    AttentionPatterns draw them on a canvas (escaped, they would show &lt;bos&gt;)."""
+    tokens = V.mark_p0(["<bos>", "a&b", ""])
+    assert tokens == ["[P0]<bos>", "a&b", "\u2205"]
+    for element in ("ColoredTokens", "ColoredTokensMulti"):
+        shown = V.View(element, {"tokens": tokens, "values": [1.0] * 3}).displayed_props()
+        assert shown["tokens"] == ["[P0]&lt;bos&gt;", "a&amp;b", "\u2205"]
+    for element in ("AttentionHeads", "AttentionPatterns"):
+        assert V.View(element, {"tokens": tokens}).displayed_props()["tokens"] == tokens
 
 
 def test_view_data_round_trip_and_bad_files(data, tmp_path):
