@@ -122,7 +122,9 @@ def prompt_set(
     text: str | None = None,
 ) -> Int[Tensor, "n_prompts n_tokens"]:
     """``n_prompts`` windows of ``n_tokens`` tokens from ``text`` (default text), each starting at
-    a different sentence, so the position-zero token varies across prompts.
+    a different sentence, so the position-zero token varies across prompts. Windows are distinct
+    in their first 4 tokens; their first tokens can repeat (on the default text, 8 windows
+    start with 6 different tokens: two begin "The", two "A").
 
     With ``bos`` each window is BOS followed by ``n_tokens - 1`` text tokens.
     """

@@ -18,7 +18,8 @@ class DiscoverConfig:
     counterfactual: str = "shift"
     receivers: Sequence[int] | None = None
     """Receiver layers of the sink metric (default: ``first_receiver`` .. last layer)."""
-    first_receiver: int = 2
+    first_receiver: int | None = None
+    """None: layer 2 (Gu et al.'s Sink_0[2:]), or the last layer of a model with fewer than 3."""
     component_threshold: float = 0.05
     """|effect| / clean sink needed to select a component (or a head)."""
     head_threshold: float = 0.05
@@ -57,18 +58,25 @@ class DiscoverConfig:
         if self.exact_top_k is not None and self.exact_top_k < 0:
             raise UsageError("exact_top_k must be >= 0")
 
+    def first_receiver_layer(self, n_layers: int) -> int:
+        """``first_receiver``, or its default on a model with ``n_layers`` layers."""
+        if self.first_receiver is None:
+            return max(1, min(2, n_layers - 1))
+        return self.first_receiver
+
     def receiver_layers(self, n_layers: int) -> list[int]:
         """The sink metric's receiver layers on a model with ``n_layers`` layers."""
         n = n_layers
         if self.receivers is not None:
             layers = sorted({int(r) for r in self.receivers})
         else:
-            if not 1 <= self.first_receiver < n:
+            first = self.first_receiver_layer(n)
+            if not 1 <= first < n:
                 raise UsageError(
-                    f"first_receiver {self.first_receiver} out of range: the model has layers "
+                    f"first_receiver {first} out of range: the model has layers "
                     f"0..{n - 1} and the first receiver must be one of 1..{n - 1}"
                 )
-            layers = list(range(self.first_receiver, n))
+            layers = list(range(first, n))
         bad = [r for r in layers if not 0 <= r < n]
         if bad or not layers:
             raise UsageError(

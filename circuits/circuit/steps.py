@@ -107,7 +107,8 @@ def component_sweep(state: DiscoveryState) -> None:
     if config.exact_top_k is None:
         exact_sites = comp_sites
     else:
-        early = [s for s in comp_sites if s.kind == "embed" or s.layer <= config.first_receiver]
+        first = config.first_receiver_layer(state.cfg.n_layers)
+        early = [s for s in comp_sites if s.kind == "embed" or s.layer <= first]
         rest = [s for s in comp_sites if s not in early]
         rest.sort(key=lambda s: -abs(state.attribution[s.name]))
         exact_sites = early + rest[: config.exact_top_k]

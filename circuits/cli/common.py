@@ -69,6 +69,12 @@ def header(args: argparse.Namespace, command: str, seed: int | None, model: str)
     return prov
 
 
+def model_header(zm: ZooModel) -> dict[str, Any]:
+    """Which model a record describes: its zoo name, where it came from, and what it is exactly
+    (e.g. "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32)")."""
+    return {"model_source": zm.source, "model_description": zm.description or zm.name}
+
+
 def load_for(args: argparse.Namespace) -> tuple[ZooModel, bool]:
     """Seed torch with ``--seed``, load ``--model``, and decide BOS at position 0: ``--bos`` /
     ``--no-bos``, else the model's training regime."""

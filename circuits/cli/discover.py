@@ -17,6 +17,7 @@ from circuits.cli.common import (
     check_text,
     header,
     load_for,
+    model_header,
 )
 from circuits.core.conventions import (
     COUNTERFACTUALS,
@@ -59,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--first-receiver",
         type=int,
         default=D.first_receiver,
-        help="first receiver layer when --receivers is not given (default 2: Gu et al.'s Sink[2:])",
+        help="first receiver layer when --receivers is not given (default 2: Gu et al.'s Sink[2:]; "
+        "1 on a 2-layer model)",
     )
     parser.add_argument(
         "--threshold",
@@ -115,7 +117,8 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
         ("--first-receiver", args.first_receiver, 1),
         ("--seed", args.seed, 0),
     ):
-        check_range(flag, value, low)
+        if value is not None:
+            check_range(flag, value, low)
     receivers = None
     if args.receivers is not None:
         try:
@@ -171,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         )
         record = found.record
         record["provenance"] = header(args, "discover", args.seed, zm.name)
+        record.update(model_header(zm))
         record["bos"] = bos
         record["natural_bos"] = zm.natural_bos
         record["timings_s"]["load_model"] = round(loaded - started, 3)

@@ -15,6 +15,7 @@ from circuits.cli.common import (
     check_text,
     header,
     load_for,
+    model_header,
 )
 from circuits.core.conventions import (
     DEFAULT_EPS,
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         )
         data = {
             **header(args, "measure", args.seed, zm.name),
-            "model_source": zm.source,
+            **model_header(zm),
             "n_tokens_in_text": tokenized.n_tokens_in_text,
             "truncated": tokenized.truncated,
             "tokens": zm.str_tokens(tokenized.tokens[0]),

@@ -31,7 +31,6 @@ The phase detector is in ``circuits.emergence.phases``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from typing import Any
 
@@ -50,21 +49,6 @@ COMPONENTS = ("attn_out", "mlp_out")
 def downstream_layers(n_layers: int) -> list[int]:
     """Layers whose sink is the circuit's output: >= 2, or all when the model has < 3 layers."""
     return list(range(2, n_layers)) if n_layers >= 3 else list(range(n_layers))
-
-
-def norm_growth(ratios: list[float]) -> tuple[list[float], float | None, int | None]:
-    """Per-block excess growth g_l of P0's norm, the layers-0-1 share, and the jump layer.
-
-    ``ratios[0]`` is the embedding's P0 norm ratio, ``ratios[l + 1]`` the one after block l.
-    """
-    logs = [math.log(max(r, 1e-12)) for r in ratios]
-    growth = [max(0.0, b - a) for a, b in zip(logs[:-1], logs[1:], strict=False)]
-    total = sum(growth)
-    if total < math.log(1.5):
-        return growth, None, None
-    share = sum(growth[:2]) / total
-    jump = max(range(len(growth)), key=lambda i: growth[i])
-    return growth, share, jump
 
 
 def _downstream_sink(model: HookedTransformer, tokens: Tensor, fwd_hooks: list) -> float:
@@ -125,10 +109,8 @@ def measure_checkpoint(
 
     down = downstream_layers(n_layers)
     overall = torch.stack([keys[layer] for layer in down]).mean(dim=0)
-    ratios = [report.embed_p0_norm / max(report.embed_rest_norm_median, 1e-12)] + report.column(
-        "p0_norm_ratio"
-    )
-    growth, share_norm, jump = norm_growth(ratios)
+    ng = report.norm_growth
+    growth, share_norm, jump = ng.growth, ng.share_l01, ng.largest_jump_layer
     d_clean, effects = ablation_effects(model, tokens)
     total = sum(abs(v) for row in effects for v in row.values())
     share_abl = (
@@ -157,9 +139,9 @@ def measure_checkpoint(
         "downstream_attn_to_p0": d_clean,
         "sink_position": int(overall.argmax()),
         "key_attention": overall.tolist(),
-        "embed_p0_norm_ratio": ratios[0],
+        "embed_p0_norm_ratio": report.embed_p0_norm / max(report.embed_rest_norm_median, 1e-12),
         "jump_layer": jump,
-        "first_layer_norm_ratio_over_10": report.first_norm_jump_layer,
+        "first_layer_norm_ratio_over_10": report.first_layer_norm_ratio_over_10,
         "norm_growth_share_l01": share_norm,
         "ablation_share_l01": share_abl,
         "sink_rate_from_layer2": report.sink_rate_from_layer2

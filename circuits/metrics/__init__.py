@@ -12,6 +12,8 @@ __getattr__, __dir__ = lazy_exports(
         "sink_score": "attention",
         "sum_p_squared": "attention",
         "massive_activations": "residual",
+        "norm_growth": "residual",
+        "NormGrowth": "residual",
         "p0_direction_cosine": "residual",
         "position_norms": "residual",
         "residual_norms": "residual",

@@ -30,8 +30,10 @@ from circuits.metrics.attention import (
 )
 from circuits.metrics.residual import (
     MassiveActivation,
+    NormGrowth,
     check_finite,
     massive_activations,
+    norm_growth,
     p0_direction_cosine,
     position_norms,
     residual_norms,
@@ -91,18 +93,26 @@ class SinkReport:
         return sum(s > self.eps for s in scores) / len(scores)
 
     @property
-    def first_norm_jump_layer(self) -> int | None:
-        """First layer whose P0/rest norm ratio exceeds 10x (None if none does)."""
+    def first_layer_norm_ratio_over_10(self) -> int | None:
+        """First layer whose P0/rest norm ratio exceeds 10 (None if none does): where P0 is
+        unmistakably the largest vector, not where its norm jumps (``norm_growth``)."""
         for layer in self.layers:
             if layer.p0_norm_ratio > NORM_RATIO_SINK_THRESHOLD:
                 return layer.layer
         return None
+
+    @property
+    def norm_growth(self) -> NormGrowth:
+        """Where P0's norm outgrows the rest: per block, within blocks 0-1, the largest jump."""
+        embed = self.embed_p0_norm / max(self.embed_rest_norm_median, 1e-12)
+        return norm_growth([embed, *self.column("p0_norm_ratio")])
 
     def column(self, key: str) -> list[float]:
         """One per-layer metric as a list, e.g. ``report.column("attn_to_p0")``."""
         return [getattr(layer, key) for layer in self.layers]
 
     def to_dict(self) -> dict[str, Any]:
+        growth = self.norm_growth
         return {
             "n_tokens": self.n_tokens,
             "batch_size": self.batch_size,
@@ -110,12 +120,18 @@ class SinkReport:
             "eps": self.eps,
             "sink_rate_all_layers": self.sink_rate_all,
             "sink_rate_from_layer2": self.sink_rate_from_layer2,
-            "first_layer_norm_ratio_over_10": self.first_norm_jump_layer,
+            "first_layer_norm_ratio_over_10": self.first_layer_norm_ratio_over_10,
+            "p0_norm_growth_first_two_blocks": growth.first_two_blocks,
+            "norm_growth_share_l01": growth.share_l01,
+            "largest_norm_jump_layer": growth.largest_jump_layer,
             "embed": {
                 "p0_norm": self.embed_p0_norm,
                 "rest_norm_median": self.embed_rest_norm_median,
             },
-            "layers": [asdict(layer) for layer in self.layers],
+            "layers": [
+                {**asdict(layer), "p0_norm_growth": g}
+                for layer, g in zip(self.layers, growth.growth, strict=True)
+            ],
             "recognition": {
                 "layer0_sum_p_squared": self.layer0_sum_p_squared,
                 "layer0_attn_out_norm": self.layer0_attn_out_norm,

@@ -3,6 +3,7 @@ invariance of P0 across prompts, and per-position norms. Inputs are ``[batch, po
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -91,3 +92,38 @@ def p0_direction_cosine(resid: Float[Tensor, "batch pos d_model"]) -> float | No
     n = cos.shape[0]
     off_diagonal = cos.sum() - cos.diagonal().sum()
     return (off_diagonal / (n * (n - 1))).item()
+
+
+@dataclass(frozen=True)
+class NormGrowth:
+    """Where P0's residual norm outgrows the other positions' (the paper's "P0 norm jump").
+
+    With rho_l the P0/rest norm ratio after block l (rho_-1: the embedding) and
+    g_l = max(0, log rho_l - log rho_{l-1}) block l's excess growth of P0's norm:
+
+    * ``growth`` -- g_l per block;
+    * ``first_two_blocks`` -- rho_1 / rho_-1, how many times P0 outgrows the rest within blocks
+      0-1 (the paper's claim: the jump happens there);
+    * ``share_l01`` -- (g_0 + g_1) / sum_l g_l, the share of all excess growth made in blocks
+      0-1 (None when sum_l g_l < log 1.5: P0 never outgrows the rest by 1.5x);
+    * ``largest_jump_layer`` -- argmax_l g_l, the block with the largest single jump (None in
+      the same case).
+    """
+
+    growth: list[float]
+    first_two_blocks: float | None
+    share_l01: float | None
+    largest_jump_layer: int | None
+
+
+def norm_growth(ratios: list[float]) -> NormGrowth:
+    """``NormGrowth`` from ``ratios``: ``ratios[0]`` the embedding's P0/rest norm ratio,
+    ``ratios[l + 1]`` the one after block l."""
+    logs = [math.log(max(r, 1e-12)) for r in ratios]
+    growth = [max(0.0, b - a) for a, b in zip(logs[:-1], logs[1:], strict=False)]
+    two = math.exp(logs[min(2, len(logs) - 1)] - logs[0]) if len(logs) > 1 else None
+    total = sum(growth)
+    if total < math.log(1.5):
+        return NormGrowth(growth, two, None, None)
+    jump = max(range(len(growth)), key=lambda i: growth[i])
+    return NormGrowth(growth, two, sum(growth[:2]) / total, jump)

@@ -38,7 +38,7 @@ from transformer_lens import HookedTransformer
 from circuits.core.atomic import write_json
 from circuits.core.conventions import RECORD_FORMATS, RUN_FILE
 from circuits.core.errors import UsageError
-from circuits.core.manifest import write_sidecar
+from circuits.core.manifest import SIDECAR, write_sidecar
 from circuits.training.checkpoints import (
     CKPT_DIR,
     KEEP_STATES,
@@ -142,6 +142,7 @@ class _Run:
         save_torch(full, self.run_dir / STATE_DIR / f"state_{step:07d}.pt")
         for _, old in listed(self.run_dir / STATE_DIR, "state_")[:-KEEP_STATES]:
             old.unlink(missing_ok=True)
+            old.with_name(old.name + SIDECAR).unlink(missing_ok=True)
         write_json(
             self.run_dir / METRICS_FILE,
             {"step": step, "loss": [{"step": s, "loss": v} for s, v in self.losses]},

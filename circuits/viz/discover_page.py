@@ -49,7 +49,8 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
             component_heatmap_figure,
             "patching_components",
             "Layer × component: sink change / clean sink when one component's output at P0 is set "
-            "to its counterfactual (blue: the patch lowers the sink).",
+            "to its counterfactual (blue: the patch lowers the sink); exact patching (bold) for "
+            "the components the sweep patched, the attribution estimate (hatched) elsewhere.",
         ),
         (
             head_patching_heatmap_figure,

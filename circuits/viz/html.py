@@ -81,12 +81,16 @@ def page(title: str, sections: list[str], *, script: str | None = None) -> str:
 
 
 def provenance_html(data: dict[str, Any]) -> str:
-    """The command line that made a result, its seed and library versions."""
+    """The exact model a result describes, the command line that made it, its seed and library
+    versions."""
     prov = data.get("provenance") or data
     versions = prov.get("versions") or {}
     cmd = prov.get("command_line")
     vers = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
     out = []
+    if data.get("model_description"):
+        source = f" from {esc(data['model_source'])}" if data.get("model_source") else ""
+        out.append(f"<p>Model: <b>{esc(data['model_description'])}</b>{source}</p>")
     if cmd:
         out.append(f"<p>Made by <code>{esc(cmd)}</code></p>")
     if vers:

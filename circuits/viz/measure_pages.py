@@ -39,6 +39,15 @@ def _measure_summary(m: dict[str, Any]) -> list[list[str]]:
         ("sink rate, all layers (Sink₀^ε)", fmt(m.get("sink_rate_all_layers"), ".1%")),
         ("sink rate, layers ≥ 2 (Sink₀^ε[2:])", fmt(m.get("sink_rate_from_layer2"), ".1%")),
         ("ε", fmt(m.get("eps"), "g")),
+        (
+            "× P0 outgrows the rest in blocks 0–1 (norm ratio after block 1 / embedding)",
+            fmt(m.get("p0_norm_growth_first_two_blocks"), ".1f"),
+        ),
+        (
+            "share of P0's excess norm growth in blocks 0–1",
+            fmt(m.get("norm_growth_share_l01"), ".0%"),
+        ),
+        ("largest single P0 norm jump at block", fmt(m.get("largest_norm_jump_layer"), "d")),
         ("first layer with P0/rest norm > 10", fmt(m.get("first_layer_norm_ratio_over_10"), "d")),
         (
             "largest P0 norm",

@@ -31,15 +31,6 @@ def _relative(row: dict[str, Any], clean: float) -> float:
     return float(rel)
 
 
-def _annotate(ax, grid: np.ndarray, fmt: str = "{:+.2f}", max_cells: int = 400) -> None:
-    if grid.size > max_cells:
-        return
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, fmt.format(grid[i, j]), ha="center", va="center", fontsize=6)
-
-
 def _effect_image(fig: Figure, ax, grid: np.ndarray, label: str):
     """Draw ``grid`` of relative effects on the shared diverging scale, with its colour bar."""
     lim, extend = effect_limit(grid.flatten().tolist())
@@ -48,33 +39,66 @@ def _effect_image(fig: Figure, ax, grid: np.ndarray, label: str):
     return im
 
 
-def component_heatmap_figure(record: dict[str, Any]) -> Figure:
-    """Layer x component heatmap of exact patching at P0: rows embed / attn / mlp, columns
-    layers, colour = sink change / clean sink (blue: patching lowers the sink)."""
+def _cells(
+    record: dict[str, Any], exact_block: str
+) -> dict[str, tuple[dict[str, Any], float, bool]]:
+    """Per site name: (site, sink change / clean sink, exact?). The exact patching of
+    ``exact_block`` where it ran, the attribution-patching estimate everywhere else."""
     clean = float(record["clean"]["sink"])
-    exact = _effects_by_name(record.get("components"))
-    if not exact:
+    cells = {}
+    for block, is_exact in (("attribution", False), (exact_block, True)):
+        for name, row in _effects_by_name(record.get(block)).items():
+            value = _relative(row, clean) if is_exact else float(row["effect"]) / clean
+            cells[name] = (row["sites"][0], value, is_exact)
+    return cells
+
+
+def _mark_cells(ax, marks: list[tuple[int, int, float, bool]], annotate: bool) -> None:
+    """Hatch the attribution estimates; write the values (exact ones bold) if there is room."""
+    for i, j, v, is_exact in marks:
+        if not is_exact:
+            ax.add_patch(
+                Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, color="#777777")
+            )
+        if annotate:
+            weight = "bold" if is_exact else "normal"
+            ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=6, fontweight=weight)
+
+
+def component_heatmap_figure(record: dict[str, Any]) -> Figure:
+    """Layer x component heatmap at P0: rows embed / attn / mlp, one column per layer, colour =
+    sink change / clean sink (blue: patching lowers the sink). Components patched exactly (the
+    ones attribution selected) are bold; every other layer shows the attribution-patching
+    estimate, hatched, so no layer is silently left out."""
+    cells = {
+        n: c
+        for n, c in _cells(record, "components").items()
+        if c[0]["kind"] in ("embed", "attn", "mlp")
+    }
+    if not any(is_exact for _, _, is_exact in cells.values()):
         raise MissingDataError("patching.json has no component sweep (components.effects)")
-    sites = [r["sites"][0] for r in exact.values()]
-    layers = sorted({s["layer"] for s in sites if s["kind"] != "embed"})
-    kinds = [k for k in ("attn", "mlp") if any(s["kind"] == k for s in sites)]
+    kinds = [k for k in ("attn", "mlp") if any(c[0]["kind"] == k for c in cells.values())]
+    top = max(c[0]["layer"] for c in cells.values())
+    layers = list(range(top + 1))
     grid = np.full((len(kinds) + 1, len(layers)), np.nan)
-    for row in exact.values():  # rows bottom to top: embed (first column only), attn, mlp
-        s = row["sites"][0]
-        if s["kind"] == "embed":
-            grid[0, 0] = _relative(row, clean)
-        elif s["kind"] in kinds:
-            grid[1 + kinds.index(s["kind"]), layers.index(s["layer"])] = _relative(row, clean)
+    marks = []
+    for site, value, is_exact in cells.values():  # rows bottom to top: embed, attn, mlp
+        i = 0 if site["kind"] == "embed" else 1 + kinds.index(site["kind"])
+        j = 0 if site["kind"] == "embed" else site["layer"]
+        grid[i, j] = value
+        marks.append((i, j, value, is_exact))
     fig = new_figure(min(2.5 + 0.33 * len(layers), 12), 2.6)
     ax = fig.subplots()
     _effect_image(fig, ax, grid, "sink change / clean sink")
+    _mark_cells(ax, marks, annotate=len(layers) <= 24)
     ax.set_yticks(range(len(kinds) + 1), ["embed", *kinds])
     ax.set_xticks(range(len(layers)), [str(la) for la in layers], fontsize=7)
     ax.set_xlabel("layer")
-    _annotate(ax, grid, max_cells=3 * 24)
+    n_exact = sum(1 for m in marks if m[3])
     ax.set_title(
         f"{record.get('model', '?')}: patching each component at P0 "
-        f"({record.get('counterfactual', '?')} counterfactual)",
+        f"({record.get('counterfactual', '?')} counterfactual; {n_exact} exact, bold; "
+        "hatched: attribution estimate)",
         fontsize=9,
     )
     fig.tight_layout()
@@ -84,40 +108,28 @@ def component_heatmap_figure(record: dict[str, Any]) -> Figure:
 def head_patching_heatmap_figure(record: dict[str, Any]) -> Figure:
     """Layer x head heatmap at P0: exact head patching where the head sweep ran, the
     attribution-patching estimate elsewhere (those cells are hatched)."""
-    clean = float(record["clean"]["sink"])
-    cells: dict[tuple[int, int], tuple[float, bool]] = {}
-    for block, is_exact in (("attribution", False), ("heads", True)):
-        for row in _effects_by_name(record.get(block)).values():
-            s = row["sites"][0]
-            if s["kind"] == "head":
-                value = _relative(row, clean) if is_exact else float(row["effect"]) / clean
-                cells[(s["layer"], s["head"])] = (value, is_exact)
+    cells = {n: c for n, c in _cells(record, "heads").items() if c[0]["kind"] == "head"}
     if not cells:
         raise MissingDataError("patching.json has no head effects (heads or attribution)")
-    layers = sorted({la for la, _ in cells})
-    n_heads = max(h for _, h in cells) + 1
+    layers = sorted({c[0]["layer"] for c in cells.values()})
+    n_heads = max(c[0]["head"] for c in cells.values()) + 1
     grid = np.full((len(layers), n_heads), np.nan)
-    for (la, h), (v, _) in cells.items():
-        grid[layers.index(la), h] = v
+    marks = []
+    for site, value, is_exact in cells.values():
+        i, j = layers.index(site["layer"]), site["head"]
+        grid[i, j] = value
+        marks.append((i, j, value, is_exact))
     fig = new_figure(min(2.5 + 0.6 * n_heads, 9), 1.4 + 0.24 * len(layers))
     ax = fig.subplots()
     _effect_image(fig, ax, grid, "sink change / clean sink")
-    for (la, h), (v, is_exact) in cells.items():
-        i = layers.index(la)
-        if not is_exact:
-            ax.add_patch(
-                Rectangle((h - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, color="#777777")
-            )
-        if grid.size <= 300:
-            weight = "bold" if is_exact else "normal"
-            ax.text(h, i, f"{v:+.2f}", ha="center", va="center", fontsize=6, fontweight=weight)
+    _mark_cells(ax, marks, annotate=grid.size <= 300)
     ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)], fontsize=7)
     ax.set_yticks(
         range(len(layers)), [str(la) for la in layers], fontsize=6 if len(layers) > 20 else 7
     )
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    n_exact = sum(1 for v in cells.values() if v[1])
+    n_exact = sum(1 for m in marks if m[3])
     ax.set_title(
         f"head patching at P0 ({n_exact} exact, bold; hatched: attribution estimate)", fontsize=9
     )

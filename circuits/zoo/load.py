@@ -79,6 +79,7 @@ def _from_gguf_entry(entry: ZooEntry, progress: bool) -> ZooModel:
         bos_token_id=_token_id(tokenizer, entry.bos_token),
         natural_bos=entry.natural_bos,
         source=entry.source,
+        description=entry.description,
         info={"gguf": str(gguf_path), "gguf_sha256": entry.gguf.sha256},
     )
 
@@ -233,6 +234,7 @@ def _from_zoo(entry: ZooEntry, progress: bool) -> ZooModel:
         bos_token_id=ByteTokenizer.bos_token_id,
         natural_bos=entry.natural_bos,
         source=entry.source,
+        description=entry.description,
     )
 
 

@@ -26,6 +26,7 @@ class ZooModel:
     source: str
     load_seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    description: str = ""  # the exact model, e.g. "SmolLM2-135M-Instruct (Q4_1 GGUF, ...)"
 
     def encode(self, text: str, *, bos: bool) -> Int[Tensor, "1 pos"]:
         """Token ids of ``text`` as a [1, pos] tensor; ``bos`` prepends the BOS token, nothing else."""

@@ -18,7 +18,9 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.i
 
 def test_there_are_notebooks():
     names = [p.stem for p in NOTEBOOKS]
-    assert "01_quickstart" in names and "03_bos_is_a_crutch" in names
+    assert names == ["01_quickstart", "02_p0_sink_circuit", "03_bos_is_a_crutch", "04_emergence"]
+    readme = (NOTEBOOKS[0].parents[1] / "README.md").read_text(encoding="utf-8")
+    assert all(f"`{name}`" in readme for name in names)  # README lists every notebook
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -48,6 +50,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     client.execute()  # raises CellExecutionError on the first failing cell
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert "IProgress not found" not in stderr  # ipywidgets present: progress bars are widgets
     html = [o for o in outputs if "text/html" in o.get("data", {})]
     if html:  # circuitsvis views come out offline: the bundle inline, no CDN script
         page = html[0]["data"]["text/html"]

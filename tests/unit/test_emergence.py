@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 from _training_helpers import tiny_config
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from circuits.emergence.checkpoint_metrics import ablation_effects, measure_checkpoint, norm_growth
+from circuits.emergence.checkpoint_metrics import ablation_effects, measure_checkpoint
 from circuits.emergence.phases import PhaseCriteria, detect_phases
 from circuits.training.loop import train
 
@@ -111,14 +110,6 @@ def test_ablation_effects_match_a_manual_patch(tiny, tokens):
     assert effects[0]["mlp_out"] == pytest.approx(d_clean - d_abl, abs=1e-6)
     assert effects[0]["mlp_out"] != 0.0  # the hook did something
     assert effects[3] == {"attn_out": 0.0, "mlp_out": 0.0}  # nothing downstream of the last block
-
-
-def test_norm_growth():
-    growth, share, jump = norm_growth([1.0, 1.0, 20.0, 20.0, 40.0])
-    assert growth == pytest.approx([0.0, math.log(20), 0.0, math.log(2)])
-    assert share == pytest.approx(math.log(20) / math.log(40))
-    assert jump == 1
-    assert norm_growth([1.0, 1.1, 1.0, 1.2])[1:] == (None, None)  # never 1.5x: no jump
 
 
 # --------------------------------------------------------------------------------------------

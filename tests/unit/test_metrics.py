@@ -121,6 +121,26 @@ def test_measure_sinks_on_hand_built_model():
     data = report.to_dict()
     assert data["layers"][0]["heads"][1]["sink_score"] == pytest.approx(layer.sink_score)
     assert data["first_layer_norm_ratio_over_10"] == 0
+    # the planted coordinate is in the embedding already: no block makes P0 outgrow the rest
+    assert data["p0_norm_growth_first_two_blocks"] == pytest.approx(1.0, rel=1e-6)
+    assert data["largest_norm_jump_layer"] is None and data["norm_growth_share_l01"] is None
+
+
+def test_norm_growth_names_where_p0_outgrows_the_rest():
+    """Ratios: embedding 1, then after blocks 0..3: 1, 20, 20, 40 (hand-computed growth)."""
+    from circuits.metrics.residual import norm_growth
+
+    g = norm_growth([1.0, 1.0, 20.0, 20.0, 40.0])
+    assert g.growth == pytest.approx([0.0, math.log(20), 0.0, math.log(2)])
+    assert g.first_two_blocks == pytest.approx(20.0)
+    assert g.share_l01 == pytest.approx(math.log(20) / math.log(40))
+    assert g.largest_jump_layer == 1
+    # a late jump (like SmolLM2's second massive activation at block 11) is the largest one,
+    # while blocks 0-1 still carry their own growth
+    late = norm_growth([0.7, 1.2, 3.3, 8.9, 1.0, 169.0])
+    assert late.largest_jump_layer == 4 and late.first_two_blocks == pytest.approx(3.3 / 0.7)
+    never = norm_growth([1.0, 1.1, 1.0, 1.2])  # never 1.5x: no jump, no share
+    assert never.share_l01 is None and never.largest_jump_layer is None
 
 
 def test_measure_sinks_rejects_bad_tokens(sink_model):

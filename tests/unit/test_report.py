@@ -196,3 +196,41 @@ def test_the_command_line_that_made_a_result_is_recorded(dirs):
     out = str(dirs["measure"])
     assert line == f"p0-circuits measure --model tiny --no-bos --max-tokens 24 --out {out} --quiet"
     assert prov["args"]["max_tokens"] == 24
+
+
+def _row(kind: str, layer: int, effect: float, clean: float = 0.5) -> dict:
+    name = "embed@p0" if kind == "embed" else f"{kind}{layer}@p0"
+    site = {"name": name, "kind": kind, "layer": layer, "head": None, "positions": [0]}
+    return {"name": name, "sites": [site], "effect": effect, "relative": effect / clean}
+
+
+def test_component_heatmap_shows_every_layer_and_marks_estimates():
+    """Layers the exact sweep skipped still get a column: the attribution estimate, hatched."""
+    from matplotlib.patches import Rectangle
+
+    attribution = [_row("embed", 0, 0.0)] + [
+        _row(k, la, -0.01 * la) for k in ("attn", "mlp") for la in range(5)
+    ]
+    exact = [
+        _row("embed", 0, 0.0),
+        _row("attn", 0, -0.4),
+        _row("mlp", 0, -0.3),
+        _row("mlp", 3, -0.1),
+    ]
+    record = {
+        "clean": {"sink": 0.5},
+        "attribution": {"effects": attribution},
+        "components": {"effects": exact},
+    }
+    fig = R.component_heatmap_figure(record)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2", "3", "4"]
+    grid = ax.images[0].get_array()
+    assert grid[1, 0] == pytest.approx(-0.8) and grid[2, 3] == pytest.approx(-0.2)  # exact
+    assert grid[1, 2] == pytest.approx(-0.04)  # attn2: attribution estimate
+    hatched = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_hatch()]
+    # 10 attn/mlp cells, 3 of them exact; the embedding was patched exactly
+    assert len(hatched) == 10 - 3
+    bold = [t for t in ax.texts if t.get_fontweight() == "bold"]
+    assert len(bold) == len(exact)
+    assert "4 exact" in ax.get_title()

@@ -1,0 +1,140 @@
+"""README's "Files each command writes" table against what each command writes.
+
+The table is parsed from README.md (``{png,svg}`` expanded, ``NNNNNNN`` a step number, ``*`` a
+file written only under the condition the README states), each command is run on the tiny model
+or a tiny training run, and the set of files written must equal the documented set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from _training_helpers import tiny_trigger_args
+
+from circuits.cli import main
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def documented() -> dict[str, tuple[set[str], set[str]]]:
+    """Per table row (its command cell): (files always written, files written conditionally)."""
+    text = README.read_text(encoding="utf-8").split("<!-- files-table -->", 1)[1]
+    rows: dict[str, tuple[set[str], set[str]]] = {}
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("| command") and lines[1].startswith("|---")
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        command, files = (c.strip() for c in line.strip("|").split("|"))
+        always: set[str] = set()
+        optional: set[str] = set()
+        for name, star in re.findall(r"`([^`]+)`(\\\*)?", files):
+            if name.startswith(("--", ".")):  # a flag, or the ".sha256" sidecar suffix
+                continue
+            target = optional if star else always
+            m = re.fullmatch(r"(.*)\{(.*)\}", name)
+            target.update(m.group(1) + ext for ext in m.group(2).split(",")) if m else target.add(
+                name
+            )
+        rows[command] = (always, optional)
+    return rows
+
+
+def written(folder: Path) -> set[str]:
+    """Files under ``folder`` (relative, step numbers as NNNNNNN)."""
+    return {
+        re.sub(r"_\d{7}\.", "_NNNNNNN.", p.relative_to(folder).as_posix())
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def table():
+    return documented()
+
+
+def _row(table, prefix: str) -> tuple[set[str], set[str]]:
+    (key,) = [k for k in table if k.startswith(f"`{prefix}")]
+    return table[key]
+
+
+def test_the_table_lists_every_command(table):
+    commands = {re.match(r"`(\w+)", k).group(1) for k in table}
+    assert commands == {"measure", "discover", "render", "train", "trace"}
+
+
+def test_measure_writes_what_readme_lists(table, tmp_path):
+    out = tmp_path / "m"
+    assert (
+        main(["measure", "--model", "tiny", "--max-tokens", "24", "--out", str(out), "--quiet"])
+        == 0
+    )
+    always, optional = _row(table, "measure")
+    assert optional == set() and written(out) == always
+
+
+def test_discover_and_render_write_what_readme_lists(table, tmp_path):
+    out = tmp_path / "d"
+    args = ["--n-prompts", "2", "--n-tokens", "12", "--quiet"]
+    assert main(["discover", "--model", "tiny", "--out", str(out), *args]) == 0
+    always, optional = _row(table, "discover")
+    assert optional == {"paths_k.png", "paths_k.svg"}
+    has_paths = bool(json.loads((out / "patching.json").read_text()).get("paths_k"))
+    assert written(out) == always | (optional if has_paths else set())
+    # render rewrites the same files; with --views it (re)computes views.json and nothing else
+    before = written(out)
+    (out / "views.json").unlink()
+    assert main(["render", str(out), "--quiet"]) == 0
+    assert written(out) == before - {"views.json"}
+    assert main(["render", str(out), "--views", "--quiet"]) == 0
+    assert written(out) == before
+
+
+def test_render_of_measure_runs_writes_what_readme_lists(table, tmp_path):
+    runs = tmp_path / "runs"
+    for flag in ("--bos", "--no-bos"):
+        out = runs / flag.strip("-")
+        assert (
+            main(
+                [
+                    "measure",
+                    "--model",
+                    "tiny",
+                    "--max-tokens",
+                    "16",
+                    flag,
+                    "--out",
+                    str(out),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
+    inner = {d.name: written(d) for d in runs.iterdir()}
+    assert main(["render", str(runs), "--quiet"]) == 0
+    always, _ = _row(table, "render RUNS")
+    top = {f for f in written(runs) if "/" not in f}
+    assert top == always
+    assert {d.name: written(d) for d in runs.iterdir() if d.is_dir()} == inner
+
+
+def test_train_and_trace_write_what_readme_lists(table, tmp_path):
+    run = tmp_path / "run"
+    flags = tiny_trigger_args(steps=12, checkpoints=3, save_every=4)
+    assert main(["train", *flags, "--out", str(run), "--quiet"]) == 0
+    always, _ = _row(table, "train")
+    # "each with a .sha256 sidecar"
+    expected = always | {f + ".sha256" for f in always}
+    assert written(run) == expected
+    assert len(list((run / "state").glob("state_*.pt"))) == 2  # "the last 2"
+    assert len(list((run / "checkpoints").glob("step_*.pt"))) >= 3
+    trace_out = tmp_path / "trace"
+    shutil.copytree(run, trace_out)
+    assert main(["trace", str(trace_out), "--batch-size", "4", "--quiet"]) == 0
+    trace_files, _ = _row(table, "trace")
+    assert written(trace_out) - written(run) == trace_files
