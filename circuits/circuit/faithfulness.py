@@ -11,7 +11,8 @@
   misses them. While ``kept < sufficiency``, the non-circuit components of the layer where
   ``kept_through_layer`` drops most (then the next) are tried one at a time, and the one that
   raises ``kept`` most (by at least ``backup_min_gain``) joins the circuit (at most
-  ``max_backups``).
+  ``max_backups``). After a pick the same layer is tried again: one layer can hold several
+  sources either of which suffices (e.g. attn0 and mlp0 late in a training run).
 """
 
 from __future__ import annotations
@@ -97,6 +98,31 @@ def kept_through_layer(
     ]
 
 
+def _best_in_layer(
+    patcher: Patcher,
+    metric: SinkMetric,
+    others: list[Site],
+    backups: list[Site],
+    layer: int,
+    first_layer: int,
+    clean: float,
+) -> tuple[dict[str, float], Site] | None:
+    """Each non-circuit component of ``layer`` tried as a backup (kept with the circuit, every
+    other one ablated): kept per candidate and the best one (None: no candidate left)."""
+    candidates = [
+        s
+        for s in others
+        if s not in backups and (s.layer == layer if s.kind != "embed" else layer == first_layer)
+    ]
+    if not candidates:
+        return None
+    rest = [s for s in others if s not in backups]
+    patches = [[s for s in rest if s != c] or [Site("embed")] for c in candidates]
+    res = patcher.patch(patches, metric, desc=f"backups in layer {layer}")
+    tried = {c.name: float(v) / clean for c, v in zip(candidates, res.values.tolist(), strict=True)}
+    return tried, max(candidates, key=lambda c: tried[c.name])
+
+
 def find_backups(
     patcher: Patcher,
     metric: SinkMetric,
@@ -115,38 +141,27 @@ def find_backups(
     drops = []
     prev = 1.0  # nothing ablated: the clean sink
     for row in kept_through:
-        drops.append((prev - row["kept"], row["layer"]))
+        drops.append((prev - row["kept"], int(row["layer"])))
         prev = row["kept"]
-    first_layer = kept_through[0]["layer"]
+    first_layer = int(kept_through[0]["layer"])
     for _, layer in sorted(drops, key=lambda d: -d[0]):
-        if kept >= config.sufficiency or len(backups) >= config.max_backups:
-            break
-        candidates = [
-            s
-            for s in others
-            if s not in backups
-            and (s.layer == layer if s.kind != "embed" else layer == first_layer)
-        ]
-        if not candidates:
-            continue
-        rest = [s for s in others if s not in backups]
-        patches = [[s for s in rest if s != c] or [Site("embed")] for c in candidates]
-        res = patcher.patch(patches, metric, desc=f"backups in layer {layer}")
-        tried = {
-            c.name: float(v) / clean for c, v in zip(candidates, res.values.tolist(), strict=True)
-        }
-        best = max(candidates, key=lambda c: tried[c.name])
-        gain = tried[best.name] - kept
-        chosen = gain >= config.backup_min_gain
-        steps.append(
-            {
-                "layer": layer,
-                "kept_before": kept,
-                "candidates": tried,
-                "chosen": best.name if chosen else None,
-            }
-        )
-        if chosen:
+        while kept < config.sufficiency and len(backups) < config.max_backups:
+            pick = _best_in_layer(patcher, metric, others, backups, layer, first_layer, clean)
+            if pick is None:
+                break
+            tried, best = pick
+            gain = tried[best.name] - kept
+            chosen = gain >= config.backup_min_gain
+            steps.append(
+                {
+                    "layer": layer,
+                    "kept_before": kept,
+                    "candidates": tried,
+                    "chosen": best.name if chosen else None,
+                }
+            )
+            if not chosen:
+                break
             backups.append(best)
             kept = tried[best.name]
     return backups, steps

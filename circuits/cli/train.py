@@ -50,6 +50,13 @@ CONFIG_FLAGS: dict[str, list[tuple[str, str, type, list[str] | None, str]]] = {
     "optimisation": [
         ("--steps", "steps", int, None, "training steps (default {default})"),
         ("--batch-size", "batch_size", int, None, "sequences per step (default {default})"),
+        (
+            "--micro-batch-size",
+            "micro_batch_size",
+            int,
+            None,
+            "run each step as slices of this many sequences (gradient accumulation)",
+        ),
         ("--lr", "lr", float, None, "peak AdamW learning rate (default {default})"),
         ("--warmup", "warmup", int, None, "linear warmup steps (default {default})"),
         ("--weight-decay", "weight_decay", float, None, "AdamW weight decay (default {default})"),
@@ -113,6 +120,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="no BOS: position 0 is an arbitrary token (default)",
     )
     data.add_argument(
+        "--zero-p0-embedding",
+        dest="zero_p0_embedding",
+        action="store_true",
+        default=None,
+        help="zero the token embedding at position 0 (a content-free first token without BOS)",
+    )
+    data.add_argument(
         "--task",
         default=None,
         metavar="JSON",
@@ -146,7 +160,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         config, _ = read_run(args.out)
     else:
         config = TrainConfig()
-    fields = [field for flags in CONFIG_FLAGS.values() for _, field, *_ in flags] + ["bos"]
+    fields = [field for flags in CONFIG_FLAGS.values() for _, field, *_ in flags]
+    fields += ["bos", "zero_p0_embedding"]
     overrides = {
         field: getattr(args, field) for field in fields if getattr(args, field) is not None
     }

@@ -9,5 +9,11 @@ __getattr__, __dir__ = lazy_exports(
         "detect_phases": "phases",
         "measure_checkpoint": "checkpoint_metrics",
         "trace_run": "trace",
+        "trace_series": "trace",
+        "CheckpointSeries": "series",
+        "run_series": "series",
+        "hf_folder_series": "series",
+        "official_series": "series",
+        "circuit_over_training": "circuit_over_training",
     },
 )

@@ -24,6 +24,10 @@ its own seed stream, identical for every checkpoint):
     total is < 0.01). This is a per-component activation-patching experiment done with plain
     hooks (``transformer_lens.utils.get_act_name`` names), documented here so traces do not
     depend on the patching engine.
+* **where the attention goes** (``destinations``, per layer; ``attention_destinations``): for
+  queries q >= 2, the attention to P0, to the query itself, to the previous token, the rest, and
+  the key token id receiving the most attention with its share -- the sink's substitute in a
+  run where P0 is not the sink;
 * the evaluation loss (next-token cross-entropy on the eval batch).
 
 The phase detector is in ``circuits.emergence.phases``.
@@ -40,7 +44,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuits.metrics.attention import attn_to_p0, key_attention
+from circuits.metrics.attention import attention_destinations, attn_to_p0, key_attention
 from circuits.metrics.measure import measure_sinks
 
 COMPONENTS = ("attn_out", "mlp_out")
@@ -99,9 +103,11 @@ def measure_checkpoint(
     report = measure_sinks(model, tokens, bos=bos, eps=eps)
     n_layers = model.cfg.n_layers
     keys: dict[int, Tensor] = {}
+    destinations: dict[int, dict[str, float | int]] = {}
 
     def on_pattern(pattern: Tensor, hook) -> None:
         keys[hook.layer()] = key_attention(pattern, first_k)
+        destinations[hook.layer()] = attention_destinations(pattern, tokens)
 
     hooks = [(get_act_name("pattern", layer), on_pattern) for layer in range(n_layers)]
     with torch.inference_mode():
@@ -129,6 +135,7 @@ def measure_checkpoint(
                 "p0_norm_ratio": lm.p0_norm_ratio,
                 "p0_norm_growth": growth[lm.layer],
                 "key_attention": keys[lm.layer].tolist(),
+                "destinations": destinations[lm.layer],
                 "ablation_effect": effects[lm.layer],
                 "heads": [asdict(h) for h in lm.heads],
             }

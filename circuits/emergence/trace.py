@@ -1,6 +1,7 @@
-"""``trace_run(run_dir)``: every checkpoint of a training run measured on one fixed evaluation
-batch drawn from the run's own data source (``DataSource.eval_batch``, its own seed stream,
-identical for every checkpoint), with the phases labelled. The result is ``trace.json``.
+"""``trace_run(run_dir)`` / ``trace_series(series)``: every checkpoint of a training run (or of
+any ``CheckpointSeries``: a folder of Hugging Face checkpoints, a TransformerLens official model
+with checkpoints) measured on one fixed evaluation batch, identical for every checkpoint, with
+the phases labelled. The result is ``trace.json``.
 
 What is measured per checkpoint: ``circuits.emergence.checkpoint_metrics``; the phases:
 ``circuits.emergence.phases``.
@@ -15,25 +16,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from circuits.core.conventions import RECORD_FORMATS
-from circuits.core.errors import ChecksumError, UsageError
+from circuits.core.errors import UsageError
 from circuits.core.manifest import sidecar_matches
 from circuits.emergence.checkpoint_metrics import measure_checkpoint
 from circuits.emergence.phases import PHASES, PhaseCriteria, detect_phases
-from circuits.training.checkpoints import (
-    METRICS_FILE,
-    list_checkpoints,
-    load_checkpoint_weights,
-    move_model,
-    read_run,
-)
-from circuits.training.data import DataSource
-from circuits.training.model import build_model
+from circuits.emergence.series import CheckpointSeries, load_or_skip, run_series
+from circuits.training.checkpoints import METRICS_FILE
 
 
-def _train_losses(run_dir: Path) -> dict[int, float]:
+def train_losses(run_dir: Path) -> dict[int, float]:
     """The training loss by step from ``metrics.json`` (empty, with a warning, if damaged)."""
     path = run_dir / METRICS_FILE
     if not path.exists():
@@ -72,47 +64,42 @@ def summarize(checkpoints: list[dict[str, Any]], criteria: PhaseCriteria) -> dic
     }
 
 
-def trace_run(
-    run_dir: str | os.PathLike,
+def trace_series(
+    series: CheckpointSeries,
     *,
-    batch_size: int = 32,
     first_k: int = 4,
     criteria: PhaseCriteria | None = None,
     progress: bool = True,
-    device: str = "cpu",
+    train_loss: dict[int, float] | None = None,
 ) -> dict[str, Any]:
-    """Measure every checkpoint of a run and label its phases; returns the trace.json dict."""
+    """Measure every checkpoint of ``series`` on its evaluation batch and label the phases;
+    returns the trace.json dict (without the run-specific keys ``trace_run`` adds)."""
     criteria = criteria or PhaseCriteria()
-    run_dir = Path(run_dir)
-    config, meta = read_run(run_dir)
-    ckpts = list_checkpoints(run_dir)
-    if not ckpts:
-        raise UsageError(f"{run_dir} holds no checkpoints; train it first")
-    if config.n_ctx <= first_k:
-        raise UsageError(f"first_k={first_k} must be below the run's n_ctx={config.n_ctx}")
-    tokens = DataSource(config).eval_batch(batch_size).to(device)
-    model = move_model(build_model(config, meta["vocab_size"]), torch.device(device))
-    train_loss = _train_losses(run_dir)
-    iterator = ckpts
+    if series.tokens.shape[1] <= first_k:
+        raise UsageError(
+            f"first_k={first_k} must be below the evaluation length {series.tokens.shape[1]}"
+        )
+    train_loss = train_loss or {}
+    iterator: Any = series.steps
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(ckpts, desc=f"trace {run_dir.name}", unit="ckpt")
+        iterator = tqdm(series.steps, desc="trace", unit="ckpt")
     checkpoints, skipped = [], []
-    for step, path in iterator:
-        try:
-            model.load_state_dict(load_checkpoint_weights(path))
-        except ChecksumError as err:  # never measured: left out, said in the trace and aloud
-            warnings.warn(f"{err}; checkpoint {step} is left out of the trace", stacklevel=2)
+    for step in iterator:
+        model = load_or_skip(series, step)
+        if model is None:
             skipped.append(step)
             continue
         row: dict[str, Any] = {"step": step, "phase": None, "train_loss": train_loss.get(step)}
         row.update(
-            measure_checkpoint(model, tokens, bos=config.bos, first_k=first_k, eps=criteria.eps)
+            measure_checkpoint(
+                model, series.tokens, bos=series.bos, first_k=first_k, eps=criteria.eps
+            )
         )
         checkpoints.append(row)
     if not checkpoints:
-        raise UsageError(f"{run_dir} holds no intact checkpoint to trace")
+        raise UsageError(f"{series.source} holds no intact checkpoint to trace")
     phases = detect_phases(
         [c["sink_strength"] for c in checkpoints],
         [(c["sink_position"], c["jump_layer"]) for c in checkpoints],
@@ -122,13 +109,38 @@ def trace_run(
         row["phase"] = phase
     return {
         "format": RECORD_FORMATS["trace"],
-        "run": str(run_dir),
-        "bos": config.bos,
-        "config": config.to_dict(),
-        "data_id": meta.get("data_id"),
-        "eval": {"batch_size": batch_size, "n_tokens": int(tokens.shape[1]), "first_k": first_k},
+        "source": series.source,
+        "bos": series.bos,
+        **series.info,
+        "eval": {
+            "batch_size": int(series.tokens.shape[0]),
+            "n_tokens": int(series.tokens.shape[1]),
+            "first_k": first_k,
+        },
         "criteria": asdict(criteria),
         "summary": summarize(checkpoints, criteria),
         "skipped_checkpoints": skipped,
         "checkpoints": checkpoints,
     }
+
+
+def trace_run(
+    run_dir: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    first_k: int = 4,
+    criteria: PhaseCriteria | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Measure every checkpoint of a training run and label its phases (trace.json)."""
+    run_dir = Path(run_dir)
+    series = run_series(run_dir, batch_size=batch_size, device=device)
+    trace = trace_series(
+        series,
+        first_k=first_k,
+        criteria=criteria,
+        progress=progress,
+        train_loss=train_losses(run_dir),
+    )
+    return {"run": str(run_dir), **trace}

@@ -8,6 +8,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "attn_to_p0": "attention",
         "key_attention": "attention",
+        "attention_destinations": "attention",
         "sink_rate": "attention",
         "sink_score": "attention",
         "sum_p_squared": "attention",

@@ -8,7 +8,7 @@ token of every row.
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuits.core.conventions import DEFAULT_EPS
@@ -93,3 +93,40 @@ def key_attention(
     if pattern.shape[-1] <= first_k:
         raise UsageError(f"need more than first_k={first_k} tokens to locate the sink")
     return pattern[:, :, first_k:, :first_k].float().mean(dim=(0, 1, 2))
+
+
+def attention_destinations(
+    pattern: Float[Tensor, "batch head query key"], tokens: Int[Tensor, "batch key"]
+) -> dict[str, float | int]:
+    """Where queries q >= 2 send their attention (mean over those queries, heads and batch):
+    ``p0`` = A[q, 0], ``self`` = A[q, q], ``prev`` = A[q, q - 1] (three disjoint keys for
+    q >= 2), ``other`` the rest; and by key *token id*: ``top_token_id``, the id whose positions
+    receive the most attention in total, with its share ``top_token_share`` -- the sink's
+    substitute when P0 is not it (e.g. a frequent trigger token)."""
+    _check_pattern(pattern)
+    if pattern.shape[-1] < 3:
+        raise UsageError("attention destinations need at least 3 tokens")
+    if tokens.shape != (pattern.shape[0], pattern.shape[-1]):
+        raise UsageError(
+            f"tokens {tuple(tokens.shape)} do not match the pattern's batch and keys "
+            f"{(pattern.shape[0], pattern.shape[-1])}"
+        )
+    a = pattern.detach().float().mean(dim=1)[:, 2:]  # [batch, query >= 2, key]
+    q = torch.arange(2, pattern.shape[-1], device=a.device)
+    rows = torch.arange(a.shape[1], device=a.device)
+    p0 = a[:, :, 0].mean().item()
+    self_ = a[:, rows, q].mean().item()
+    prev = a[:, rows, q - 1].mean().item()
+    per_key = a.sum(dim=1)  # [batch, key]: total attention each key position receives
+    by_id = torch.zeros(pattern.shape[0], int(tokens.max()) + 1, device=a.device)
+    by_id.scatter_add_(1, tokens.to(a.device), per_key)
+    share = by_id.sum(dim=0) / (a.shape[0] * a.shape[1])
+    top = int(share.argmax())
+    return {
+        "p0": p0,
+        "self": self_,
+        "prev": prev,
+        "other": max(0.0, 1.0 - p0 - self_ - prev),
+        "top_token_id": top,
+        "top_token_share": share[top].item(),
+    }

@@ -12,10 +12,10 @@ from typing import Any
 from circuits.core.errors import UsageError
 from circuits.core.schema import check_fields, check_keys, check_range
 
-DATA_SOURCES = ("stdlib", "trigger", "induct")
+DATA_SOURCES = ("stdlib", "trigger", "induct", "bigram-backcopy", "token-file")
 NORMS = {"rms": "RMS", "ln": "LN"}
 POSITIONALS = {"rotary": "rotary", "learned": "standard"}
-MLPS = ("gelu", "gated-silu")
+MLPS = ("gelu", "gated-silu", "relu")
 
 
 @dataclass
@@ -24,17 +24,23 @@ class TrainConfig:
 
     Architecture: ``n_layers``, ``d_model``, ``n_heads`` (``d_head = d_model // n_heads``),
     ``d_mlp`` (default ``4 * d_model``), ``norm`` (``"rms"`` or ``"ln"``, pre-norm),
-    ``positional`` (``"rotary"`` or ``"learned"``), ``mlp`` (``"gelu"`` or ``"gated-silu"``),
+    ``positional`` (``"rotary"`` or ``"learned"``), ``mlp`` (``"gelu"``, ``"gated-silu"`` or
+    ``"relu"``),
     ``n_ctx`` (tokens per sequence, BOS included when ``bos``).
 
     Data: ``data`` (``"stdlib"`` text with a BPE of ``vocab_size`` tokens, or one of the synthetic
-    tasks ``"trigger"`` / ``"induct"`` with options ``task``, see ``circuits.corpus``), ``bos``
-    (prepend the BOS token at position 0).
+    tasks ``"trigger"`` / ``"induct"`` / ``"bigram-backcopy"`` with options ``task``, see
+    ``circuits.training.tasks``), ``bos`` (prepend the BOS token at position 0),
+    ``zero_p0_embedding`` (the control for a content-free first token without BOS: the token
+    embedding at position 0 is zeroed in every forward, in training and in every later use of
+    the model, so P0 carries only its position).
 
     Optimisation: AdamW with ``lr``, ``weight_decay`` (on matrices only, not on norms or biases),
     ``betas``, linear ``warmup`` then cosine decay to ``lr * min_lr_ratio`` at ``steps``;
-    gradient clipping at ``grad_clip``; ``batch_size`` sequences per step; ``seed`` seeds both
-    the initialisation and the batches.
+    gradient clipping at ``grad_clip``; ``batch_size`` sequences per step, run as slices of
+    ``micro_batch_size`` sequences whose gradients add up to the whole batch's (for batches
+    that do not fit in memory; None: one slice); ``seed`` seeds both the initialisation and the
+    batches.
 
     Checkpoints: ``n_checkpoints`` log-spaced steps in [1, steps] plus step 0; full state also
     every ``save_every`` steps (0: only at checkpoint steps).
@@ -53,10 +59,12 @@ class TrainConfig:
     data: str = "stdlib"
     vocab_size: int = 2048
     bos: bool = False
+    zero_p0_embedding: bool = False
     task: dict[str, Any] = field(default_factory=dict)
     # optimisation
     steps: int = 2000
     batch_size: int = 32
+    micro_batch_size: int | None = None
     lr: float = 3e-3
     warmup: int = 100
     min_lr_ratio: float = 0.1
@@ -91,6 +99,8 @@ class TrainConfig:
             check_range(name, getattr(self, name), 1)
         check_range("n_ctx", self.n_ctx, 4)
         check_range("d_mlp", self.d_mlp if self.d_mlp is not None else 1, 1)
+        if self.micro_batch_size is not None:
+            check_range("micro_batch_size", self.micro_batch_size, 1, self.batch_size)
         for name in ("warmup", "save_every", "seed", "weight_decay", "grad_clip"):
             check_range(name, getattr(self, name), 0)
         check_range("lr", self.lr, 1e-12)

@@ -25,6 +25,10 @@ class DataSource:
             self.vocab_size = self.task.vocab_size
             self.bos_token_id = self.task.bos_token_id
             self.data_id = f"{config.data}:{json.dumps(asdict(self.task), sort_keys=True)}"
+            if hasattr(self.task, "table_sha256"):  # a random table: name its bytes too
+                self.data_id += f":table-sha256={self.task.table_sha256[:16]}"
+            if hasattr(self.task, "fingerprint"):  # a token file: name its bytes too
+                self.data_id += f":file={self.task.fingerprint}"
         else:
             self.task = None
             self.corpus = load_text_corpus(config.vocab_size)

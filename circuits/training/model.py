@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.hook_points import HookPoint
 
 from circuits.training.config import NORMS, POSITIONALS, TrainConfig
 
@@ -27,7 +30,7 @@ def hooked_config(config: TrainConfig, vocab_size: int) -> HookedTransformerConf
         n_heads=config.n_heads,
         d_mlp=config.d_mlp or 4 * config.d_model,
         d_vocab=vocab_size,
-        act_fn="silu" if config.mlp == "gated-silu" else "gelu",
+        act_fn={"gated-silu": "silu", "gelu": "gelu", "relu": "relu"}[config.mlp],
         gated_mlp=config.mlp == "gated-silu",
         normalization_type=NORMS[config.norm],
         final_rms=config.norm == "rms",
@@ -40,9 +43,25 @@ def hooked_config(config: TrainConfig, vocab_size: int) -> HookedTransformerConf
     )
 
 
+def zero_p0_token_embedding(
+    embed: Float[Tensor, "batch pos d_model"], hook: HookPoint
+) -> Float[Tensor, "batch pos d_model"]:
+    """``hook_embed`` hook: position 0's token embedding replaced by zeros (its positional
+    embedding, added after this hook, stays): a content-free first token without a BOS id."""
+    out = embed.clone()
+    out[:, 0] = 0.0
+    return out
+
+
 def build_model(config: TrainConfig, vocab_size: int) -> HookedTransformer:
-    """A freshly initialised model (TransformerLens' GPT-2 init, seeded by ``config.seed``)."""
+    """A freshly initialised model (TransformerLens' GPT-2 init, seeded by ``config.seed``).
+
+    With ``config.zero_p0_embedding`` the model carries a *permanent* ``hook_embed`` hook that
+    zeroes P0's token embedding, so every use of it (training, trace, patching) sees the same
+    function; ``model.reset_hooks()`` keeps it (``including_permanent=False``)."""
     model = HookedTransformer(hooked_config(config, vocab_size))
+    if config.zero_p0_embedding:
+        model.hook_embed.add_hook(zero_p0_token_embedding, is_permanent=True)
     model.eval()  # no dropout anywhere; eval/train only matters for bitwise replay
     return model
 

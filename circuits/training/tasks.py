@@ -18,21 +18,36 @@
     everywhere else it is uniform noise (loss ln n_plain), so the copying heads must do nothing
     there, and attending to any ordinary token copies a wrong token. ``<bos>`` is the last id.
 
+``"bigram-backcopy"`` (Guo et al. 2024's Bigram-Backcopy: a copy head dormant off its triggers)
+    ``n_plain`` ordinary tokens and ``<bos>`` (the last id). A fixed random bigram table (each
+    row a Dirichlet(``concentration``) draw, numpy ``default_rng(task_seed)``) drives the
+    sequence; the ``n_triggers`` tokens most frequent under its stationary distribution are the
+    *triggers*. The first token is drawn from the stationary distribution without the triggers;
+    after a trigger comes a copy of the token *before* the trigger (backcopy); every other token
+    follows the bigram table. The copy head has work only right after a trigger and must do
+    nothing everywhere else: Guo et al.'s recipe for a dormant head that parks its attention on a
+    content-free first token (code: GuoTianYu2000/Active-Dormant-Attention, ``BBM/data.py``
+    class ``bbm``; they take the table from Shakespeare's characters, here it is random).
+
 All tasks return ``int64`` token batches ``[batch, n_ctx]`` keyed by ``(seed, step)``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+import numpy as np
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuits.core.errors import UsageError
 from circuits.core.schema import check_fields, check_keys, check_range
 from circuits.training.corpus import batch_generator, prepend_bos
+from circuits.training.token_file import TokenFileTask
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,77 @@ class InductTask:
         return out
 
 
+@dataclass(frozen=True)
+class BigramBackcopyTask:
+    """The ``"bigram-backcopy"`` task (see the module docstring). ``vocab_size = n_plain + 1``."""
+
+    n_plain: int = 64
+    n_triggers: int = 3
+    concentration: float = 0.3
+    task_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_range("n_plain", self.n_plain, 4)
+        check_range("n_triggers", self.n_triggers, 1, self.n_plain - 2)
+        check_range("concentration", self.concentration, 1e-3)
+        check_range("task_seed", self.task_seed, 0)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_plain + 1
+
+    @property
+    def bos_token_id(self) -> int:
+        return self.n_plain
+
+    @cached_property
+    def bigram(self) -> Float[Tensor, "n_plain n_plain"]:
+        """The transition table: row x is the distribution of the token after x."""
+        rng = np.random.default_rng(self.task_seed)
+        table = rng.dirichlet(np.full(self.n_plain, self.concentration), size=self.n_plain)
+        return torch.from_numpy(table)
+
+    @cached_property
+    def stationary(self) -> Float[Tensor, " n_plain"]:
+        """The bigram chain's stationary distribution (power iteration, float64)."""
+        dist = torch.full((self.n_plain,), 1.0 / self.n_plain, dtype=torch.float64)
+        for _ in range(1000):
+            dist = dist @ self.bigram
+        return dist / dist.sum()
+
+    @cached_property
+    def triggers(self) -> Int[Tensor, " n_triggers"]:
+        """The ``n_triggers`` most frequent tokens of the stationary distribution (sorted ids)."""
+        return torch.topk(self.stationary, self.n_triggers).indices.sort().values
+
+    @property
+    def table_sha256(self) -> str:
+        """sha256 of the bigram table's bytes: the data a run saw, recorded in its data id."""
+        return hashlib.sha256(self.bigram.numpy().tobytes()).hexdigest()
+
+    def batch(
+        self, *, batch_size: int, n_ctx: int, bos: bool, seed: int, step: int
+    ) -> Int[Tensor, "batch n_ctx"]:
+        body = n_ctx - 1 if bos else n_ctx
+        gen = batch_generator(seed, step)
+        first = self.stationary.clone()
+        first[self.triggers] = 0.0
+        is_trigger = torch.zeros(self.n_plain, dtype=torch.bool)
+        is_trigger[self.triggers] = True
+        out = torch.empty(batch_size, body, dtype=torch.int64)
+        out[:, 0] = torch.multinomial(first, batch_size, replacement=True, generator=gen)
+        for pos in range(1, body):
+            prev = out[:, pos - 1]
+            sampled = torch.multinomial(self.bigram[prev], 1, generator=gen)[:, 0]
+            if pos >= 2:  # the first token is never a trigger, so a trigger always has a before
+                sampled = torch.where(is_trigger[prev], out[:, pos - 2], sampled)
+            out[:, pos] = sampled
+        if bos:
+            out = prepend_bos(out, self.bos_token_id)
+        return out
+
+
 class SyntheticTokenizer:
     """A minimal tokenizer for the synthetic tasks, so zoo code can encode and print tokens.
 
@@ -189,7 +275,12 @@ class SyntheticTokenizer:
         return " ".join(self._word(int(i)) for i in ids)
 
 
-TASKS: dict[str, type] = {"trigger": TriggerTask, "induct": InductTask}
+TASKS: dict[str, type] = {
+    "trigger": TriggerTask,
+    "induct": InductTask,
+    "bigram-backcopy": BigramBackcopyTask,
+    "token-file": TokenFileTask,
+}
 """Synthetic data sources by name (``TrainConfig.data``)."""
 
 

@@ -23,8 +23,8 @@ def trace_figure(trace: dict[str, Any]) -> Figure:
     cps = trace["checkpoints"]
     steps = [max(c["step"], 0.5) for c in cps]  # step 0 drawn at 0.5 on the log axis
     n_layers = len(cps[0]["layers"])
-    fig = Figure(figsize=(15, 8), layout="constrained")
-    axes = fig.subplots(2, 3)
+    fig = Figure(figsize=(19, 8), layout="constrained")
+    axes = fig.subplots(2, 4)
     for ax in axes.flat:
         for i, c in enumerate(cps):
             lo = steps[i] if i == 0 else math.sqrt(steps[i - 1] * steps[i])
@@ -74,9 +74,63 @@ def trace_figure(trace: dict[str, Any]) -> Figure:
     ax.plot(steps, [c["eval_loss"] for c in cps], marker=".", label="eval loss")
     ax.set_title("loss (nats/token)")
     ax.legend(fontsize=7)
-    cfg = trace["config"]
-    fig.suptitle(
-        f"{Path(trace['run']).name}: {cfg['n_layers']}L d{cfg['d_model']} {cfg['positional']} "
-        f"{cfg['data']} bos={trace['bos']}  (shading: wandering / transition / stable)"
-    )
+    _destinations_panel(axes[0, 3], steps, cps)
+    _top_token_panel(axes[1, 3], steps, cps)
+    fig.suptitle(f"{_title(trace)}  (shading: wandering / transition / stable)")
     return fig
+
+
+def _title(trace: dict[str, Any]) -> str:
+    cfg = trace.get("config")
+    name = Path(trace.get("run") or trace.get("source") or "trace").name
+    if not cfg:
+        return f"{trace.get('source', name)} bos={trace['bos']}"
+    extra = " P0 token embedding zeroed" if cfg.get("zero_p0_embedding") else ""
+    return (
+        f"{name}: {cfg['n_layers']}L d{cfg['d_model']} {cfg['n_heads']}h {cfg['positional']} "
+        f"{cfg['data']} bos={trace['bos']}{extra}"
+    )
+
+
+DESTINATIONS = (("p0", "P0"), ("self", "self"), ("prev", "previous token"), ("other", "other"))
+
+
+def _destinations_panel(ax, steps: list[float], cps: list[dict[str, Any]]) -> None:
+    """Where queries q >= 2 attend, per layer (line style) and destination (colour)."""
+    if "destinations" not in cps[0]["layers"][0]:
+        ax.set_title("(no attention destinations in this trace)")
+        return
+    styles = ["-", "--", ":", "-."]
+    for d, (key, label) in enumerate(DESTINATIONS):
+        for layer in range(len(cps[0]["layers"])):
+            ax.plot(
+                steps,
+                [c["layers"][layer]["destinations"][key] for c in cps],
+                color=f"C{d}",
+                ls=styles[layer % len(styles)],
+                label=f"{label} L{layer}",
+            )
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("where queries q >= 2 attend (line style: layer)")
+    ax.legend(fontsize=6, ncol=2)
+
+
+def _top_token_panel(ax, steps: list[float], cps: list[dict[str, Any]]) -> None:
+    """The key token id that receives the most attention, per layer, with its share."""
+    if "destinations" not in cps[0]["layers"][0]:
+        ax.set_title("(no attention destinations in this trace)")
+        return
+    for layer in range(len(cps[0]["layers"])):
+        rows = [c["layers"][layer]["destinations"] for c in cps]
+        ax.plot(steps, [r["top_token_share"] for r in rows], marker=".", label=f"L{layer}")
+        last = rows[-1]
+        ax.annotate(
+            f"id {last['top_token_id']}",
+            (steps[-1], last["top_token_share"]),
+            fontsize=7,
+            xytext=(3, 0),
+            textcoords="offset points",
+        )
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("share of attention to the most-attended token id")
+    ax.legend(fontsize=7)

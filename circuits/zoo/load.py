@@ -25,7 +25,7 @@ from transformer_lens import HookedTransformer
 from circuits.core.cache import cache_lock, cache_root, sha256_file
 from circuits.core.errors import UnknownModelError, UsageError
 from circuits.core.records import read_json
-from circuits.training.checkpoints import load_run_model
+from circuits.training.checkpoints import device_of, load_run_model, move_model
 from circuits.training.corpus import load_text_corpus
 from circuits.training.tasks import SyntheticTokenizer, make_task
 from circuits.zoo import convert
@@ -168,9 +168,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _from_transformer_lens(official: str, progress: bool) -> ZooModel:
-    """An official TransformerLens model from the hub. Offline, only the local Hugging Face cache
-    is tried (``HF_HUB_OFFLINE=1``), so a missing model fails at once instead of after retries."""
+def _from_transformer_lens(
+    official: str, progress: bool, checkpoint_index: int | None = None
+) -> ZooModel:
+    """An official TransformerLens model from the hub (at training checkpoint
+    ``checkpoint_index``, for the models TransformerLens has checkpoints of). Offline, only the
+    local Hugging Face cache is tried (``HF_HUB_OFFLINE=1``), so a missing model fails at once
+    instead of after retries."""
     import os
 
     if not hub_reachable():
@@ -181,7 +185,11 @@ def _from_transformer_lens(official: str, progress: bool) -> ZooModel:
     _status(f"loading {official} from the Hugging Face hub via TransformerLens", progress)
     try:
         model = HookedTransformer.from_pretrained_no_processing(
-            official, device="cpu", dtype=torch.float32, default_prepend_bos=False
+            official,
+            device="cpu",
+            dtype=torch.float32,
+            default_prepend_bos=False,
+            checkpoint_index=checkpoint_index,
         )
     except (OSError, ValueError) as err:
         where = "the Hugging Face hub is unreachable and it is not in the local cache"
@@ -197,8 +205,20 @@ def _from_transformer_lens(official: str, progress: bool) -> ZooModel:
         tokenizer=tokenizer,
         bos_token_id=getattr(tokenizer, "bos_token_id", None),
         natural_bos=bool(model.cfg.tokenizer_prepends_bos),
-        source=f"Hugging Face hub {official} via TransformerLens",
+        source=f"Hugging Face hub {official} via TransformerLens"
+        + ("" if checkpoint_index is None else f" (checkpoint index {checkpoint_index})"),
     )
+
+
+def load_official_checkpoint(
+    name: str, checkpoint_index: int, *, progress: bool = True
+) -> ZooModel:
+    """A TransformerLens official model at one of its training checkpoints (Pythia, Stanford
+    CRFM GPT-2...): ``HookedTransformer.from_pretrained(..., checkpoint_index=...)``."""
+    start = time.perf_counter()
+    loaded = _from_transformer_lens(name, progress, checkpoint_index=checkpoint_index)
+    loaded.load_seconds = time.perf_counter() - start
+    return loaded
 
 
 def _from_run(path: Path, step: int | None = None) -> ZooModel:
@@ -238,13 +258,18 @@ def _from_zoo(entry: ZooEntry, progress: bool) -> ZooModel:
     )
 
 
-def load_model(name: str = DEFAULT_MODEL, *, progress: bool = True) -> ZooModel:
-    """Load ``name`` (zoo name, local path, or TransformerLens official name) on the CPU.
+def load_model(
+    name: str = DEFAULT_MODEL, *, progress: bool = True, device: str | None = "cpu"
+) -> ZooModel:
+    """Load ``name`` (zoo name, local path, or TransformerLens official name) on ``device``
+    (``cpu``, ``cuda[:N]``, or ``auto``/None: a GPU when torch sees one). Conversion and
+    checksums run on the CPU; the finished model is moved once.
 
     The residual stream is the model's as trained (no centering). Raises ``UnknownModelError``
     listing the zoo when nothing matches, ``ChecksumError`` for a bad downloaded file.
     """
     start = time.perf_counter()
+    dev = _device(device)  # before the load: a missing GPU is reported at once
     spec = resolve_model(name)
     path = Path(spec.name)
     if spec.kind == "zoo":
@@ -257,5 +282,19 @@ def load_model(name: str = DEFAULT_MODEL, *, progress: bool = True) -> ZooModel:
         loaded = _from_hf_folder(path, progress)
     else:
         loaded = _from_transformer_lens(spec.name, progress)
+    loaded.model = move_model(loaded.model, dev)
     loaded.load_seconds = time.perf_counter() - start
     return loaded
+
+
+def _device(name: str | None) -> torch.device:
+    dev = device_of(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name} asked for, but torch sees no GPU; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+    return dev

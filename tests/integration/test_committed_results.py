@@ -53,3 +53,28 @@ def test_committed_result_renders_without_the_model(tmp_path):
     assert {p.name for p in out.iterdir()} == {p.name for p in COMMITTED.iterdir()} | {
         "report.html"
     }
+
+
+EMERGENCE = RESULTS / "emergence"
+EMERGENCE_RUNS = {
+    "bb_bos": {"run.json", "metrics.json", "trace.json", "trace.png"}
+    | {"circuit_over_training.json", "circuit_over_training.png"},
+    "bb_nobos": {"run.json", "metrics.json", "trace.json", "trace.png"},
+    "bb_p0zero": {"run.json", "metrics.json", "trace.json", "trace.png"},
+}
+
+
+@pytest.mark.skipif(not EMERGENCE.is_dir(), reason="no results/emergence/")
+def test_emergence_runs_are_committed_with_their_commands():
+    """Each calibrated run: its files, and results/emergence/README.md giving the exact train and
+    trace commands its run.json and trace.json recorded."""
+    index = (EMERGENCE / "README.md").read_text()
+    for name, files in EMERGENCE_RUNS.items():
+        folder = EMERGENCE / name
+        assert {p.name for p in folder.iterdir()} == files, name
+        run = json.loads((folder / "run.json").read_text())
+        trace = json.loads((folder / "trace.json").read_text())
+        for line in (run["provenance"]["command_line"], trace["command_line"]):
+            assert line in index, f"results/emergence/README.md does not give: {line}"
+        assert trace["config"] == run["config"]
+        assert len(trace["checkpoints"]) >= 20  # log-spaced, enough to see a transition

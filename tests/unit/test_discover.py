@@ -327,3 +327,37 @@ def test_discover_command_bad_input(tmp_path, capsys):
     assert rc == 2
     assert "sufficiency must lie in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()
+
+
+def test_sufficiency_search_takes_two_backups_from_one_layer():
+    """Late in the bb_bos run the sink needs attn0 *or* mlp0 *and* something of a third source
+    in the same layer: a synthetic engine where the sink survives only while two of the three
+    layer-0 sources {attn0, mlp0, embed} are kept. After a pick in a layer, the search must try
+    that layer again (it once moved on to the next layer after one pick and stopped at kept 0)."""
+    from circuits.circuit.faithfulness import find_backups
+    from circuits.patching.results import PatchingResult
+    from circuits.patching.sites import Site
+
+    sources = {"attn0@p0", "mlp0@p0", "embed@p0"}
+
+    class Engine:
+        def patch(self, patches, metric, desc=""):
+            values = []
+            for sites in patches:
+                kept = sources - {s.name for s in sites}
+                values.append(1.0 if len(kept) >= 2 else 0.1 * len(kept))
+            return PatchingResult(
+                names=[str(i) for i in range(len(patches))],
+                patches=[[] for _ in patches],
+                values=torch.tensor(values),
+                clean=1.0,
+                metric={},
+                counterfactual="mean",
+            )
+
+    others = [Site("embed"), Site("attn", 0), Site("mlp", 0), Site("attn", 1), Site("mlp", 1)]
+    through = [{"layer": 0, "kept": 0.0}, {"layer": 1, "kept": 0.0}]
+    config = DiscoverConfig(progress=False)
+    backups, steps = find_backups(Engine(), None, others, 0.0, through, 1.0, config)
+    assert len(backups) == 2 and {s.name for s in backups} <= sources
+    assert [s["layer"] for s in steps] == [0, 0] and steps[-1]["candidates"][backups[1].name] == 1.0

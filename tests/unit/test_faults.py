@@ -500,7 +500,7 @@ CASES = [
         (1,),
         lambda t: ["trace", str(_write(t / "d" / "x", "").parent)],
         2,
-        ("not a training run",),
+        ("neither a training run",),
     ),
     Case("trace: --eps 0", (1,), lambda t: ["trace", str(t), "--eps", "0"], 2, ("--eps",)),
     Case(

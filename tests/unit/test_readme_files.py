@@ -20,27 +20,35 @@ from circuits.cli import main
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def documented() -> dict[str, tuple[set[str], set[str]]]:
-    """Per table row (its command cell): (files always written, files written conditionally)."""
+def _names(cell: str) -> tuple[set[str], set[str]]:
+    always: set[str] = set()
+    optional: set[str] = set()
+    for name, star in re.findall(r"`([^`]+)`(\\\*)?", cell):
+        if name.startswith(("--", ".")):  # a flag, or the ".sha256" sidecar suffix
+            continue
+        target = optional if star else always
+        m = re.fullmatch(r"(.*)\{(.*)\}", name)
+        target.update(m.group(1) + ext for ext in m.group(2).split(",")) if m else target.add(name)
+    return always, optional
+
+
+def documented() -> dict[str, tuple[set[str], set[str], dict[str, set[str]]]]:
+    """Per table row (its command cell): (files always written, files written conditionally,
+    files a flag adds: "...; with `--flag` also `file`")."""
     text = README.read_text(encoding="utf-8").split("<!-- files-table -->", 1)[1]
-    rows: dict[str, tuple[set[str], set[str]]] = {}
+    rows: dict[str, tuple[set[str], set[str], dict[str, set[str]]]] = {}
     lines = text.strip().splitlines()
     assert lines[0].startswith("| command") and lines[1].startswith("|---")
     for line in lines[2:]:
         if not line.startswith("|"):
             break
         command, files = (c.strip() for c in line.strip("|").split("|"))
-        always: set[str] = set()
-        optional: set[str] = set()
-        for name, star in re.findall(r"`([^`]+)`(\\\*)?", files):
-            if name.startswith(("--", ".")):  # a flag, or the ".sha256" sidecar suffix
-                continue
-            target = optional if star else always
-            m = re.fullmatch(r"(.*)\{(.*)\}", name)
-            target.update(m.group(1) + ext for ext in m.group(2).split(",")) if m else target.add(
-                name
-            )
-        rows[command] = (always, optional)
+        parts = re.split(r"with `(--[\w-]+)` also", files)
+        always, optional = _names(parts[0])
+        by_flag = {
+            flag: _names(cell)[0] for flag, cell in zip(parts[1::2], parts[2::2], strict=True)
+        }
+        rows[command] = (always, optional, by_flag)
     return rows
 
 
@@ -60,7 +68,12 @@ def table():
 
 def _row(table, prefix: str) -> tuple[set[str], set[str]]:
     (key,) = [k for k in table if k.startswith(f"`{prefix}")]
-    return table[key]
+    return table[key][:2]
+
+
+def _flag(table, prefix: str, flag: str) -> set[str]:
+    (key,) = [k for k in table if k.startswith(f"`{prefix}")]
+    return table[key][2][flag]
 
 
 def test_the_table_lists_every_command(table):
@@ -138,3 +151,7 @@ def test_train_and_trace_write_what_readme_lists(table, tmp_path):
     assert main(["trace", str(trace_out), "--batch-size", "4", "--quiet"]) == 0
     trace_files, _ = _row(table, "trace")
     assert written(trace_out) - written(run) == trace_files
+    assert main(["trace", str(trace_out), "--batch-size", "4", "--circuit", "--quiet"]) == 0
+    with_circuit = _flag(table, "trace", "--circuit")
+    assert written(trace_out) - written(run) == trace_files | with_circuit
+    assert _flag(table, "render DIR", "--views") == {"views.json"}
