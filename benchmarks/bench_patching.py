@@ -1,18 +1,16 @@
-"""Our exact patching engine vs TransformerLens' ``patching`` module, same model, inputs and metric.
+"""Our exact patching engine vs TransformerLens' ``patching`` module and vs a batched
+TransformerLens hook loop, with the ideal time beside them (sides: ``benchmarks/_sides.py``).
 
-Experiment (identical on both sides): on SmolLM2-135M, patch every head's output (``hook_z``,
-all positions: TL's ``get_act_patch_attn_head_out_all_pos``) and the residual stream at P0 in
-every layer (``get_act_patch_resid_pre`` restricted to position 0 through ``index_df``) with
+Experiment (identical on every side): patch every head's output (``hook_z``, all positions) in
+the first ``--layers`` layers and the residual stream at P0 (``resid_pre``) in every layer with
 the ``shift`` counterfactual's activations, and measure the sink score (Gu et al. alpha_0) of
-every layer. TL's metric can only see logits, so it reads the sink through permanent hooks on
-``hook_pattern``; TL runs the whole model (with unembedding) once per patch, ours reuses the
-clean prefix, stops after the last layer and stacks patches into one batch.
+every layer.
 
-The two sides alternate (ours, TL, ours, TL, ... ``--repeats`` times) in one process, so a
-noisy stretch of a shared machine hits both; each side's time is its fastest repeat. Both run
-under the same allocator settings (building the ``Patcher`` applies ``circuits.patching.allocator``).
-
-The last line printed is one JSON object with ``speedup`` (TL time / ours) and ``max_abs_diff``.
+The sides alternate (ours, tl, batched_tl, ours, ... ``--repeats`` times) in one process, so a
+noisy stretch of a shared machine hits each; each side's time is its fastest repeat. The last
+line printed is one JSON object with ``speedup`` (tl / ours), ``speedup_vs_batched_tl``,
+``flop_bound``, ``efficiency`` (ideal / ours) and ``max_abs_diff`` (largest difference between
+any two sides).
 
     python benchmarks/bench_patching.py [--n-prompts 4] [--n-tokens 32] [--layers 30] [--threads 2] [--repeats 2]
 """
@@ -24,9 +22,12 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 
-import pandas as pd
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _sides as S  # noqa: E402
 
 
 def main() -> int:
@@ -45,124 +46,94 @@ def main() -> int:
     parser.add_argument(
         "--repeats", type=int, default=2, help="alternating repeats per side (the fastest counts)"
     )
-    parser.add_argument("--skip-tl", action="store_true", help="time only our engine")
+    parser.add_argument("--skip-tl", action="store_true", help="leave out the patching-module side")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    import transformer_lens.patching as tlp
-    from transformer_lens import ActivationCache
-    from transformer_lens.utilities import get_act_name
-
-    from circuits.metrics import sink_score
     from circuits.patching import Patcher, SinkMetric, Site
     from circuits.prompts import prompt_set
     from circuits.zoo import load_model
 
-    zm = load_model(args.model, progress=False)
+    zm = load_model(args.model, progress=False, device=args.device)
     model = zm.model
     tokens = prompt_set(zm, n_prompts=args.n_prompts, n_tokens=args.n_tokens, bos=zm.natural_bos)
+    tokens = tokens.to(model.cfg.device)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     head_layers = n_layers if args.layers is None else args.layers
     receivers = list(range(n_layers))
 
-    # ---- ours
     t = time.perf_counter()
     patcher = Patcher(model, tokens, "shift", max_rows=args.max_rows)
     t_setup = time.perf_counter() - t
     metric = SinkMetric(receivers)
-    head_grid = [
-        Site("head", la, head=h, positions=None)
-        for la in range(head_layers)
-        for h in range(n_heads)
-    ]
-    resid_grid = [Site("resid_pre", la, positions=(0,)) for la in range(n_layers)]
-
-    def run_ours() -> tuple[float, float, torch.Tensor, torch.Tensor]:
-        t = time.perf_counter()
-        heads = patcher.patch(head_grid, metric).values
-        t_heads = time.perf_counter() - t
-        t = time.perf_counter()
-        resid = patcher.patch(resid_grid, metric).values
-        return t_heads, time.perf_counter() - t, heads, resid
-
-    # ---- TransformerLens
-    store: dict[int, torch.Tensor] = {}
-
-    def record(pattern, hook):
-        store[hook.layer()] = sink_score(pattern).mean()
-
-    def tl_metric(logits):
-        return torch.stack([store[la] for la in receivers]).mean()
-
-    source = ActivationCache(patcher.cf, model)
-    head_df = pd.DataFrame(
-        [(la, h) for la in range(head_layers) for h in range(n_heads)], columns=["layer", "head"]
-    )
-    resid_df = pd.DataFrame([(la, 0) for la in range(n_layers)], columns=["layer", "pos"])
-
-    def run_tl() -> tuple[float, float, torch.Tensor, torch.Tensor]:
-        for layer in receivers:
-            model.add_hook(get_act_name("pattern", layer), record, is_permanent=True)
-        try:
-            with torch.inference_mode():
-                t = time.perf_counter()
-                heads = tlp.get_act_patch_attn_head_out_all_pos(
-                    model, tokens, source, tl_metric, index_axis_names=None, index_df=head_df
-                )
-                t_heads = time.perf_counter() - t
-                t = time.perf_counter()
-                resid = tlp.get_act_patch_resid_pre(
-                    model, tokens, source, tl_metric, index_axis_names=None, index_df=resid_df
-                )
-                return t_heads, time.perf_counter() - t, heads, resid
-        finally:
-            model.reset_hooks(including_permanent=True)
-
-    ours_runs, tl_runs = [], []
+    grids = {
+        "heads": [
+            Site("head", la, head=h, positions=None)
+            for la in range(head_layers)
+            for h in range(n_heads)
+        ],
+        "resid": [Site("resid_pre", la, positions=(0,)) for la in range(n_layers)],
+    }
+    sides = {
+        "ours": lambda g: S.ours(patcher, g, metric),
+        "batched_tl": lambda g: S.batched_transformer_lens(
+            model, tokens, patcher, g, receivers, args.max_rows
+        ),
+    }
+    if not args.skip_tl:
+        sides["tl"] = lambda g: S.transformer_lens_module(model, tokens, patcher, g, receivers)
+    runs: dict[str, dict[str, list]] = {side: {g: [] for g in grids} for side in sides}
+    forwards = []
     for _ in range(args.repeats):
-        ours_runs.append(run_ours())
-        if not args.skip_tl:
-            tl_runs.append(run_tl())
-    t_heads = min(r[0] for r in ours_runs)
-    t_resid = min(r[1] for r in ours_runs)
-    ours_heads, ours_resid = ours_runs[-1][2], ours_runs[-1][3]
-    ours_s = t_heads + t_resid
+        forwards.append(S.clean_forward_s(model, tokens))
+        for side, fn in sides.items():
+            for g, sites in grids.items():
+                runs[side][g].append(fn(sites))
+
+    def best(side: str, g: str) -> float:
+        return min(r[0] for r in runs[side][g])
+
+    t_fwd = min(forwards)
+    ideal = {g: S.ideal_s(n_layers, sites, t_fwd) for g, sites in grids.items()}
+    total = {side: sum(best(side, g) for g in grids) for side in sides}
+    ref = {g: runs["ours"][g][-1][1] for g in grids}
+    diff = max((runs[side][g][-1][1] - ref[g]).abs().max().item() for side in sides for g in grids)
+    starts = [s.layer for sites in grids.values() for s in sites]
     result = {
         "model": zm.name,
+        "device": str(model.cfg.device),
         "n_prompts": args.n_prompts,
         "n_tokens": args.n_tokens,
-        "head_patches": len(head_grid),
-        "resid_patches": len(resid_grid),
+        "head_patches": len(grids["heads"]),
+        "resid_patches": len(grids["resid"]),
         "repeats": args.repeats,
-        "ours_s": round(ours_s, 3),
-        "ours_heads_s": round(t_heads, 3),
-        "ours_resid_s": round(t_resid, 3),
-        "ours_all_runs_s": [round(r[0] + r[1], 2) for r in ours_runs],
+        "clean_forward_s": round(t_fwd, 4),
+        "ideal_s": round(sum(ideal.values()), 3),
+        **{f"{side}_s": round(total[side], 3) for side in sides},
+        **{f"{side}_{g}_s": round(best(side, g), 3) for side in sides for g in grids},
+        **{f"ideal_{g}_s": round(ideal[g], 3) for g in grids},
+        "ours_all_runs_s": [
+            round(sum(runs["ours"][g][i][0] for g in grids), 2) for i in range(args.repeats)
+        ],
+        "peak_rss_mb": {
+            side: round(max(r[2] for g in grids for r in runs[side][g])) for side in sides
+        },
         "ours_setup_s (clean + counterfactual runs, not counted)": round(t_setup, 3),
+        "flop_bound": round(S.flop_bound(model.cfg, args.n_tokens, starts), 3),
+        "efficiency": round(sum(ideal.values()) / total["ours"], 3),
+        **{f"efficiency_{g}": round(ideal[g] / best("ours", g), 3) for g in grids},
+        "speedup_vs_batched_tl": round(total["batched_tl"] / total["ours"], 2),
         "threads": args.threads,
+        "max_rows": args.max_rows,
         "platform": platform.platform(),
         "torch": torch.__version__,
     }
-    if not args.skip_tl:
-        tl_heads_s = min(r[0] for r in tl_runs)
-        tl_resid_s = min(r[1] for r in tl_runs)
-        tl_heads, tl_resid = tl_runs[-1][2], tl_runs[-1][3]
-        tl_s = tl_heads_s + tl_resid_s
-        diff = max(
-            (ours_heads - tl_heads).abs().max().item(), (ours_resid - tl_resid).abs().max().item()
-        )
-        result.update(
-            {
-                "tl_s": round(tl_s, 3),
-                "tl_heads_s": round(tl_heads_s, 3),
-                "tl_resid_s": round(tl_resid_s, 3),
-                "tl_all_runs_s": [round(r[0] + r[1], 2) for r in tl_runs],
-                "speedup_heads": round(tl_heads_s / t_heads, 2),
-                "speedup_resid": round(tl_resid_s / t_resid, 2),
-                "speedup": round(tl_s / ours_s, 2),
-                "max_abs_diff": diff,
-            }
-        )
+    if "tl" in sides:
+        result["speedup_heads"] = round(best("tl", "heads") / best("ours", "heads"), 2)
+        result["speedup_resid"] = round(best("tl", "resid") / best("ours", "resid"), 2)
+        result["speedup"] = round(total["tl"] / total["ours"], 2)
+    result["max_abs_diff"] = diff
     print(json.dumps(result))
     return 0
 

@@ -4,6 +4,7 @@ is imported, and the provenance header of what they write."""
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,12 @@ def add_model(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=DEFAULT_MODEL,
         help=f"zoo name, local path or TransformerLens name (default {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the model and every tensor live: cpu, cuda, cuda:N or auto (default auto: "
+        "the first GPU when torch sees one, else the CPU)",
     )
 
 
@@ -45,9 +52,18 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def check_model(name: str) -> None:
-    """Fail now, before torch is imported, when ``name`` resolves to no model."""
+def check_model(name: str, device: str = "auto") -> None:
+    """Fail now, before torch is imported, when ``name`` resolves to no model or ``device`` is
+    not a device name."""
     resolve_model(name)
+    check_device(device)
+
+
+def check_device(device: str) -> None:
+    """``cpu``, ``auto``, ``cuda`` or ``cuda:N``: a one-line error naming the flag otherwise."""
+    if device in ("cpu", "auto", "cuda") or re.fullmatch(r"cuda:\d+", device):
+        return
+    raise UsageError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
 
 
 def check_text(path: Path | None) -> None:
@@ -83,5 +99,5 @@ def load_for(args: argparse.Namespace) -> tuple[ZooModel, bool]:
     from circuits.zoo.load import load_model
 
     torch.manual_seed(args.seed)
-    zm = load_model(args.model, progress=not args.quiet)
+    zm = load_model(args.model, progress=not args.quiet, device=args.device)
     return zm, (zm.natural_bos if args.bos is None else args.bos)

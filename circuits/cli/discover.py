@@ -149,7 +149,7 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = config_from(args)
-    check_model(args.model)
+    check_model(args.model, args.device)
     check_text(args.text)
     check_out(args.out, overwrite=args.overwrite)
 

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     check_range("--seed", args.seed, 0)
     if args.max_tokens is not None:
         check_range("--max-tokens", args.max_tokens, 2)
-    check_model(args.model)
+    check_model(args.model, args.device)
     check_text(args.text)
     check_out(args.out, overwrite=args.overwrite)
 

@@ -7,6 +7,16 @@ of (a' - a) . dM/da`` at the clean run. One forward and one backward give it for
 once. It is only a first pass: the P0 circuit writes a *massive* activation, far outside the
 linear regime, so ``discover`` always reports its Pearson correlation with the exact effects it
 measured next to it.
+
+Integrated gradients (``ig_steps > 1``, the idea of EAP-IG, Hanna et al. 2024, and of Marks et
+al. 2024's node attributions): instead of the gradient at the clean run, average it along a path
+from the clean run to the counterfactual one. At ``alpha`` in the midpoints of ``ig_steps`` equal
+intervals, every *interpolated* site's activation is shifted by ``alpha * (a' - a)`` (added, so
+that upstream shifts still propagate downstream), and each site's gradient is read in that run;
+the estimate is ``(a' - a) . mean_alpha dM/da``. The interpolated sites are the components
+(embed, attn, mlp) when any is given, else the sites themselves (e.g. heads only): heads are read
+inside the component path, never shifted on top of their layer's attn_out (that would count
+their change twice). ``ig_steps=1`` is plain attribution patching (the gradient at alpha = 0).
 """
 
 from __future__ import annotations
@@ -26,7 +36,11 @@ from circuits.patching.sites import Site
 
 
 def _check(
-    patcher: Patcher, sites: list[Site], metric: SinkMetric | None, prompts_per_pass: int
+    patcher: Patcher,
+    sites: list[Site],
+    metric: SinkMetric | None,
+    prompts_per_pass: int,
+    ig_steps: int,
 ) -> SinkMetric:
     if not sites:
         raise UsageError("no sites given")
@@ -38,17 +52,55 @@ def _check(
         raise UsageError("attribution patching supports the sink metric only (it needs a gradient)")
     if prompts_per_pass < 1:
         raise UsageError("prompts_per_pass must be >= 1")
+    if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
+        raise UsageError(
+            f"ig_steps must be an integer >= 1 (1: plain attribution), got {ig_steps!r}"
+        )
     last = max(-1 if s.kind == "embed" else s.layer for s in sites)
     metric = metric.resolved(last, patcher.model.cfg.n_layers)
     metric.validate(patcher.model, patcher.n_pos)
     return metric
 
 
+def _interpolated(sites: list[Site]) -> list[Site]:
+    """The sites an integrated-gradients path shifts (see the module docstring)."""
+    components = [s for s in sites if s.kind in ("embed", "attn", "mlp")]
+    return components or sites
+
+
+def _shift_hooks(
+    patcher: Patcher, sites: list[Site], rows: slice, alpha: float
+) -> list[tuple[str, Callable]]:
+    """Hooks adding ``alpha * (counterfactual - clean)`` at each site's positions (and head)."""
+    hooks: list[tuple[str, Callable]] = []
+    for site in sites:
+        name = site.hook_name
+        delta = alpha * (patcher.cf[name][rows] - patcher.clean[name][rows])
+        pos = slice(None) if site.positions is None else list(site.positions)
+
+        def shift(act: Tensor, hook, delta=delta, pos=pos, head=site.head) -> Tensor:
+            act = act.clone()
+            if head is None:
+                act[:, pos] = act[:, pos] + delta[:, pos]
+            else:
+                act[:, pos, head] = act[:, pos, head] + delta[:, pos, head]
+            return act
+
+        hooks.append((name, shift))
+    return hooks
+
+
 def _chunk_gradients(
-    patcher: Patcher, rows: slice, names: list[str], receivers: list[int], share: float
+    patcher: Patcher,
+    rows: slice,
+    names: list[str],
+    receivers: list[int],
+    share: float,
+    shifts: list[tuple[str, Callable]],
 ) -> tuple[float, dict[str, Tensor | None]]:
     """The metric's value on prompts ``rows`` (times their ``share`` of the batch) and its
-    gradient with respect to the activations at ``names``."""
+    gradient with respect to the activations at ``names``, with the ``shifts`` hooks applied
+    (none: the clean run)."""
     model = patcher.model
     acts: dict[str, Tensor] = {}
     scores: dict[int, Tensor] = {}
@@ -63,7 +115,7 @@ def _chunk_gradients(
         return act.detach().requires_grad_(True)
 
     hooks: list[tuple[str, Callable]] = [(get_act_name("embed"), grad_root)]
-    hooks += [(n, keep) for n in names]
+    hooks += [(n, keep) for n in names] + shifts  # an added constant leaves the gradient as is
     hooks += [(get_act_name("pattern", r), on_pattern) for r in receivers]
     with torch.enable_grad():
         model.run_with_hooks(
@@ -80,8 +132,11 @@ def attribution_patch(
     metric: SinkMetric | None = None,
     *,
     prompts_per_pass: int = 2,
+    ig_steps: int = 1,
 ) -> PatchingResult:
-    """Attribution-patching estimate of each single-site patch's effect on the sink metric.
+    """Attribution-patching estimate of each single-site patch's effect on the sink metric
+    (``ig_steps > 1``: integrated gradients along the clean -> counterfactual path, see the
+    module docstring; it costs ``ig_steps`` forwards and backwards).
 
     ``values`` are ``clean + estimate`` so that ``effects`` compare directly with
     ``Patcher.patch`` on the same sites and metric.
@@ -91,7 +146,9 @@ def attribution_patch(
     share of the batch), which bounds the memory the backward holds without changing the result.
     """
     sites = list(sites)
-    metric = _check(patcher, sites, metric, prompts_per_pass)
+    metric = _check(patcher, sites, metric, prompts_per_pass, ig_steps)
+    path = _interpolated(sites)
+    alphas = [0.0] if ig_steps == 1 else [(j + 0.5) / ig_steps for j in range(ig_steps)]
     receivers = list(metric.layers)
     names = sorted({s.hook_name for s in sites})
     n_prompts = patcher.tokens.shape[0]
@@ -105,10 +162,20 @@ def attribution_patch(
         for lo in range(0, n_prompts, prompts_per_pass):
             rows = slice(lo, min(lo + prompts_per_pass, n_prompts))
             share = (rows.stop - rows.start) / n_prompts
-            value, grad = _chunk_gradients(patcher, rows, names, receivers, share)
-            clean += value
+            grads: dict[str, Tensor | None] = {}
+            for alpha in alphas:
+                shifts = _shift_hooks(patcher, path, rows, alpha) if alpha else []
+                value, grad = _chunk_gradients(patcher, rows, names, receivers, share, shifts)
+                if not alpha:
+                    clean += value
+                for n, g in grad.items():
+                    if g is not None:
+                        prev = grads.get(n)
+                        grads[n] = g / len(alphas) if prev is None else prev + g / len(alphas)
+            if alphas[0]:  # the clean value, from one more forward without shifts
+                clean += _clean_value(patcher, rows, receivers, share)
             for i, s in enumerate(sites):
-                g = grad[s.hook_name]
+                g = grads.get(s.hook_name)
                 if g is None:
                     continue
                 diff = (patcher.cf[s.hook_name][rows] - patcher.clean[s.hook_name][rows]) * g
@@ -125,8 +192,23 @@ def attribution_patch(
         clean=clean,
         metric=metric.describe(),
         counterfactual=patcher.counterfactual,
-        kind="attribution",
+        kind="attribution" if ig_steps == 1 else f"integrated gradients, {ig_steps} steps",
     )
+
+
+def _clean_value(patcher: Patcher, rows: slice, receivers: list[int], share: float) -> float:
+    """The sink metric on prompts ``rows`` of the clean run (times their share of the batch)."""
+    scores: dict[int, Tensor] = {}
+
+    def on_pattern(pattern: Tensor, hook) -> None:
+        scores[hook.layer()] = sink_score(pattern).mean()
+
+    hooks = [(get_act_name("pattern", r), on_pattern) for r in receivers]
+    with torch.inference_mode():
+        patcher.model.run_with_hooks(
+            patcher.tokens[rows], fwd_hooks=hooks, stop_at_layer=max(receivers) + 1
+        )
+    return float(torch.stack([scores[r] for r in receivers]).mean()) * share
 
 
 def pearson(a: Tensor, b: Tensor) -> float | None:

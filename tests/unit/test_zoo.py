@@ -65,3 +65,29 @@ def test_the_transformer_lens_name_snapshot_matches_the_installed_version():
     )
     assert snap["aliases"] == make_model_alias_map()
     assert tl_alias_map() == make_model_alias_map()
+
+
+def test_device_is_checked_before_the_model_loads(tmp_path, monkeypatch):
+    """``--device``: a bad name fails before torch is imported, a GPU torch cannot see fails
+    before the load (no conversion wasted), and ``cpu`` / ``auto`` put every weight on one device."""
+    import torch
+
+    from circuits.cli import main
+
+    zm = load_model("tiny", progress=False, device="cpu")
+    assert {p.device.type for p in zm.model.parameters()} == {"cpu"}
+    auto = load_model("tiny", progress=False, device="auto")
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert {p.device.type for p in auto.model.parameters()} == {want}
+    out = tmp_path / "m"
+    assert main(["measure", "--model", "tiny", "--device", "gpu0", "--out", str(out)]) == 2
+    assert not out.exists()
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the no-GPU message cannot be checked here")
+    calls = []
+    monkeypatch.setattr("circuits.zoo.load._from_zoo", lambda *a: calls.append(a))
+    with pytest.raises(UsageError, match="torch sees no GPU; use --device cpu"):
+        load_model("smollm2-135m", progress=False, device="cuda")
+    assert calls == []
+    assert main(["discover", "--model", "tiny", "--device", "cuda:1", "--out", str(out)]) == 2
+    assert not out.exists()
