@@ -93,9 +93,10 @@ def _component_sites(state: DiscoveryState) -> list[Site]:
 
 
 def attribution(state: DiscoveryState) -> None:
-    """One forward and one backward: a linear estimate for every component and head at P0."""
+    """A linear estimate for every component and head at P0: one forward and one backward
+    (``ig_steps`` of each with integrated gradients)."""
     sites = _component_sites(state) + head_sites(state.sweep_layers, state.cfg.n_heads)
-    result = attribution_patch(state.patcher, sites, state.metric)
+    result = attribution_patch(state.patcher, sites, state.metric, ig_steps=state.config.ig_steps)
     state.attribution = dict(zip(result.names, result.effects.tolist(), strict=True))
     state.record["attribution"] = result.to_dict()
 

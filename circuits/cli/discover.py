@@ -78,10 +78,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exact-top-k",
         type=int,
-        default=D.exact_top_k,
-        help="exact patching for the embedding, the blocks up to --first-receiver and "
-        "the K other components ranked highest by attribution patching (default 8; "
-        "-1: exact patching of every component)",
+        default=-1,
+        help="-1 (default): exact patching of every component; K: exact patching for the "
+        "embedding, the blocks up to --first-receiver and the K other components ranked "
+        "highest by attribution patching",
+    )
+    parser.add_argument(
+        "--ig-steps",
+        type=int,
+        default=D.ig_steps,
+        help="attribution estimate: 1 (default) the gradient at the clean run; K integrated "
+        "gradients along the clean -> counterfactual path in K steps (K forwards + backwards)",
     )
     parser.add_argument(
         "--sufficiency",
@@ -113,6 +120,7 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
         raise UsageError(f"--n-prompts must be at least 1, got {args.n_prompts}")
     for flag, value, low in (
         ("--exact-top-k", args.exact_top_k, -1),
+        ("--ig-steps", args.ig_steps, 1),
         ("--max-rows", args.max_rows, 1),
         ("--first-receiver", args.first_receiver, 1),
         ("--seed", args.seed, 0),
@@ -137,6 +145,7 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
         head_threshold=args.threshold,
         edge_threshold=args.edge_threshold,
         exact_top_k=None if args.exact_top_k < 0 else args.exact_top_k,
+        ig_steps=args.ig_steps,
         sufficiency=args.sufficiency,
         max_backups=args.max_backups,
         max_rows=args.max_rows,

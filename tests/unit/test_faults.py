@@ -290,6 +290,20 @@ CASES = [
         ("--exact-top-k",),
     ),
     Case(
+        "discover: --ig-steps 0",
+        (1,),
+        lambda t: [*DISCOVER, "--ig-steps", "0", "--out", str(t / "out")],
+        2,
+        ("--ig-steps",),
+    ),
+    Case(
+        "discover: --device gpu",
+        (1,),
+        lambda t: [*DISCOVER, "--device", "gpu", "--out", str(t / "out")],
+        2,
+        ("--device",),
+    ),
+    Case(
         "discover: --max-rows 0",
         (1,),
         lambda t: [*DISCOVER, "--max-rows", "0", "--out", str(t / "out")],
