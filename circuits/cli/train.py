@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from circuits.cli.common import header
+from circuits.cli.common import check_device, header
 from circuits.core.conventions import RUN_FILE
 from circuits.core.errors import UsageError
 from circuits.training.config import DATA_SOURCES, MLPS, NORMS, POSITIONALS, TrainConfig
@@ -180,8 +180,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
-    if args.device not in ("cpu", "auto") and not args.device.startswith("cuda"):
-        raise UsageError(f"--device must be cpu, cuda[:N] or auto, got {args.device!r}")
+    check_device(args.device)
     config = resolve_config(args)
     if args.stop_at is not None and args.stop_at < 0:
         raise UsageError("--stop-at must be >= 0")
@@ -189,10 +188,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from circuits.core.atomic import prepare_out_dir
+    from circuits.training.checkpoints import device_of
     from circuits.training.loop import train
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but torch sees no GPU; use --device cpu")
+    device_of(args.device)  # a GPU torch cannot see fails before the run folder exists
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out = prepare_out_dir(args.out)

@@ -26,7 +26,7 @@ from typing import Any
 from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.discover import discover
 from circuits.core.conventions import DEFAULT_EPS
-from circuits.emergence.series import CheckpointSeries, load_or_skip
+from circuits.emergence.series import CheckpointSeries, each_model
 
 FORMAT = "p0-circuits/circuit-over-training/1"
 
@@ -90,17 +90,10 @@ def circuit_over_training(
     if config.counterfactual == "shift":  # it runs the prompt one position later: room for it
         n_ctx = series.load(series.steps[0]).cfg.n_ctx
         tokens = tokens[:, : min(tokens.shape[1], n_ctx - 1)]
-    iterator: Any = series.steps
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(series.steps, desc="circuit over training", unit="ckpt")
-    rows, skipped = [], []
-    for step in iterator:
-        model = load_or_skip(series, step)
-        if model is None:
-            skipped.append(step)
-            continue
+    rows: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    desc = "circuit over training"
+    for step, model in each_model(series, desc=desc, progress=progress, skipped=skipped):
         found = discover(model, tokens, config, model_name=f"{series.source}@{step}")
         rows.append(_row(step, found.record, config.sufficiency))
     return {

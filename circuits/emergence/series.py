@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Int
@@ -31,6 +31,9 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from circuits.core.errors import ChecksumError, UsageError
+
+if TYPE_CHECKING:
+    from circuits.zoo.model import ZooModel
 
 _NUMBER = re.compile(r"\d+")
 
@@ -99,7 +102,6 @@ def hf_folder_series(
 ) -> CheckpointSeries:
     """A folder of Hugging Face checkpoints (one subfolder with a ``config.json`` each),
     ordered by the step number in the subfolders' names."""
-    from circuits.prompts import prompt_set
     from circuits.zoo.load import load_model
 
     folder = Path(folder)
@@ -122,21 +124,46 @@ def hf_folder_series(
                 f"two checkpoint folders give step {step}: {by_step[step].name!r} and {sub.name!r}"
             )
         by_step[step] = sub
-    steps = sorted(by_step)
-    first = load_model(str(by_step[steps[0]]), progress=False)
+    return _zoo_series(
+        f"Hugging Face checkpoint folder {folder}",
+        sorted(by_step),
+        lambda step: load_model(str(by_step[step]), progress=False),
+        bos=bos,
+        n_prompts=n_prompts,
+        n_tokens=n_tokens,
+        info={"checkpoints": {str(s): by_step[s].name for s in sorted(by_step)}},
+    )
+
+
+def _zoo_series(
+    source: str,
+    steps: list[int],
+    load_step: Callable[[int], ZooModel],
+    *,
+    bos: bool | None,
+    n_prompts: int,
+    n_tokens: int,
+    info: dict[str, Any],
+) -> CheckpointSeries:
+    """A series of checkpoints that load as zoo models: prompts from the default text with the
+    first checkpoint's tokenizer (BOS as it trains, unless ``bos`` says), and that first model
+    handed out again, not loaded twice, when its step is traced."""
+    from circuits.prompts import prompt_set
+
+    first = load_step(steps[0])
     use_bos = first.natural_bos if bos is None else bos
     tokens = prompt_set(first, n_prompts=n_prompts, n_tokens=n_tokens, bos=use_bos)
 
     def load(step: int) -> HookedTransformer:
-        return load_model(str(by_step[step]), progress=False).model
+        return first.model if step == steps[0] else load_step(step).model
 
     return CheckpointSeries(
-        source=f"Hugging Face checkpoint folder {folder}",
+        source=source,
         steps=steps,
         bos=use_bos,
         tokens=tokens,
         load=load,
-        info={"checkpoints": {str(s): by_step[s].name for s in steps}},
+        info=info,
         str_tokens=first.str_tokens,
     )
 
@@ -164,7 +191,6 @@ def official_series(
     checkpoints at ``indices`` (default: ``n_checkpoints`` log-spaced ones)."""
     from transformer_lens.loading_from_pretrained import get_checkpoint_labels
 
-    from circuits.prompts import prompt_set
     from circuits.zoo.load import load_official_checkpoint
 
     try:
@@ -176,22 +202,17 @@ def official_series(
     if bad:
         raise UsageError(f"{name} has checkpoint indices 0..{len(labels) - 1}; got {bad}")
     by_step = {int(labels[i]): i for i in chosen}
-    steps = sorted(by_step)
-    first = load_official_checkpoint(name, by_step[steps[0]], progress=False)
-    use_bos = first.natural_bos if bos is None else bos
-    tokens = prompt_set(first, n_prompts=n_prompts, n_tokens=n_tokens, bos=use_bos)
-
-    def load(step: int) -> HookedTransformer:
-        return load_official_checkpoint(name, by_step[step], progress=False).model
-
-    return CheckpointSeries(
-        source=f"TransformerLens official {name} (checkpoints by {label_type})",
-        steps=steps,
-        bos=use_bos,
-        tokens=tokens,
-        load=load,
-        info={"label_type": label_type, "checkpoint_index": {str(s): by_step[s] for s in steps}},
-        str_tokens=first.str_tokens,
+    return _zoo_series(
+        f"TransformerLens official {name} (checkpoints by {label_type})",
+        sorted(by_step),
+        lambda step: load_official_checkpoint(name, by_step[step], progress=False),
+        bos=bos,
+        n_prompts=n_prompts,
+        n_tokens=n_tokens,
+        info={
+            "label_type": label_type,
+            "checkpoint_index": {str(s): by_step[s] for s in sorted(by_step)},
+        },
     )
 
 
@@ -204,3 +225,21 @@ def load_or_skip(series: CheckpointSeries, step: int) -> HookedTransformer | Non
     except ChecksumError as err:  # never measured: left out, said in the trace and aloud
         warnings.warn(f"{err}; checkpoint {step} is left out of the trace", stacklevel=2)
         return None
+
+
+def each_model(
+    series: CheckpointSeries, *, desc: str, progress: bool, skipped: list[int]
+) -> Iterator[tuple[int, HookedTransformer]]:
+    """``(step, model)`` for every checkpoint in step order, with a progress bar when asked; a
+    damaged checkpoint is left out (``load_or_skip``) and its step appended to ``skipped``."""
+    steps: Any = series.steps
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(series.steps, desc=desc, unit="ckpt")
+    for step in steps:
+        model = load_or_skip(series, step)
+        if model is None:
+            skipped.append(step)
+        else:
+            yield step, model

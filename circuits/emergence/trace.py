@@ -21,7 +21,7 @@ from circuits.core.errors import UsageError
 from circuits.core.manifest import sidecar_matches
 from circuits.emergence.checkpoint_metrics import measure_checkpoint
 from circuits.emergence.phases import PHASES, PhaseCriteria, detect_phases
-from circuits.emergence.series import CheckpointSeries, load_or_skip, run_series
+from circuits.emergence.series import CheckpointSeries, each_model, run_series
 from circuits.training.checkpoints import METRICS_FILE
 
 
@@ -80,17 +80,9 @@ def trace_series(
             f"first_k={first_k} must be below the evaluation length {series.tokens.shape[1]}"
         )
     train_loss = train_loss or {}
-    iterator: Any = series.steps
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(series.steps, desc="trace", unit="ckpt")
-    checkpoints, skipped = [], []
-    for step in iterator:
-        model = load_or_skip(series, step)
-        if model is None:
-            skipped.append(step)
-            continue
+    checkpoints: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    for step, model in each_model(series, desc="trace", progress=progress, skipped=skipped):
         row: dict[str, Any] = {"step": step, "phase": None, "train_loss": train_loss.get(step)}
         row.update(
             measure_checkpoint(

@@ -172,8 +172,6 @@ def attribution_patch(
                     if g is not None:
                         prev = grads.get(n)
                         grads[n] = g / len(alphas) if prev is None else prev + g / len(alphas)
-            if alphas[0]:  # the clean value, from one more forward without shifts
-                clean += _clean_value(patcher, rows, receivers, share)
             for i, s in enumerate(sites):
                 g = grads.get(s.hook_name)
                 if g is None:
@@ -185,6 +183,8 @@ def attribution_patch(
     finally:
         for p, r in zip(params, requires, strict=True):
             p.requires_grad_(r)
+    if alphas[0]:  # no pass ran at the clean point: the engine's cached clean value
+        clean = patcher.clean_value(metric)[0]
     return PatchingResult(
         names=[s.name for s in sites],
         patches=[[s.to_dict()] for s in sites],
@@ -194,21 +194,6 @@ def attribution_patch(
         counterfactual=patcher.counterfactual,
         kind="attribution" if ig_steps == 1 else f"integrated gradients, {ig_steps} steps",
     )
-
-
-def _clean_value(patcher: Patcher, rows: slice, receivers: list[int], share: float) -> float:
-    """The sink metric on prompts ``rows`` of the clean run (times their share of the batch)."""
-    scores: dict[int, Tensor] = {}
-
-    def on_pattern(pattern: Tensor, hook) -> None:
-        scores[hook.layer()] = sink_score(pattern).mean()
-
-    hooks = [(get_act_name("pattern", r), on_pattern) for r in receivers]
-    with torch.inference_mode():
-        patcher.model.run_with_hooks(
-            patcher.tokens[rows], fwd_hooks=hooks, stop_at_layer=max(receivers) + 1
-        )
-    return float(torch.stack([scores[r] for r in receivers]).mean()) * share
 
 
 def pearson(a: Tensor, b: Tensor) -> float | None:

@@ -116,10 +116,20 @@ def load_latest_state(run_dir: Path) -> dict[str, Any] | None:
 
 
 def device_of(name: str | None) -> torch.device:
-    """``cpu``, ``cuda[:N]``, or ``auto`` (a GPU when torch sees one)."""
+    """``cpu``, ``cuda[:N]``, or ``auto`` (a GPU when torch sees one); a GPU torch cannot see
+    is a ``UsageError`` naming the fix."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name} asked for, but torch sees no GPU; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+    return dev
 
 
 def move_model(model: HookedTransformer, dev: torch.device) -> HookedTransformer:

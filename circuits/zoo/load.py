@@ -269,7 +269,7 @@ def load_model(
     listing the zoo when nothing matches, ``ChecksumError`` for a bad downloaded file.
     """
     start = time.perf_counter()
-    dev = _device(device)  # before the load: a missing GPU is reported at once
+    dev = device_of(device)  # before the load: a missing GPU is reported at once
     spec = resolve_model(name)
     path = Path(spec.name)
     if spec.kind == "zoo":
@@ -285,16 +285,3 @@ def load_model(
     loaded.model = move_model(loaded.model, dev)
     loaded.load_seconds = time.perf_counter() - start
     return loaded
-
-
-def _device(name: str | None) -> torch.device:
-    dev = device_of(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name} asked for, but torch sees no GPU; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(
-                f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s), "
-                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
-            )
-    return dev
