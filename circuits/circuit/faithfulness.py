@@ -25,6 +25,7 @@ from transformer_lens import HookedTransformerConfig
 
 from circuits.circuit.config import DiscoverConfig
 from circuits.patching.engine import Patcher
+from circuits.patching.nested import patch_nested
 from circuits.patching.readouts import SinkMetric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site, component_sites
@@ -86,12 +87,12 @@ def kept_through_layer(
 ) -> list[dict[str, float]]:
     """Where the kept sink is lost: the sink, as a fraction of clean, with the circuit kept and
     only the non-circuit P0 components of layers <= L ablated (the embedding counts as below
-    layer 0), for every layer L that has one (the last value is ``kept`` itself)."""
+    layer 0), for every layer L that has one (the last value is ``kept`` itself). The cuts share
+    one patched run (``circuits.patching.nested``)."""
     cuts = sorted({s.layer for s in others if s.kind != "embed"})
     if not cuts:  # every P0 component is in the circuit (or only the embedding is not)
         return []
-    patches = [[s for s in others if s.kind == "embed" or s.layer <= cut] for cut in cuts]
-    res = patcher.patch(patches, metric, desc="faithfulness by layer")
+    res = patch_nested(patcher, others, cuts, metric, desc="faithfulness by layer")
     return [
         {"layer": cut, "kept": float(v) / clean}
         for cut, v in zip(cuts, res.values.tolist(), strict=True)

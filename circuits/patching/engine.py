@@ -15,6 +15,9 @@ Engine (``Patcher``):
 * the run stops at the metric's last read: for the sink metric, right after the last receiver
   layer's attention pattern (its z, attention output and MLP are never computed), and never
   with the unembedding;
+* a patch that changes its block's output only at the first positions (a head, attention or
+  MLP output at P0) runs that block on the prefix alone and starts the stacked forward at the
+  next block (``circuits.patching.prefix``; for the sink metric);
 * many patches share one forward: patch ``k`` owns rows ``k*B .. (k+1)*B`` of a stacked batch,
   and the batch *grows* with depth: a patch's rows join at the block where it starts (from the
   cached clean ``resid_pre``), so patches starting at different layers (a resid_pre grid has one
@@ -29,7 +32,7 @@ Path patching (``Patcher.path_patch``) is in ``circuits.patching.paths``.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import torch
@@ -45,6 +48,7 @@ from circuits.metrics.attention import check_pattern
 from circuits.metrics.residual import check_finite
 from circuits.patching.allocator import keep_freed_memory
 from circuits.patching.counterfactuals import counterfactual_values
+from circuits.patching.prefix import plan_prefixes, prefix_start_rows
 from circuits.patching.readouts import CacheMetric, Metric, SinkMetric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Patch, Receiver, Site, as_sites, check_site, patch_name
@@ -67,6 +71,8 @@ class Patcher:
     ``tokens``: ``[batch, pos]`` prompts of equal length, no padding (position 0 is each row's
     real first token). ``counterfactual``: ``shift`` | ``mean`` | ``zero``. ``max_rows``: the
     largest stacked batch one forward may use (``n_patches_per_forward * batch``).
+    ``prefix_blocks``: run the patched block on the prefix alone where that is exact
+    (``circuits.patching.prefix``; False: the whole block, for comparisons).
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class Patcher:
         shift_token: int | None = None,
         max_rows: int = 64,
         progress: bool = False,
+        prefix_blocks: bool = True,
     ) -> None:
         check_counterfactual(counterfactual)
         keep_freed_memory()
@@ -90,6 +97,7 @@ class Patcher:
         self.shift_token = shift_token
         self.max_rows = max_rows
         self.progress = progress
+        self.prefix_blocks = prefix_blocks
         self.batch, self.n_pos = tokens.shape
         cfg = model.cfg
         names = [get_act_name("embed")]
@@ -196,32 +204,41 @@ class Patcher:
         *,
         starts: Sequence[int | None],
         patch_hooks: list[tuple[str, Callable]],
+        start_rows: Sequence[Tensor | None] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Run one stacked batch, patch ``k`` owning rows ``k*B .. (k+1)*B``, up to the metric's
         last read (``Metric.last_hook``, else the end of its last block), with ``patch_hooks``
         applied, and return the metric per patch.
 
         ``starts[k]`` is the block where patch ``k`` first differs from the clean run (None: from
-        the tokens, for every patch or none). The batch *grows*: the run starts at ``starts[0]``
-        with the rows of the patches that start there, and at each later start a hook on
-        ``resid_pre`` appends the rows of the patches starting at that block, copied from the
-        cached clean ``resid_pre``. No row computes a block whose output equals the clean one,
-        and one-patch-per-layer grids (resid_pre) still fill a batch.
+        the tokens, for every patch or none); ``start_rows[k]`` its ``resid_pre`` there (None:
+        the cached clean one). The batch *grows*: the run starts at ``starts[0]`` with the rows
+        of the patches that start there, and at each later start a hook on ``resid_pre``
+        appends the rows of the patches starting at that block. No row computes a block whose
+        output equals the clean one, and one-patch-per-layer grids (resid_pre) still fill a batch.
         """
         starts = list(starts)
+        rows_of = list(start_rows) if start_rows is not None else [None] * len(starts)
         blocks = [s for s in starts if s is not None]
         if blocks != sorted(blocks) or 0 < len(blocks) < len(starts):
             raise RuntimeError(
                 f"patch starts must be non-decreasing and not mix None: {starts} (internal error)"
             )
         model = self.model
-        n, b, first = len(starts), self.batch, starts[0]
-        metric.begin(n, b, first)
-        counts = Counter(starts)
+        n, first = len(starts), starts[0]
+        metric.begin(n, self.batch, first)
+
+        def rows_at(layer: int) -> Tensor:
+            clean = self.clean[get_act_name("resid_pre", layer)]
+            mine = [r for s, r in zip(starts, rows_of, strict=True) if s == layer]
+            if all(r is None for r in mine):
+                return clean.repeat(len(mine), 1, 1)
+            return torch.cat([clean if r is None else r for r in mine])
+
         joins: list[tuple[str, Callable]] = []
         if first is not None:
-            for layer in sorted(s for s in counts if s is not None)[1:]:
-                rows = self.clean[get_act_name("resid_pre", layer)].repeat(counts[layer], 1, 1)
+            for layer in sorted(set(blocks))[1:]:
+                rows = rows_at(layer)
 
                 def join(act: Tensor, hook, rows=rows) -> Tensor:
                     return torch.cat([act, rows])
@@ -239,9 +256,8 @@ class Patcher:
                         self.tokens.repeat(n, 1), fwd_hooks=hooks, stop_at_layer=stop
                     )
                 else:
-                    inp = self.clean[get_act_name("resid_pre", first)].repeat(counts[first], 1, 1)
                     model.run_with_hooks(
-                        inp,
+                        rows_at(first),
                         fwd_hooks=hooks,
                         start_at_layer=first,
                         stop_at_layer=stop,
@@ -329,6 +345,8 @@ class Patcher:
             if i not in inert:
                 layers = [s.start_layer for s in sites]
                 starts[i] = None if None in layers else min(la for la in layers if la is not None)
+        # patch -> (block, prefix); those start a block later (circuits.patching.prefix)
+        prefixed = plan_prefixes(self, plist, starts, metric) if self.prefix_blocks else {}
         jobs = self._jobs(starts)
         values = torch.empty(len(plist))
         details: list[Tensor | None] = [None] * len(plist)
@@ -336,9 +354,13 @@ class Patcher:
             values[i] = clean
             details[i] = clean_detail
         for idx in tqdm(jobs, desc=desc, disable=not self.progress, leave=False):
-            chunk = [plist[i] for i in idx]
+            rows = prefix_start_rows(self, idx, plist, prefixed)
+            chunk = [() if i in prefixed else plist[i] for i in idx]  # prefixed: set already
             vals, detail = self._forward(
-                metric, starts=[starts[i] for i in idx], patch_hooks=self._setter_hooks(chunk)
+                metric,
+                starts=[starts[i] for i in idx],
+                patch_hooks=self._setter_hooks(chunk),
+                start_rows=[rows.get(i) for i in idx],
             )
             for j, i in enumerate(idx):
                 values[i] = vals[j]
@@ -354,8 +376,6 @@ class Patcher:
             detail=None if details[0] is None else torch.stack(details),  # type: ignore[arg-type]
             extra={"not_computed_after_metric": [patch_name(plist[i]) for i in inert]},
         )
-
-    # -- path patching -------------------------------------------------------------------------
 
     # -- path patching (circuits.patching.paths) -----------------------------------------------
 

@@ -21,6 +21,8 @@ from circuits.core.errors import UsageError
 from circuits.metrics.attention import sink_score
 from circuits.patching import Patcher, Receiver, SinkMetric, Site
 from circuits.patching.attribution import attribution_patch
+from circuits.patching.nested import patch_nested
+from circuits.patching.prefix import prefix_patch
 
 TOL = 1e-5
 N_LAYERS = 3
@@ -143,12 +145,20 @@ def _all_sites(cfg) -> list:
                 sites.append(Site("resid_mid", la))
         sites += [Site("head", la, head=h) for h in range(cfg.n_heads)]
     sites += [Site("head", 0, head=h, positions=None) for h in range(cfg.n_heads)]
+    # prefixes longer than P0 (circuits.patching.prefix): a later position, several positions
+    late = "attn" if cfg.attn_only else "mlp"
+    sites += [
+        Site("head", 1, head=0, positions=(0, 2)),
+        Site(late, 0, positions=(3,)),
+        Site("attn", 1, positions=(1,)),
+    ]
     extra = (
         [Site("attn", 0), Site("mlp", 1)]
         if not cfg.attn_only
         else [Site("attn", 0), Site("attn", 1)]
     )
-    return [[s] for s in sites] + [extra]
+    same_block = [Site("head", 1, head=1), Site(late, 1, positions=(2,))]
+    return [[s] for s in sites] + [extra, same_block]
 
 
 @pytest.mark.parametrize("cf", ["shift", "mean", "zero"])
@@ -164,6 +174,43 @@ def test_every_activation_patch_equals_the_naive_computation(case, cf):
     diff = (ours.values - torch.tensor(naive)).abs().max().item()
     assert diff <= TOL, f"{name}: max |diff| {diff}"
     assert ours.effects.abs().max() > 1e-3  # the patches really move the metric
+
+
+def test_prefix_blocks_equal_whole_blocks(case):
+    """A P0 patch after the attention pattern runs its block on the prefix alone
+    (circuits.patching.prefix): the same numbers as the whole-block run, and the shortcut is
+    really taken for every such patch."""
+    name, model, tokens = case
+    layers = list(range(N_LAYERS))
+    patches = _all_sites(model.cfg)
+    prefixed = [p for p in patches if prefix_patch(tuple(p), model.cfg, tokens.shape[1])]
+    assert len(prefixed) >= 2 * (N_LAYERS - 1)
+    fast = Patcher(model, tokens, "shift", max_rows=12).patch(patches, SinkMetric(layers))
+    whole = Patcher(model, tokens, "shift", max_rows=12, prefix_blocks=False)
+    slow = whole.patch(patches, SinkMetric(layers))
+    assert (fast.values - slow.values).abs().max().item() <= 1e-6, name
+
+
+@pytest.mark.parametrize("with_embed", [True, False])
+def test_nested_patches_equal_separate_runs(case, with_embed):
+    """patch_nested (one run with every site patched, each cut continued from its residual)
+    gives the numbers of one separate run per cut."""
+    name, model, tokens = case
+    late = "attn" if model.cfg.attn_only else "mlp"
+    sites = [Site("embed")] if with_embed else []
+    sites += [Site("head", 0, head=1), Site(late, 0), Site("resid_pre", 1), Site("attn", 1)]
+    sites += [Site(late, 2), Site("head", 2, head=0, positions=None)]
+    cuts = [0, 1, 2]
+    patcher = Patcher(model, tokens, "zero", max_rows=6)
+    for metric in (SinkMetric(range(N_LAYERS)), SinkMetric([1, 2])):
+        ours = patch_nested(patcher, sites, cuts, metric)
+        nested = [[s for s in sites if s.kind == "embed" or s.layer <= c] for c in cuts]
+        separate = patcher.patch(nested, metric)
+        assert ours.names == separate.names
+        assert (ours.values - separate.values).abs().max().item() <= 1e-6, name
+        assert ours.detail is not None and separate.detail is not None
+        assert (ours.detail - separate.detail).abs().max().item() <= 1e-6, name
+    assert (ours.values - ours.clean).abs().max() > 1e-3
 
 
 def test_grids_equal_transformer_lens_patching(case):
