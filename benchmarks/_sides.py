@@ -94,8 +94,9 @@ def _sink_per_row(pattern: torch.Tensor) -> torch.Tensor:
 
 
 def transformer_lens_module(model, tokens, patcher, sites, receivers):
-    """TL's ``patching`` functions; heads via ``get_act_patch_attn_head_out_all_pos``, P0
-    residuals via ``get_act_patch_resid_pre`` (an ``index_df`` picks exactly our sites)."""
+    """TL's ``patching`` functions; heads via ``get_act_patch_attn_head_out_all_pos`` (or
+    ``..._by_pos`` at P0), P0 residuals via ``get_act_patch_resid_pre`` (an ``index_df`` picks
+    exactly our sites)."""
     import transformer_lens.patching as tlp
     from transformer_lens import ActivationCache
     from transformer_lens.utilities import get_act_name
@@ -114,10 +115,18 @@ def transformer_lens_module(model, tokens, patcher, sites, receivers):
         values = []
         heads = [s for s in sites if s.kind == "head"]
         resid = [s for s in sites if s.kind == "resid_pre"]
-        if heads:
+        if heads and heads[0].positions is None:
             df = pd.DataFrame([(s.layer, s.head) for s in heads], columns=["layer", "head"])
             values.append(
                 tlp.get_act_patch_attn_head_out_all_pos(
+                    model, tokens, source, metric, index_axis_names=None, index_df=df
+                )
+            )
+        elif heads:  # at P0
+            rows = [(s.layer, 0, s.head) for s in heads]
+            df = pd.DataFrame(rows, columns=["layer", "pos", "head"])
+            values.append(
+                tlp.get_act_patch_attn_head_out_by_pos(
                     model, tokens, source, metric, index_axis_names=None, index_df=df
                 )
             )
@@ -161,10 +170,11 @@ def batched_transformer_lens(model, tokens, patcher, sites, receivers, max_rows)
 
                 def write(act, hook, j=j, site=site, src=src):
                     rows = slice(j * b, (j + 1) * b)
+                    pos = slice(None) if site.positions is None else list(site.positions)
                     if site.head is not None:
-                        act[rows, :, site.head] = src[:, :, site.head]
+                        act[rows, pos, site.head] = src[:, pos, site.head]
                     else:
-                        act[rows, 0] = src[:, 0]
+                        act[rows, pos] = src[:, pos]
                     return act
 
                 hooks.append((site.hook_name, write))

@@ -1,9 +1,11 @@
 """Our exact patching engine vs TransformerLens' ``patching`` module and vs a batched
 TransformerLens hook loop, with the ideal time beside them (sides: ``benchmarks/_sides.py``).
 
-Experiment (identical on every side): patch every head's output (``hook_z``, all positions) in
-the first ``--layers`` layers and the residual stream at P0 (``resid_pre``) in every layer with
-the ``shift`` counterfactual's activations, and measure the sink score (Gu et al. alpha_0) of
+Experiment (identical on every side): patch every head's output (``hook_z``; ``--grid full``:
+at all positions, TransformerLens' ``get_act_patch_attn_head_out_all_pos``; ``--grid p0``: at
+P0 only, as ``discover`` does, TL's ``get_act_patch_attn_head_out_by_pos``) in the first
+``--layers`` layers and the residual stream at P0 (``resid_pre``) in every layer with the
+``shift`` counterfactual's activations, and measure the sink score (Gu et al. alpha_0) of
 every layer.
 
 The sides alternate (ours, tl, batched_tl, ours, ... ``--repeats`` times) in one process, so a
@@ -12,7 +14,7 @@ line printed is one JSON object with ``speedup`` (tl / ours), ``speedup_vs_batch
 ``flop_bound``, ``efficiency`` (ideal / ours) and ``max_abs_diff`` (largest difference between
 any two sides).
 
-    python benchmarks/bench_patching.py [--n-prompts 4] [--n-tokens 32] [--layers 30] [--threads 2] [--repeats 2]
+    python benchmarks/bench_patching.py [--n-prompts 4] [--n-tokens 32] [--grid full|p0] [--layers 30] [--threads 2] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -41,12 +43,20 @@ def main() -> int:
         default=None,
         help="patch heads in the first N layers only (default all)",
     )
+    parser.add_argument(
+        "--grid", choices=("full", "p0"), default="full", help="head patches at all positions or P0"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-rows", type=int, default=128)
     parser.add_argument(
         "--repeats", type=int, default=2, help="alternating repeats per side (the fastest counts)"
     )
     parser.add_argument("--skip-tl", action="store_true", help="leave out the patching-module side")
+    parser.add_argument(
+        "--whole-blocks-side",
+        action="store_true",
+        help="also time ours without prefix runs (Patcher(prefix_blocks=False)): before/after",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,7 +79,7 @@ def main() -> int:
     metric = SinkMetric(receivers)
     grids = {
         "heads": [
-            Site("head", la, head=h, positions=None)
+            Site("head", la, head=h, positions=None if args.grid == "full" else (0,))
             for la in range(head_layers)
             for h in range(n_heads)
         ],
@@ -81,6 +91,9 @@ def main() -> int:
             model, tokens, patcher, g, receivers, args.max_rows
         ),
     }
+    if args.whole_blocks_side:
+        whole = Patcher(model, tokens, "shift", max_rows=args.max_rows, prefix_blocks=False)
+        sides["ours_whole_blocks"] = lambda g: S.ours(whole, g, metric)
     if not args.skip_tl:
         sides["tl"] = lambda g: S.transformer_lens_module(model, tokens, patcher, g, receivers)
     runs: dict[str, dict[str, list]] = {side: {g: [] for g in grids} for side in sides}
@@ -105,6 +118,7 @@ def main() -> int:
         "device": str(model.cfg.device),
         "n_prompts": args.n_prompts,
         "n_tokens": args.n_tokens,
+        "grid": args.grid,
         "head_patches": len(grids["heads"]),
         "resid_patches": len(grids["resid"]),
         "repeats": args.repeats,

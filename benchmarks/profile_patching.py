@@ -2,13 +2,15 @@
 elementwise math, copies, allocation, and Python (hooks, TransformerLens bookkeeping).
 
 Experiment: ``Patcher.patch`` over the head grid of ``bench_patching.py`` (every head's ``hook_z``
-at all positions in the first ``--layers`` layers, ``shift`` counterfactual, sink metric over
-every layer), profiled with ``torch.profiler`` (CPU, self time per operator). Operators are
-grouped by what they do; "python and dispatch" is the wall time no operator accounts for.
+in the first ``--layers`` layers, at all positions or, ``--grid p0``, at P0; ``shift``
+counterfactual, sink metric over every layer), profiled with ``torch.profiler`` (CPU, self time
+per operator). Operators are grouped by what they do; "python and dispatch" is the wall time no
+operator accounts for. ``--whole-blocks`` turns off the prefix run of the patched block
+(``circuits.patching.prefix``): the "before" of that change.
 
 The last line printed is one JSON object: wall time, and per group its seconds and share.
 
-    python benchmarks/profile_patching.py [--n-prompts 8] [--n-tokens 64] [--layers 30]
+    python benchmarks/profile_patching.py [--n-prompts 8] [--n-tokens 64] [--layers 30] [--grid full|p0] [--whole-blocks]
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-rows", type=int, default=128)
+    parser.add_argument("--grid", choices=("full", "p0"), default="full")
+    parser.add_argument("--whole-blocks", action="store_true", help="no prefix runs (before)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -70,10 +74,13 @@ def main() -> int:
     zm = load_model(args.model, progress=False)
     cfg = zm.model.cfg
     tokens = prompt_set(zm, n_prompts=args.n_prompts, n_tokens=args.n_tokens, bos=zm.natural_bos)
-    patcher = Patcher(zm.model, tokens, "shift", max_rows=args.max_rows)
+    patcher = Patcher(
+        zm.model, tokens, "shift", max_rows=args.max_rows, prefix_blocks=not args.whole_blocks
+    )
     metric = SinkMetric(range(cfg.n_layers))
     n = cfg.n_layers if args.layers is None else args.layers
-    grid = [Site("head", la, head=h, positions=None) for la in range(n) for h in range(cfg.n_heads)]
+    pos = None if args.grid == "full" else (0,)
+    grid = [Site("head", la, head=h, positions=pos) for la in range(n) for h in range(cfg.n_heads)]
     patcher.patch(grid[: cfg.n_heads], metric)  # warm-up
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -94,6 +101,8 @@ def main() -> int:
         "n_prompts": args.n_prompts,
         "n_tokens": args.n_tokens,
         "patches": len(grid),
+        "grid": args.grid,
+        "prefix_blocks": not args.whole_blocks,
         "wall_s (profiled)": round(wall, 3),
         "groups_s": {k: round(v, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
         "groups_share": {

@@ -262,9 +262,27 @@ def path_patching(state: DiscoveryState) -> None:
 
 
 def attribution_agreement(state: DiscoveryState) -> None:
-    """Pearson r between the attribution estimates and the exact effects measured."""
+    """Pearson r between the attribution estimates and the exact effects measured, and the
+    components' additivity: the sum of their single-patch effects over the joint effect of
+    patching every P0 component (the floor run). 1: the effects add up; above 1: components
+    that each remove the sink alone (AND, e.g. a head feeding the MLP that writes the massive
+    activation); below 1: redundant sources (OR). Attribution is a first-order (or, with
+    integrated gradients, a path-averaged) estimate and complete IG estimates sum to the joint
+    effect, so interactions are where it disagrees with exact patching."""
     exact = [r for r in (state.components, state.heads) if r is not None]
     names = [n for r in exact for n in r.names]
     exact_eff = torch.cat([r.effects for r in exact])
     estimate = torch.tensor([state.attribution[n] for n in names])
     state.record["attribution_exact_pearson"] = pearson(estimate, exact_eff)
+    if state.components is not None and state.faith is not None:
+        single = float(state.components.effects.sum())
+        joint = (state.faith.floor - 1.0) * state.clean
+        state.record["additivity"] = {
+            "sum_of_single_effects": single,
+            "joint_effect": joint,
+            "ratio": single / joint if joint != 0 else None,
+            "definition": "sum over the exactly patched components of (sink with that component "
+            "alone at its counterfactual - clean sink) / (sink with every P0 component at its "
+            "counterfactual - clean sink); 1: additive, >1: components each necessary (AND), "
+            "<1: redundant (OR)",
+        }

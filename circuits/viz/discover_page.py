@@ -118,6 +118,10 @@ def _discover_summary(record: dict[str, Any]) -> list[list[str]]:
             f"BOS at P0: {esc(str(record.get('bos')))}",
         ),
         ("attribution vs exact patching (Pearson r)", fmt(record.get("attribution_exact_pearson"))),
+        (
+            "additivity: sum of single effects / joint effect (1 additive, >1 AND, <1 OR)",
+            fmt((record.get("additivity") or {}).get("ratio")),
+        ),
         ("matches the paper's predicted shape", esc(str(record.get("paper_prediction_shape")))),
     ]
     timings = record.get("timings_s") or {}

@@ -14,14 +14,24 @@ from circuits.core.atomic import atomic_path
 
 
 def save_figure(
-    fig: Figure, stem: str | Path, formats: tuple[str, ...] = ("png", "svg")
+    fig: Figure,
+    stem: str | Path,
+    formats: tuple[str, ...] = ("png", "svg"),
+    *,
+    rendered: dict[str, bytes] | None = None,
 ) -> list[Path]:
-    """Write ``fig`` as ``stem.png`` / ``stem.svg`` (atomically); returns the paths written."""
+    """Write ``fig`` as ``stem.png`` / ``stem.svg`` (atomically); returns the paths written.
+    ``rendered``: bytes already made by ``figure_bytes`` for some formats, written as they are
+    (a figure is rendered once per format)."""
     written = []
     for fmt in formats:
         target = Path(f"{stem}.{fmt}")
+        data = (rendered or {}).get(fmt)
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight")
+            if data is None:
+                fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight")
+            else:
+                Path(tmp).write_bytes(data)
         written.append(target)
     return written
 

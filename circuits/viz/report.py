@@ -58,9 +58,10 @@ class FigureCollector:
             name = esc(caption.split(":")[0])
             self.html.append(f"<p class=caption>({name}: not available: {esc(str(err))})</p>")
             return
+        svg = figure_bytes(fig)
         if stem and self.write_files:
-            self.written += save_figure(fig, self.out_dir / stem)
-        self.html.append(img(figure_bytes(fig), "image/svg+xml", stem or "figure", caption))
+            self.written += save_figure(fig, self.out_dir / stem, rendered={"svg": svg})
+        self.html.append(img(svg, "image/svg+xml", stem or "figure", caption))
 
 
 def build_report(

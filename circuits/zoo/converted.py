@@ -78,7 +78,8 @@ def load_converted(target: Path) -> HookedTransformer:
     model = HookedTransformer(
         cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right"
     )
-    model.load_state_dict(load_file(str(target / "model.safetensors")), strict=True)
+    # assign: the model takes the loaded tensors instead of copying them into fresh ones
+    model.load_state_dict(load_file(str(target / "model.safetensors")), strict=True, assign=True)
     return model.eval()
 
 

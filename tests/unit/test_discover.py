@@ -361,3 +361,54 @@ def test_sufficiency_search_takes_two_backups_from_one_layer():
     backups, steps = find_backups(Engine(), None, others, 0.0, through, 1.0, config)
     assert len(backups) == 2 and {s.name for s in backups} <= sources
     assert [s["layer"] for s in steps] == [0, 0] and steps[-1]["candidates"][backups[1].name] == 1.0
+
+
+def _naive_joint_effect(model, tokens, cf, layers, receivers) -> float:
+    """Every P0 component of ``layers`` (and the embedding) set to ``cf`` by plain hooks; the
+    sink of ``receivers`` minus the clean one (no engine code)."""
+    from transformer_lens.utilities import get_act_name
+
+    from circuits.metrics.attention import sink_score
+
+    def sink(hooks) -> float:
+        store = {}
+
+        def record(pattern, hook):
+            store[hook.layer()] = sink_score(pattern).mean()
+
+        reads = [(get_act_name("pattern", r), record) for r in receivers]
+        with torch.inference_mode():
+            model.run_with_hooks(tokens, fwd_hooks=hooks + reads, return_type=None)
+        return torch.stack([store[r] for r in receivers]).mean().item()
+
+    def put(act, hook):
+        act[:, 0] = cf[hook.name][:, 0]
+        return act
+
+    names = [get_act_name("embed")]
+    names += [get_act_name(a, la) for la in layers for a in ("attn_out", "mlp_out")]
+    return sink([(n, put) for n in names]) - sink([])
+
+
+@pytest.mark.parametrize("builder", ["and", "or"])
+def test_additivity_tells_an_and_circuit_from_redundant_sources(builder, circuit_tokens):
+    """discover's additivity against a naive joint patch: head 0.0 feeding MLP 0 (AND: either
+    alone removes the sink, the single effects sum to about twice the joint one) and the
+    redundant-sources model (each source alone moves the sink by little, MLP 1 by all of it)."""
+    from circuits.patching import Patcher
+
+    model = build_circuit_model() if builder == "and" else build_redundant_model()
+    n = model.cfg.n_layers
+    config = DiscoverConfig(first_receiver=1, progress=False)
+    rec = discover(model, circuit_tokens, config, model_name=builder).record
+    add = rec["additivity"]
+    single = sum(r["effect"] for r in rec["components"]["effects"])
+    assert add["sum_of_single_effects"] == pytest.approx(single, abs=1e-6)
+    cf = Patcher(model, circuit_tokens, "shift").cf
+    joint = _naive_joint_effect(model, circuit_tokens, cf, range(n - 1), range(1, n))
+    assert add["joint_effect"] == pytest.approx(joint, abs=1e-4)
+    assert add["ratio"] == pytest.approx(single / joint, rel=1e-6)
+    if builder == "and":  # either of the two removes the sink: the single effects double-count
+        assert add["ratio"] > 1.5
+    else:  # the sources hide behind MLP 1, which alone removes the sink: about additive
+        assert 0.8 < add["ratio"] < 1.2
