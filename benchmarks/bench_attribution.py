@@ -1,15 +1,16 @@
-"""How well attribution patching ranks P0 components, against exact patching, per ig_steps.
+"""How well the first-pass estimates rank P0 components, against exact patching.
 
 Experiment: discover's first pass on a real model. Sites: every P0 component (embed, attn_l,
 mlp_l for each layer below the last receiver); metric: discover's sink score over layers
 ``first_receiver``..last; counterfactual: discover's (``shift`` by default). Exact effects come
 from ``Patcher.patch`` (one exact patch per component); the estimates from
-``attribution_patch(..., ig_steps=k)`` for each k in ``--ig-steps`` (1 = plain attribution
-patching, the gradient at the clean run; k > 1 = integrated gradients along the clean ->
-counterfactual path). For each k: Pearson r with the exact effects, the overlap of the top-10 by
+``p0_stream_estimate`` (exact on P0's keys, other positions clean: discover's default first
+pass) and ``attribution_patch(..., ig_steps=k)`` for each k in ``--ig-steps`` (1 = plain
+attribution patching, the gradient at the clean run; k > 1 = integrated gradients along the
+clean -> counterfactual path). For each estimate: Pearson r with the exact effects, the overlap of the top-10 by
 |effect|, Spearman rank correlation, and the wall time beside the exact sweep's.
 
-The last line printed is one JSON object with a row per (model, ig_steps).
+The last line printed is one JSON object with a row per (model, estimate).
 
     python benchmarks/bench_attribution.py [--models smollm2-135m gemma3-270m] [--ig-steps 1 2 4 8 16]
 """
@@ -43,6 +44,7 @@ def main() -> int:
     from circuits.patching import Patcher, SinkMetric
     from circuits.patching.attribution import attribution_patch, pearson
     from circuits.patching.sites import component_sites
+    from circuits.patching.stream import p0_stream_estimate
     from circuits.prompts import prompt_set
     from circuits.zoo import load_model
 
@@ -62,19 +64,24 @@ def main() -> int:
         t_exact = time.perf_counter() - t
         k10 = min(10, len(sites))
         top = set(exact.abs().topk(k10).indices.tolist())
-        for k in args.ig_steps:
+        estimates = [("p0-stream", None)] + [("attribution", k) for k in args.ig_steps]
+        for method, k in estimates:
             t = time.perf_counter()
-            est = attribution_patch(patcher, sites, metric, ig_steps=k).effects
+            if method == "p0-stream":
+                est = p0_stream_estimate(patcher, sites, metric).effects
+            else:
+                est = attribution_patch(patcher, sites, metric, ig_steps=k).effects
             t_est = time.perf_counter() - t
             rows.append(
                 {
                     "model": zm.name,
+                    "estimate": method,
                     "ig_steps": k,
                     "n_components": len(sites),
                     "pearson_r": round(pearson(est, exact) or float("nan"), 4),
                     "spearman_r": round(pearson(_ranks(est), _ranks(exact)) or float("nan"), 4),
                     "top10_overlap": len(top & set(est.abs().topk(k10).indices.tolist())),
-                    "attribution_s": round(t_est, 2),
+                    "estimate_s": round(t_est, 2),
                     "exact_sweep_s": round(t_exact, 2),
                     "largest_exact": [
                         sites[i].name for i in exact.abs().topk(min(5, len(sites))).indices.tolist()

@@ -10,6 +10,9 @@ from typing import Any
 from circuits.core.conventions import check_counterfactual
 from circuits.core.errors import UsageError
 
+FIRST_PASSES = ("p0-stream", "attribution")
+"""The first-pass estimates ``discover`` can rank and cross-check with (``DiscoverConfig.first_pass``)."""
+
 
 @dataclass
 class DiscoverConfig:
@@ -32,13 +35,18 @@ class DiscoverConfig:
     backup_min_gain: float = 0.05
     exact_top_k: int | None = None
     """None (default): exact patching of every component. k: exact patching for the embedding,
-    the blocks up to ``first_receiver`` and the k other components with the largest attribution
-    estimate. Exact is the default because attribution ranks SmolLM2's P0 components badly
-    (Pearson r -0.03 with the exact effects, ``benchmarks/bench_attribution.py``) and patching
-    all 59 exactly costs 17 s at 8 x 64 on 2 CPU cores."""
+    the blocks up to ``first_receiver`` and the k other components the first-pass estimate ranks
+    highest. Exact is the default because patching all 59 of SmolLM2's components costs 16 s at
+    8 x 64 on 2 CPU cores; ``exact_top_k`` is for models too large to patch whole."""
+    first_pass: str = "p0-stream"
+    """The estimate that ranks components for ``exact_top_k`` and is reported against the exact
+    effects: ``"p0-stream"`` (``circuits.patching.stream``: exact on P0's keys with the other
+    positions clean; Pearson r 0.97 with exact patching on SmolLM2, 0.986 on Gemma 3) or
+    ``"attribution"`` (attribution patching, ``circuits.patching.attribution``; r -0.03 on
+    SmolLM2, ``benchmarks/bench_attribution.py``)."""
     ig_steps: int = 1
-    """Attribution estimate: 1, the gradient at the clean run; k > 1, integrated gradients along
-    the clean -> counterfactual path in k steps (``circuits.patching.attribution``)."""
+    """For ``first_pass="attribution"``: 1, the gradient at the clean run; k > 1, integrated
+    gradients along the clean -> counterfactual path in k steps."""
     shift_token: int | None = None
     max_rows: int = 64
     progress: bool = True
@@ -69,6 +77,15 @@ class DiscoverConfig:
             or self.ig_steps < 1
         ):
             raise UsageError(f"ig_steps must be an integer >= 1, got {self.ig_steps!r}")
+        if self.first_pass not in FIRST_PASSES:
+            raise UsageError(
+                f"first_pass must be one of {', '.join(FIRST_PASSES)}, got {self.first_pass!r}"
+            )
+        if self.ig_steps != 1 and self.first_pass != "attribution":
+            raise UsageError(
+                f"ig_steps={self.ig_steps} applies to the attribution first pass: "
+                "set first_pass='attribution' (CLI: --first-pass attribution) or leave ig_steps at 1"
+            )
 
     def first_receiver_layer(self, n_layers: int) -> int:
         """``first_receiver``, or its default on a model with ``n_layers`` layers."""

@@ -29,6 +29,7 @@ from circuits.patching.engine import Patcher
 from circuits.patching.readouts import SinkMetric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Receiver, Site, component_sites, head_sites, path_exists
+from circuits.patching.stream import p0_stream_estimate
 
 
 @dataclass
@@ -93,17 +94,25 @@ def _component_sites(state: DiscoveryState) -> list[Site]:
 
 
 def attribution(state: DiscoveryState) -> None:
-    """A linear estimate for every component and head at P0: one forward and one backward
-    (``ig_steps`` of each with integrated gradients)."""
+    """The first-pass estimate of every component's and head's effect at P0 (recorded as
+    ``attribution``; its ``kind`` names the method): by default the P0-stream estimate (exact on
+    P0's keys, other positions clean: one one-token forward per patch), or with
+    ``first_pass="attribution"`` attribution patching (one forward and one backward; ``ig_steps``
+    of each with integrated gradients)."""
     sites = _component_sites(state) + head_sites(state.sweep_layers, state.cfg.n_heads)
-    result = attribution_patch(state.patcher, sites, state.metric, ig_steps=state.config.ig_steps)
+    if state.config.first_pass == "p0-stream":
+        result = p0_stream_estimate(state.patcher, sites, state.metric)
+    else:
+        result = attribution_patch(
+            state.patcher, sites, state.metric, ig_steps=state.config.ig_steps
+        )
     state.attribution = dict(zip(result.names, result.effects.tolist(), strict=True))
     state.record["attribution"] = result.to_dict()
 
 
 def component_sweep(state: DiscoveryState) -> None:
     """Exact patching of the embedding and the blocks up to ``first_receiver`` (always) and of the
-    ``exact_top_k`` other components attribution ranks highest (or of every component)."""
+    ``exact_top_k`` other components the first-pass estimate ranks highest (or of every one)."""
     config, comp_sites = state.config, _component_sites(state)
     if config.exact_top_k is None:
         exact_sites = comp_sites
@@ -262,13 +271,14 @@ def path_patching(state: DiscoveryState) -> None:
 
 
 def attribution_agreement(state: DiscoveryState) -> None:
-    """Pearson r between the attribution estimates and the exact effects measured, and the
+    """Pearson r between the first-pass estimates and the exact effects measured, and the
     components' additivity: the sum of their single-patch effects over the joint effect of
     patching every P0 component (the floor run). 1: the effects add up; above 1: components
     that each remove the sink alone (AND, e.g. a head feeding the MLP that writes the massive
-    activation); below 1: redundant sources (OR). Attribution is a first-order (or, with
+    activation); below 1: redundant sources (OR). Attribution patching is a first-order (or, with
     integrated gradients, a path-averaged) estimate and complete IG estimates sum to the joint
-    effect, so interactions are where it disagrees with exact patching."""
+    effect, so interactions are where it disagrees with exact patching; the P0-stream estimate
+    evaluates each patch on its own and misses only P0's value route."""
     exact = [r for r in (state.components, state.heads) if r is not None]
     names = [n for r in exact for n in r.names]
     exact_eff = torch.cat([r.effects for r in exact])

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from circuits.circuit.config import DiscoverConfig
+from circuits.circuit.config import FIRST_PASSES, DiscoverConfig
 from circuits.cli.common import (
     add_bos,
     add_model,
@@ -32,6 +32,33 @@ HELP = (
     "circuit.dot, patching.json, figures and report.html."
 )
 D = DiscoverConfig()
+
+
+def _add_first_pass_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which components are patched exactly, and the estimate that ranks the rest."""
+    parser.add_argument(
+        "--exact-top-k",
+        type=int,
+        default=-1,
+        help="-1 (default): exact patching of every component; K: exact patching for the "
+        "embedding, the blocks up to --first-receiver and the K other components ranked "
+        "highest by the first-pass estimate (--first-pass)",
+    )
+    parser.add_argument(
+        "--first-pass",
+        choices=FIRST_PASSES,
+        default=D.first_pass,
+        help="the estimate that ranks components for --exact-top-k and is reported against the "
+        "exact effects: p0-stream (default; exact on P0's keys, other positions clean) or "
+        "attribution (attribution patching; --ig-steps)",
+    )
+    parser.add_argument(
+        "--ig-steps",
+        type=int,
+        default=D.ig_steps,
+        help="with --first-pass attribution: 1 (default) the gradient at the clean run; K "
+        "integrated gradients along the clean -> counterfactual path in K steps",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,21 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=D.edge_threshold,
         help="|sink change| / clean sink needed to draw a path (default 0.02)",
     )
-    parser.add_argument(
-        "--exact-top-k",
-        type=int,
-        default=-1,
-        help="-1 (default): exact patching of every component; K: exact patching for the "
-        "embedding, the blocks up to --first-receiver and the K other components ranked "
-        "highest by attribution patching",
-    )
-    parser.add_argument(
-        "--ig-steps",
-        type=int,
-        default=D.ig_steps,
-        help="attribution estimate: 1 (default) the gradient at the clean run; K integrated "
-        "gradients along the clean -> counterfactual path in K steps (K forwards + backwards)",
-    )
+    _add_first_pass_arguments(parser)
     parser.add_argument(
         "--sufficiency",
         type=float,
@@ -145,6 +158,7 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
         head_threshold=args.threshold,
         edge_threshold=args.edge_threshold,
         exact_top_k=None if args.exact_top_k < 0 else args.exact_top_k,
+        first_pass=args.first_pass,
         ig_steps=args.ig_steps,
         sufficiency=args.sufficiency,
         max_backups=args.max_backups,

@@ -50,12 +50,12 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
             "patching_components",
             "Layer × component: sink change / clean sink when one component's output at P0 is set "
             "to its counterfactual (blue: the patch lowers the sink); exact patching (bold) for "
-            "the components the sweep patched, the attribution estimate (hatched) elsewhere.",
+            "the components the sweep patched, the first-pass estimate (hatched) elsewhere.",
         ),
         (
             head_patching_heatmap_figure,
             "patching_heads",
-            "Layer × head: exact head patching (bold) where the head sweep ran, the attribution "
+            "Layer × head: exact head patching (bold) where the head sweep ran, the first-pass "
             "estimate (hatched) elsewhere.",
         ),
         (clean_sink_figure, None, "Clean sink score per layer (mean over heads and prompts)."),
@@ -117,7 +117,11 @@ def _discover_summary(record: dict[str, Any]) -> list[list[str]]:
             f"{record.get('n_prompts', '?')} × {record.get('n_tokens', '?')} tokens, "
             f"BOS at P0: {esc(str(record.get('bos')))}",
         ),
-        ("attribution vs exact patching (Pearson r)", fmt(record.get("attribution_exact_pearson"))),
+        (
+            f"first pass ({esc(str((record.get('attribution') or {}).get('kind', '?')))}) vs exact "
+            "patching (Pearson r)",
+            fmt(record.get("attribution_exact_pearson")),
+        ),
         (
             "additivity: sum of single effects / joint effect (1 additive, >1 AND, <1 OR)",
             fmt((record.get("additivity") or {}).get("ratio")),
@@ -207,7 +211,10 @@ def _graph_tables(graph) -> str:
     ]
     return (
         f"<h2>Circuit graph: {len(node_rows)} nodes, {len(edge_rows)} edges</h2>"
-        + table(["node", "kind", "layer", "head", "effect", "relative", "attribution"], node_rows)
+        + table(
+            ["node", "kind", "layer", "head", "effect", "relative", "first-pass estimate"],
+            node_rows,
+        )
         + (
             "<h3>Edges (path patching)</h3>"
             + table(["sender", "receiver", "path", "effect", "relative"], edge_rows, left=3)

@@ -43,7 +43,7 @@ def _cells(
     record: dict[str, Any], exact_block: str
 ) -> dict[str, tuple[dict[str, Any], float, bool]]:
     """Per site name: (site, sink change / clean sink, exact?). The exact patching of
-    ``exact_block`` where it ran, the attribution-patching estimate everywhere else."""
+    ``exact_block`` where it ran, the first-pass estimate (``attribution`` block) everywhere else."""
     clean = float(record["clean"]["sink"])
     cells = {}
     for block, is_exact in (("attribution", False), (exact_block, True)):
@@ -54,7 +54,7 @@ def _cells(
 
 
 def _mark_cells(ax, marks: list[tuple[int, int, float, bool]], annotate: bool) -> None:
-    """Hatch the attribution estimates; write the values (exact ones bold) if there is room."""
+    """Hatch the first-pass estimates; write the values (exact ones bold) if there is room."""
     for i, j, v, is_exact in marks:
         if not is_exact:
             ax.add_patch(
@@ -68,7 +68,7 @@ def _mark_cells(ax, marks: list[tuple[int, int, float, bool]], annotate: bool) -
 def component_heatmap_figure(record: dict[str, Any]) -> Figure:
     """Layer x component heatmap at P0: rows embed / attn / mlp, one column per layer, colour =
     sink change / clean sink (blue: patching lowers the sink). Components patched exactly (the
-    ones attribution selected) are bold; every other layer shows the attribution-patching
+    ones the first pass selected) are bold; every other layer shows the first-pass
     estimate, hatched, so no layer is silently left out."""
     cells = {
         n: c
@@ -98,7 +98,7 @@ def component_heatmap_figure(record: dict[str, Any]) -> Figure:
     ax.set_title(
         f"{record.get('model', '?')}: patching each component at P0 "
         f"({record.get('counterfactual', '?')} counterfactual; {n_exact} exact, bold; "
-        "hatched: attribution estimate)",
+        "hatched: first-pass estimate)",
         fontsize=9,
     )
     fig.tight_layout()
@@ -107,10 +107,10 @@ def component_heatmap_figure(record: dict[str, Any]) -> Figure:
 
 def head_patching_heatmap_figure(record: dict[str, Any]) -> Figure:
     """Layer x head heatmap at P0: exact head patching where the head sweep ran, the
-    attribution-patching estimate elsewhere (those cells are hatched)."""
+    first-pass estimate elsewhere (those cells are hatched)."""
     cells = {n: c for n, c in _cells(record, "heads").items() if c[0]["kind"] == "head"}
     if not cells:
-        raise MissingDataError("patching.json has no head effects (heads or attribution)")
+        raise MissingDataError("patching.json has no head effects (heads or a first-pass estimate)")
     layers = sorted({c[0]["layer"] for c in cells.values()})
     n_heads = max(c[0]["head"] for c in cells.values()) + 1
     grid = np.full((len(layers), n_heads), np.nan)
@@ -131,7 +131,7 @@ def head_patching_heatmap_figure(record: dict[str, Any]) -> Figure:
     ax.set_ylabel("layer")
     n_exact = sum(1 for m in marks if m[3])
     ax.set_title(
-        f"head patching at P0 ({n_exact} exact, bold; hatched: attribution estimate)", fontsize=9
+        f"head patching at P0 ({n_exact} exact, bold; hatched: first-pass estimate)", fontsize=9
     )
     fig.tight_layout()
     return fig

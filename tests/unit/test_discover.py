@@ -412,3 +412,33 @@ def test_additivity_tells_an_and_circuit_from_redundant_sources(builder, circuit
         assert add["ratio"] > 1.5
     else:  # the sources hide behind MLP 1, which alone removes the sink: about additive
         assert 0.8 < add["ratio"] < 1.2
+
+
+@pytest.mark.parametrize("first_pass", ["p0-stream", "attribution"])
+def test_first_pass_is_recorded_and_ranks_the_planted_circuit(
+    circuit_model, circuit_tokens, first_pass
+):
+    """Both first passes are recorded under their own name. The planted circuit acts on the
+    sink through P0's keys only, so the P0-stream estimate is its exact patching; the gradient
+    at the clean run sees a saturated AND (either of attn0, mlp0 removes the sink) and gives each
+    a seventh of its effect."""
+    config = DiscoverConfig(first_receiver=1, first_pass=first_pass, progress=False)
+    rec = discover(circuit_model, circuit_tokens, config, model_name="planted").record
+    kind = rec["attribution"]["kind"]
+    assert kind == ("p0-stream estimate" if first_pass == "p0-stream" else "attribution")
+    est = {r["name"]: r["effect"] for r in rec["attribution"]["effects"]}
+    exact = {r["name"]: r["effect"] for r in rec["components"]["effects"]}
+    assert exact["mlp0@p0"] < -0.5 and exact["attn0@p0"] < -0.5
+    for name, effect in exact.items():
+        if first_pass == "p0-stream":
+            assert est[name] == pytest.approx(effect, abs=1e-5), name
+        else:
+            assert abs(est[name]) <= 0.2 * abs(effect) + 1e-6, name
+
+
+def test_ig_steps_needs_the_attribution_first_pass(circuit_model, circuit_tokens):
+    with pytest.raises(UsageError, match="--first-pass attribution"):
+        DiscoverConfig(ig_steps=4).check()
+    with pytest.raises(UsageError, match="first_pass must be one of"):
+        DiscoverConfig(first_pass="gradient").check()
+    DiscoverConfig(first_pass="attribution", ig_steps=4).check()

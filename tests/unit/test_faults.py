@@ -297,6 +297,13 @@ CASES = [
         ("--ig-steps",),
     ),
     Case(
+        "discover: --ig-steps 4 with the p0-stream first pass",
+        (1,),
+        lambda t: [*DISCOVER, "--ig-steps", "4", "--out", str(t / "out")],
+        2,
+        ("ig_steps=4", "--first-pass attribution"),
+    ),
+    Case(
         "discover: --device gpu",
         (1,),
         lambda t: [*DISCOVER, "--device", "gpu", "--out", str(t / "out")],

@@ -1,0 +1,215 @@
+"""The P0-stream estimate: each P0 patch's effect on the sink through P0's keys, computed exactly.
+
+In a causal model position 0 attends only to itself, so P0's residual stream at every layer is a
+function of the first token alone: a patch at P0 changes the P0 column exactly as a forward of
+the one-token prompt with the patch applied computes it. The sink score of a receiver layer reads
+``A[q, 0] = softmax_k(s[q, k])[0]``, and a P0 patch moves it along two routes:
+
+- **P0's key** (``s[q, 0] = q_q . k_0``): the route that makes P0 a sink. Computed exactly here:
+  the patched ``k_0`` of every receiver layer from the one-token run, scored against the clean
+  queries (P0's own query patched), with the other keys' clean scores (and a learned sink logit, if the model has one)
+  in the softmax: ``A'[q, 0] = sigmoid(s'[q, 0] - logsumexp_{k > 0} s[q, k])``.
+- **P0's value**, read by every later position, which changes their residuals and so their
+  queries and keys. Left out: the estimate freezes every position but P0 at its clean value.
+
+So the estimate is the patched model with positions 1.. held clean, and it costs one forward of
+one token per patch (plus one clean forward), against the exact patch's forward of the whole
+prompt from the patch's layer on. Unlike attribution patching it is not linear in the patch: the
+softmax is evaluated, not differentiated, so a saturated sink (where the gradient is ~0) and
+components that each remove most of it (an AND, where single effects do not add up) are both
+estimated as they are. ``benchmarks/bench_attribution.py`` measures its agreement with exact
+patching on the zoo's models; ``tests/unit/test_stream.py`` checks it against the model run with
+positions 1.. frozen and against exact patching where P0's values are read by no one.
+
+Defined for the sink metric on causal models, for sites at position 0 only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.utilities import get_act_name
+
+from circuits.core.errors import UsageError
+from circuits.patching.engine import Patcher
+from circuits.patching.readouts import SinkMetric
+from circuits.patching.results import PatchingResult
+from circuits.patching.sites import Site
+
+KIND = "p0-stream estimate"
+
+
+def _check(patcher: Patcher, sites: list[Site], metric: SinkMetric | None) -> SinkMetric:
+    if not sites:
+        raise UsageError("no sites given")
+    cfg = patcher.model.cfg
+    if cfg.attention_dir != "causal":
+        raise UsageError(
+            "the P0-stream estimate needs causal attention (P0's stream depends on P0 alone); "
+            "use exact patching (Patcher.patch) on this model"
+        )
+    for s in sites:
+        patcher._check_site(s)
+        if s.positions != (0,):
+            raise UsageError(
+                f"site {s.name}: the P0-stream estimate patches position 0 only "
+                f"(positions=(0,)), got positions={s.positions}; use Patcher.patch for others"
+            )
+    if metric is None:
+        metric = SinkMetric()
+    if not isinstance(metric, SinkMetric):
+        raise UsageError("the P0-stream estimate supports the sink metric only")
+    last = max(-1 if s.kind == "embed" else s.layer for s in sites)
+    metric = metric.resolved(last, cfg.n_layers)
+    metric.validate(patcher.model, patcher.n_pos)
+    return metric
+
+
+def _names(patcher: Patcher, layer: int) -> tuple[str, str]:
+    """The hooks holding a layer's queries and keys as they are scored (after rotary)."""
+    rot = patcher.model.cfg.positional_embedding_type == "rotary"
+    return get_act_name("rot_q" if rot else "q", layer), get_act_name(
+        "rot_k" if rot else "k", layer
+    )
+
+
+def _softcap(scores: Tensor, cap: float) -> Tensor:
+    return cap * torch.tanh(scores / cap) if cap > 0 else scores
+
+
+class _Receiver:
+    """What one receiver layer's clean run leaves for the estimate: its queries, P0's key, the
+    score of key 0 and the log-sum-exp of every other score (with the learned sink, if any)."""
+
+    def __init__(self) -> None:
+        self.q: Float[Tensor, "batch query head d_head"] | None = None
+        self.k0: Float[Tensor, "batch kv_head d_head"] | None = None
+        self.s0: Float[Tensor, "batch head query"] | None = None
+        self.rest: Float[Tensor, "batch head query"] | None = None
+
+    def p0(
+        self, s0: Float[Tensor, "... batch head query"]
+    ) -> Float[Tensor, "... batch head query"]:
+        """``A[q, 0]`` given key 0's scores (the other scores clean)."""
+        return torch.sigmoid(s0 - self.rest)
+
+
+def _clean_receivers(patcher: Patcher, layers: Sequence[int]) -> dict[int, _Receiver]:
+    model = patcher.model
+    recv = {layer: _Receiver() for layer in layers}
+
+    def on_q(act: Tensor, hook) -> None:
+        recv[hook.layer()].q = act.clone()
+
+    def on_k(act: Tensor, hook) -> None:
+        recv[hook.layer()].k0 = act[:, 0].clone()
+
+    def on_scores(scores: Tensor, hook) -> None:
+        r, layer = recv[hook.layer()], hook.layer()
+        rest = scores[..., 1:]
+        attn = model.blocks[layer].attn
+        if model.cfg.use_attention_sinks:
+            sink = attn.sinks.reshape(1, -1, 1, 1).expand(*rest.shape[:-1], 1).to(rest.dtype)
+            rest = torch.cat([rest, sink], dim=-1)
+        r.s0 = scores[..., 0].clone()
+        r.rest = torch.logsumexp(rest, dim=-1)  # -inf at query 0: A[0, 0] = 1
+
+    hooks: list[tuple[str, Callable]] = []
+    for layer in layers:
+        q_name, k_name = _names(patcher, layer)
+        hooks += [(q_name, on_q), (k_name, on_k)]
+        hooks.append((get_act_name("attn_scores", layer), on_scores))
+    with torch.inference_mode():
+        model.run_with_hooks(
+            patcher.tokens, fwd_hooks=hooks, return_type=None, stop_at_layer=max(layers) + 1
+        )
+    return recv
+
+
+def _patched_p0(
+    patcher: Patcher, patches: list[tuple[Site, ...]], layers: Sequence[int]
+) -> dict[int, tuple[Tensor, Tensor]]:
+    """P0's query and key at each receiver layer with each patch applied, each shaped
+    ``[patch, batch, head, d_head]``: one stacked forward of the one-token prompts (P0's column
+    is the whole prompt's, the model being causal)."""
+    model, b = patcher.model, patcher.batch
+    got: dict[str, Tensor] = {}
+
+    def keep(act: Tensor, hook) -> None:
+        got[hook.name] = act[:, 0].reshape(len(patches), b, *act.shape[2:]).clone()
+
+    hooks = patcher._setter_hooks(patches)
+    hooks += [(name, keep) for la in layers for name in _names(patcher, la)]
+    kwargs = {k: v[:, :1] for k, v in patcher._forward_kwargs.items()}
+    with torch.inference_mode():
+        model.run_with_hooks(
+            patcher.tokens[:, :1].repeat(len(patches), 1),
+            fwd_hooks=hooks,
+            return_type=None,
+            stop_at_layer=max(layers) + 1,
+            **kwargs,
+        )
+    return {la: (got[_names(patcher, la)[0]], got[_names(patcher, la)[1]]) for la in layers}
+
+
+def _key_scores(
+    q: Float[Tensor, "*patch batch query head d_head"],
+    k0: Float[Tensor, "*patch batch kv_head d_head"],
+    scale: float,
+) -> Float[Tensor, "*patch batch head query"]:
+    """``q . k_0 / scale`` for every query and head (keys shared by grouped query heads)."""
+    rep = q.shape[-2] // k0.shape[-2]
+    k0 = k0.repeat_interleave(rep, dim=-2) if rep > 1 else k0
+    return torch.einsum("...bqhd,...bhd->...bhq", q, k0) / scale
+
+
+def p0_stream_estimate(
+    patcher: Patcher,
+    sites: Sequence[Site],
+    metric: SinkMetric | None = None,
+    *,
+    patches_per_pass: int = 512,
+) -> PatchingResult:
+    """Each single-site P0 patch's effect on the sink score through P0's keys, exact on P0's
+    stream with every other position held clean (module docstring). ``values`` are the engine's
+    clean value plus each estimate, so ``effects`` compare directly with ``Patcher.patch``.
+
+    Cost: one clean forward, and one forward of the one-token prompts per ``patches_per_pass``
+    patches.
+    """
+    sites = list(sites)
+    metric = _check(patcher, sites, metric)
+    if patches_per_pass < 1:
+        raise UsageError("patches_per_pass must be >= 1")
+    layers = list(metric.layers)
+    model = patcher.model
+    cap = float(model.cfg.attn_scores_soft_cap or 0.0)
+    recv = _clean_receivers(patcher, layers)
+    est = torch.zeros(len(sites), dtype=torch.float64)
+    for lo in range(0, len(sites), patches_per_pass):
+        chunk: list[tuple[Site, ...]] = [(s,) for s in sites[lo : lo + patches_per_pass]]
+        p0 = _patched_p0(patcher, chunk, layers)
+        with torch.inference_mode():
+            for layer in layers:
+                r, scale = recv[layer], model.blocks[layer].attn.attn_scale
+                q0, k0 = p0[layer]
+                clean_raw = _key_scores(r.q, r.k0, scale)
+                raw = _key_scores(r.q, k0, scale)
+                # query 0 is P0's own, patched too (it matters only beside a learned sink)
+                raw[..., 0] = _key_scores(q0.unsqueeze(-3), k0, scale)[..., 0]
+                s0 = r.s0 + _softcap(raw, cap) - _softcap(clean_raw, cap)
+                moved = r.p0(s0).mean(dim=(-3, -2, -1)) - r.p0(r.s0).mean()
+                est[lo : lo + len(chunk)] += moved.double() / len(layers)
+    clean = patcher.clean_value(metric)[0]
+    return PatchingResult(
+        names=[s.name for s in sites],
+        patches=[[s.to_dict()] for s in sites],
+        values=(clean + est).float(),
+        clean=clean,
+        metric=metric.describe(),
+        counterfactual=patcher.counterfactual,
+        kind=KIND,
+    )
