@@ -89,6 +89,7 @@ class _Receiver:
         self.k0: Float[Tensor, "batch kv_head d_head"] | None = None
         self.s0: Float[Tensor, "batch head query"] | None = None
         self.rest: Float[Tensor, "batch head query"] | None = None
+        self.raw0: Float[Tensor, "batch head query"] | None = None  # q . k_0 / scale, clean
 
     def p0(
         self, s0: Float[Tensor, "... batch head query"]
@@ -130,29 +131,54 @@ def _clean_receivers(patcher: Patcher, layers: Sequence[int]) -> dict[int, _Rece
 
 
 def _patched_p0(
-    patcher: Patcher, patches: list[tuple[Site, ...]], layers: Sequence[int]
+    patcher: Patcher, patches: list[tuple[Site, ...]], layers: Sequence[int], start: int
 ) -> dict[int, tuple[Tensor, Tensor]]:
     """P0's query and key at each receiver layer with each patch applied, each shaped
     ``[patch, batch, head, d_head]``: one stacked forward of the one-token prompts (P0's column
-    is the whole prompt's, the model being causal)."""
-    model, b = patcher.model, patcher.batch
+    is the whole prompt's, the model being causal), from block ``start`` on (0: from the tokens;
+    else from the clean ``resid_pre[start]`` at P0, every patch being in block ``start`` or
+    later)."""
+    model, b, n = patcher.model, patcher.batch, len(patches)
     got: dict[str, Tensor] = {}
 
     def keep(act: Tensor, hook) -> None:
-        got[hook.name] = act[:, 0].reshape(len(patches), b, *act.shape[2:]).clone()
+        got[hook.name] = act[:, 0].reshape(n, b, *act.shape[2:]).clone()
 
     hooks = patcher._setter_hooks(patches)
     hooks += [(name, keep) for la in layers for name in _names(patcher, la)]
     kwargs = {k: v[:, :1] for k, v in patcher._forward_kwargs.items()}
+    if start == 0:
+        first = patcher.tokens[:, :1].repeat(n, 1)
+    else:
+        first = patcher.clean[get_act_name("resid_pre", start)][:, :1].repeat(n, 1, 1)
+        kwargs["start_at_layer"] = start
     with torch.inference_mode():
         model.run_with_hooks(
-            patcher.tokens[:, :1].repeat(len(patches), 1),
-            fwd_hooks=hooks,
-            return_type=None,
-            stop_at_layer=max(layers) + 1,
-            **kwargs,
+            first, fwd_hooks=hooks, return_type=None, stop_at_layer=max(layers) + 1, **kwargs
         )
     return {la: (got[_names(patcher, la)[0]], got[_names(patcher, la)[1]]) for la in layers}
+
+
+_MIN_ROWS = 512
+"""One-token rows below which a stacked forward is dominated by per-operation overhead: the
+column runs of consecutive blocks are merged until they fill this many."""
+
+
+def _start_groups(sites: list[Site], batch: int) -> dict[int, list[int]]:
+    """Site indices by the block their column run starts at (the embedding: block 0), the
+    patches of consecutive blocks merged into one run from the first of them until it has
+    ``_MIN_ROWS`` rows."""
+    by_layer: dict[int, list[int]] = {}
+    for i, s in enumerate(sites):
+        by_layer.setdefault(0 if s.kind == "embed" else s.layer, []).append(i)
+    groups: dict[int, list[int]] = {}
+    start: int | None = None
+    for layer in sorted(by_layer):
+        if start is None or len(groups[start]) * batch >= _MIN_ROWS:
+            start = layer
+            groups[start] = []
+        groups[start] += by_layer[layer]
+    return groups
 
 
 def _key_scores(
@@ -177,8 +203,8 @@ def p0_stream_estimate(
     stream with every other position held clean (module docstring). ``values`` are the engine's
     clean value plus each estimate, so ``effects`` compare directly with ``Patcher.patch``.
 
-    Cost: one clean forward, and one forward of the one-token prompts per ``patches_per_pass``
-    patches.
+    Cost: one clean forward, and per block and ``patches_per_pass`` patches patched in it, one
+    forward of the one-token prompts from that block on.
     """
     sites = list(sites)
     metric = _check(patcher, sites, metric)
@@ -189,20 +215,23 @@ def p0_stream_estimate(
     cap = float(model.cfg.attn_scores_soft_cap or 0.0)
     recv = _clean_receivers(patcher, layers)
     est = torch.zeros(len(sites), dtype=torch.float64)
-    for lo in range(0, len(sites), patches_per_pass):
-        chunk: list[tuple[Site, ...]] = [(s,) for s in sites[lo : lo + patches_per_pass]]
-        p0 = _patched_p0(patcher, chunk, layers)
-        with torch.inference_mode():
-            for layer in layers:
-                r, scale = recv[layer], model.blocks[layer].attn.attn_scale
-                q0, k0 = p0[layer]
-                clean_raw = _key_scores(r.q, r.k0, scale)
-                raw = _key_scores(r.q, k0, scale)
-                # query 0 is P0's own, patched too (it matters only beside a learned sink)
-                raw[..., 0] = _key_scores(q0.unsqueeze(-3), k0, scale)[..., 0]
-                s0 = r.s0 + _softcap(raw, cap) - _softcap(clean_raw, cap)
-                moved = r.p0(s0).mean(dim=(-3, -2, -1)) - r.p0(r.s0).mean()
-                est[lo : lo + len(chunk)] += moved.double() / len(layers)
+    for start, members in _start_groups(sites, patcher.batch).items():
+        read = [la for la in layers if la >= start]  # a patch cannot reach an earlier key
+        for lo in range(0, len(members) if read else 0, patches_per_pass):
+            idx = members[lo : lo + patches_per_pass]
+            p0 = _patched_p0(patcher, [(sites[i],) for i in idx], read, start)
+            with torch.inference_mode():
+                for layer in read:
+                    r, scale = recv[layer], model.blocks[layer].attn.attn_scale
+                    q0, k0 = p0[layer]
+                    if r.raw0 is None:
+                        r.raw0 = _softcap(_key_scores(r.q, r.k0, scale), cap)
+                    raw = _key_scores(r.q, k0, scale)
+                    # query 0 is P0's own, patched too (it matters only beside a learned sink)
+                    raw[..., 0] = _key_scores(q0.unsqueeze(-3), k0, scale)[..., 0]
+                    s0 = r.s0 + _softcap(raw, cap) - r.raw0
+                    moved = r.p0(s0).mean(dim=(-3, -2, -1)) - r.p0(r.s0).mean()
+                    est[idx] += moved.double() / len(layers)
     clean = patcher.clean_value(metric)[0]
     return PatchingResult(
         names=[s.name for s in sites],
