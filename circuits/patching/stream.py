@@ -89,7 +89,7 @@ class _Receiver:
         self.k0: Float[Tensor, "batch kv_head d_head"] | None = None
         self.s0: Float[Tensor, "batch head query"] | None = None
         self.rest: Float[Tensor, "batch head query"] | None = None
-        self.raw0: Float[Tensor, "batch head query"] | None = None  # q . k_0 / scale, clean
+        self.raw0: Float[Tensor, "batch head query"] | None = None  # softcap(q . k_0 / scale)
 
     def p0(
         self, s0: Float[Tensor, "... batch head query"]
