@@ -15,6 +15,7 @@ __getattr__, __dir__ = lazy_exports(
         "path_figure": "patching_figures",
         "faithfulness_figure": "patching_figures",
         "clean_sink_figure": "patching_figures",
+        "first_pass_figure": "patching_figures",
         "circuit_graph_figure": "graph_figure",
         "circuit_layout": "graph_figure",
         "trace_figure": "trace_figure",

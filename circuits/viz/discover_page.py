@@ -18,6 +18,7 @@ from circuits.viz.patching_figures import (
     clean_sink_figure,
     component_heatmap_figure,
     faithfulness_figure,
+    first_pass_figure,
     head_patching_heatmap_figure,
     path_figure,
 )
@@ -64,6 +65,12 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
             "paths_k",
             "Path patching: sender at P0 -> K input of each later layer (direct path); sink change "
             "at that layer / its clean sink (blue: the path carries the sink).",
+        ),
+        (
+            first_pass_figure,
+            "first_pass",
+            "First pass vs exact patching: each exactly patched component or head, its estimated "
+            "against its exact sink change (both / clean sink); on the dashed diagonal they agree.",
         ),
         (
             faithfulness_figure,

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from circuits.core.errors import MissingDataError
-from circuits.viz.style import EFFECT_CMAP, effect_limit, new_figure
+from circuits.viz.style import EFFECT_CMAP, KIND_COLORS, effect_limit, new_figure
 
 
 def _effects_by_name(block: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -235,5 +235,42 @@ def clean_sink_figure(record: dict[str, Any]) -> Figure:
     ax.set_xlabel("layer")
     ax.set_ylabel("sink score")
     ax.set_title("clean sink per layer", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def first_pass_figure(record: dict[str, Any]) -> Figure:
+    """The first-pass estimate (``attribution`` block; its ``kind`` names the method) against
+    exact patching, one point per component or head patched exactly, both as sink change /
+    clean sink; the diagonal is perfect agreement, the largest exact effects are labelled."""
+    estimate = _effects_by_name(record.get("attribution"))
+    exact = {**_effects_by_name(record.get("components")), **_effects_by_name(record.get("heads"))}
+    names = [n for n in exact if n in estimate]
+    if not names:
+        raise MissingDataError("patching.json has no first-pass estimate of an exact patch")
+    clean = float((record.get("clean") or {}).get("sink") or 0.0)
+    xs = np.array([_relative(exact[n], clean) for n in names])
+    ys = np.array([_relative(estimate[n], clean) for n in names])
+    kinds = [exact[n]["sites"][0]["kind"] for n in names]
+    fig = new_figure(5.2, 4.6)
+    ax = fig.subplots()
+    lo, hi = float(min(xs.min(), ys.min(), 0.0)), float(max(xs.max(), ys.max(), 0.0))
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#9e9e9e", lw=0.8, ls="--")
+    for kind in dict.fromkeys(kinds):
+        sel = [i for i, k in enumerate(kinds) if k == kind]
+        ax.scatter(xs[sel], ys[sel], s=14, color=KIND_COLORS.get(kind, "#444444"), label=kind)
+    for i in np.argsort(-np.abs(xs))[:6]:
+        ax.annotate(names[i], (xs[i], ys[i]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    r = record.get("attribution_exact_pearson")
+    method = (record.get("attribution") or {}).get("kind", "first pass")
+    ax.set_xlabel("exact patching: sink change / clean sink")
+    ax.set_ylabel(f"{method}: sink change / clean sink")
+    ax.set_title(
+        f"first pass vs exact ({len(names)} patches, Pearson r "
+        f"{'n/a' if r is None else f'{r:.3f}'})",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -204,6 +204,29 @@ def _row(kind: str, layer: int, effect: float, clean: float = 0.5) -> dict:
     return {"name": name, "sites": [site], "effect": effect, "relative": effect / clean}
 
 
+def test_first_pass_figure_plots_each_exact_patch_against_its_estimate():
+    from circuits.core.errors import MissingDataError
+
+    estimate = [_row("attn", 0, -0.2), _row("mlp", 0, -0.1), _row("mlp", 1, -0.05)]
+    exact = [_row("attn", 0, -0.4), _row("mlp", 0, -0.3)]  # mlp1 only estimated: no point
+    record = {
+        "clean": {"sink": 0.5},
+        "attribution": {"kind": "p0-stream estimate", "effects": estimate},
+        "components": {"effects": exact},
+        "attribution_exact_pearson": 1.0,
+    }
+    fig = R.first_pass_figure(record)
+    ax = fig.axes[0]
+    points = sorted(
+        tuple(xy) for c in ax.collections for xy in c.get_offsets().tolist()
+    )  # (exact, estimate), both / clean sink
+    assert points == [pytest.approx((-0.8, -0.4)), pytest.approx((-0.6, -0.2))]
+    assert "p0-stream estimate" in ax.get_ylabel()
+    assert "2 patches" in ax.get_title() and "1.000" in ax.get_title()
+    with pytest.raises(MissingDataError, match="first-pass estimate"):
+        R.first_pass_figure({"clean": {"sink": 0.5}, "components": {"effects": exact}})
+
+
 def test_component_heatmap_shows_every_layer_and_marks_estimates():
     """Layers the exact sweep skipped still get a column: the attribution estimate, hatched."""
     from matplotlib.patches import Rectangle
