@@ -231,7 +231,7 @@ def p0_stream_estimate(
                     raw[..., 0] = _key_scores(q0.unsqueeze(-3), k0, scale)[..., 0]
                     s0 = r.s0 + _softcap(raw, cap) - r.raw0
                     moved = r.p0(s0).mean(dim=(-3, -2, -1)) - r.p0(r.s0).mean()
-                    est[idx] += moved.double() / len(layers)
+                    est[idx] += moved.double().cpu() / len(layers)  # est lives on the CPU
     clean = patcher.clean_value(metric)[0]
     return PatchingResult(
         names=[s.name for s in sites],
