@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from circuits.patching import Site
+
 N_LAYERS = 3
 BASE = dict(
     n_layers=N_LAYERS,
@@ -83,3 +85,17 @@ def build(name: str) -> HookedTransformer:
             elif ".W_Q" in pname or ".W_K" in pname:  # far from uniform attention
                 p.mul_(4)
     return model.eval()
+
+
+def p0_sites(cfg) -> list[Site]:
+    """Every single-site patch at P0 a model of ``cfg`` offers: the embedding, each layer's
+    residual streams, attention and MLP outputs, and every head."""
+    sites = [Site("embed")]
+    for la in range(cfg.n_layers):
+        sites += [Site("resid_pre", la), Site("attn", la), Site("resid_post", la)]
+        if not cfg.attn_only:
+            sites.append(Site("mlp", la))
+            if not cfg.parallel_attn_mlp:
+                sites.append(Site("resid_mid", la))
+        sites += [Site("head", la, head=h) for h in range(cfg.n_heads)]
+    return sites

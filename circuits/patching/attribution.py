@@ -185,14 +185,9 @@ def attribution_patch(
             p.requires_grad_(r)
     if alphas[0]:  # no pass ran at the clean point: the engine's cached clean value
         clean = patcher.clean_value(metric)[0]
-    return PatchingResult(
-        names=[s.name for s in sites],
-        patches=[[s.to_dict()] for s in sites],
-        values=(clean + est).float(),
-        clean=clean,
-        metric=metric.describe(),
-        counterfactual=patcher.counterfactual,
-        kind="attribution" if ig_steps == 1 else f"integrated gradients, {ig_steps} steps",
+    kind = "attribution" if ig_steps == 1 else f"integrated gradients, {ig_steps} steps"
+    return PatchingResult.from_estimates(
+        sites, est, clean, metric.describe(), patcher.counterfactual, kind
     )
 
 

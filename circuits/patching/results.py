@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from circuits.core.conventions import COUNTERFACTUALS
+
+if TYPE_CHECKING:
+    from circuits.patching.sites import Site
 
 
 @dataclass
@@ -29,6 +32,29 @@ class PatchingResult:
     detail: Tensor | None = None
     kind: str = "activation"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_estimates(
+        cls,
+        sites: list[Site],
+        estimates: Tensor,
+        clean: float,
+        metric: dict[str, Any],
+        counterfactual: str,
+        kind: str,
+    ) -> PatchingResult:
+        """An estimate of each single-site patch's effect on the metric: its
+        ``values`` are ``clean + estimate`` so that ``effects`` compare directly with exact
+        patching of the same sites and metric."""
+        return cls(
+            names=[s.name for s in sites],
+            patches=[[s.to_dict()] for s in sites],
+            values=(clean + estimates).float(),
+            clean=clean,
+            metric=metric,
+            counterfactual=counterfactual,
+            kind=kind,
+        )
 
     @property
     def effects(self) -> Tensor:

@@ -76,8 +76,20 @@ def _names(patcher: Patcher, layer: int) -> tuple[str, str]:
     )
 
 
-def _softcap(scores: Tensor, cap: float) -> Tensor:
-    return cap * torch.tanh(scores / cap) if cap > 0 else scores
+def _softcap(scores: Tensor, cap: float | None) -> Tensor:
+    """TransformerLens' attention score softcap (``attn_scores_soft_cap``; off when <= 0)."""
+    return cap * torch.tanh(scores / cap) if cap and cap > 0 else scores
+
+
+def _key_scores(
+    q: Float[Tensor, "*patch batch query head d_head"],
+    k0: Float[Tensor, "*patch batch kv_head d_head"],
+    scale: float,
+) -> Float[Tensor, "*patch batch head query"]:
+    """``q . k_0 / scale`` for every query and head (keys shared by grouped query heads)."""
+    rep = q.shape[-2] // k0.shape[-2]
+    k0 = k0.repeat_interleave(rep, dim=-2) if rep > 1 else k0
+    return torch.einsum("...bqhd,...bhd->...bhq", q, k0) / scale
 
 
 class _Receiver:
@@ -90,6 +102,7 @@ class _Receiver:
         self.s0: Float[Tensor, "batch head query"] | None = None
         self.rest: Float[Tensor, "batch head query"] | None = None
         self.raw0: Float[Tensor, "batch head query"] | None = None  # softcap(q . k_0 / scale)
+        self.clean_p0: Tensor | None = None  # mean A[q, 0], clean
 
     def p0(
         self, s0: Float[Tensor, "... batch head query"]
@@ -123,10 +136,14 @@ def _clean_receivers(patcher: Patcher, layers: Sequence[int]) -> dict[int, _Rece
         q_name, k_name = _names(patcher, layer)
         hooks += [(q_name, on_q), (k_name, on_k)]
         hooks.append((get_act_name("attn_scores", layer), on_scores))
+    cap = model.cfg.attn_scores_soft_cap
     with torch.inference_mode():
         model.run_with_hooks(
             patcher.tokens, fwd_hooks=hooks, return_type=None, stop_at_layer=max(layers) + 1
         )
+        for layer, r in recv.items():
+            r.raw0 = _softcap(_key_scores(r.q, r.k0, model.blocks[layer].attn.attn_scale), cap)
+            r.clean_p0 = r.p0(r.s0).mean()
     return recv
 
 
@@ -181,17 +198,6 @@ def _start_groups(sites: list[Site], batch: int) -> dict[int, list[int]]:
     return groups
 
 
-def _key_scores(
-    q: Float[Tensor, "*patch batch query head d_head"],
-    k0: Float[Tensor, "*patch batch kv_head d_head"],
-    scale: float,
-) -> Float[Tensor, "*patch batch head query"]:
-    """``q . k_0 / scale`` for every query and head (keys shared by grouped query heads)."""
-    rep = q.shape[-2] // k0.shape[-2]
-    k0 = k0.repeat_interleave(rep, dim=-2) if rep > 1 else k0
-    return torch.einsum("...bqhd,...bhd->...bhq", q, k0) / scale
-
-
 def p0_stream_estimate(
     patcher: Patcher,
     sites: Sequence[Site],
@@ -212,7 +218,7 @@ def p0_stream_estimate(
         raise UsageError("patches_per_pass must be >= 1")
     layers = list(metric.layers)
     model = patcher.model
-    cap = float(model.cfg.attn_scores_soft_cap or 0.0)
+    cap = model.cfg.attn_scores_soft_cap
     recv = _clean_receivers(patcher, layers)
     est = torch.zeros(len(sites), dtype=torch.float64)
     for start, members in _start_groups(sites, patcher.batch).items():
@@ -224,21 +230,13 @@ def p0_stream_estimate(
                 for layer in read:
                     r, scale = recv[layer], model.blocks[layer].attn.attn_scale
                     q0, k0 = p0[layer]
-                    if r.raw0 is None:
-                        r.raw0 = _softcap(_key_scores(r.q, r.k0, scale), cap)
                     raw = _key_scores(r.q, k0, scale)
                     # query 0 is P0's own, patched too (it matters only beside a learned sink)
                     raw[..., 0] = _key_scores(q0.unsqueeze(-3), k0, scale)[..., 0]
                     s0 = r.s0 + _softcap(raw, cap) - r.raw0
-                    moved = r.p0(s0).mean(dim=(-3, -2, -1)) - r.p0(r.s0).mean()
+                    moved = r.p0(s0).mean(dim=(-3, -2, -1)) - r.clean_p0
                     est[idx] += moved.double().cpu() / len(layers)  # est lives on the CPU
     clean = patcher.clean_value(metric)[0]
-    return PatchingResult(
-        names=[s.name for s in sites],
-        patches=[[s.to_dict()] for s in sites],
-        values=(clean + est).float(),
-        clean=clean,
-        metric=metric.describe(),
-        counterfactual=patcher.counterfactual,
-        kind=KIND,
+    return PatchingResult.from_estimates(
+        sites, est, clean, metric.describe(), patcher.counterfactual, KIND
     )

@@ -26,12 +26,9 @@ def save_figure(
     written = []
     for fmt in formats:
         target = Path(f"{stem}.{fmt}")
-        data = (rendered or {}).get(fmt)
+        data = (rendered or {}).get(fmt) or figure_bytes(fig, fmt)
         with atomic_path(target) as tmp:
-            if data is None:
-                fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight")
-            else:
-                Path(tmp).write_bytes(data)
+            Path(tmp).write_bytes(data)
         written.append(target)
     return written
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import transformer_lens.patching as tlp
 from _tl_helpers import tl_sink_metric
-from _variants import N_LAYERS, VARIANTS, build
+from _variants import N_LAYERS, VARIANTS, build, p0_sites
 from transformer_lens import ActivationCache
 from transformer_lens.utilities import get_act_name
 
@@ -60,14 +60,7 @@ def _setter(site: Site, cf):
 
 
 def _all_sites(cfg) -> list:
-    sites: list = [Site("embed"), Site("embed", positions=None)]
-    for la in range(cfg.n_layers):
-        sites += [Site("resid_pre", la), Site("attn", la), Site("resid_post", la)]
-        if not cfg.attn_only:
-            sites.append(Site("mlp", la))
-            if not cfg.parallel_attn_mlp:
-                sites.append(Site("resid_mid", la))
-        sites += [Site("head", la, head=h) for h in range(cfg.n_heads)]
+    sites: list = p0_sites(cfg) + [Site("embed", positions=None)]
     sites += [Site("head", 0, head=h, positions=None) for h in range(cfg.n_heads)]
     # prefixes longer than P0 (circuits.patching.prefix): a later position, several positions
     late = "attn" if cfg.attn_only else "mlp"

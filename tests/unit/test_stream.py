@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _variants import N_LAYERS, VARIANTS, build
+from _variants import N_LAYERS, VARIANTS, build, p0_sites
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.utilities import get_act_name
 
@@ -22,18 +22,6 @@ from circuits.patching.stream import p0_stream_estimate
 
 TOL = 1e-5
 LAYERS = list(range(N_LAYERS))
-
-
-def _p0_sites(cfg) -> list[Site]:
-    sites = [Site("embed")]
-    for la in range(cfg.n_layers):
-        sites += [Site("resid_pre", la), Site("attn", la), Site("resid_post", la)]
-        if not cfg.attn_only:
-            sites.append(Site("mlp", la))
-            if not cfg.parallel_attn_mlp:
-                sites.append(Site("resid_mid", la))
-        sites += [Site("head", la, head=h) for h in range(cfg.n_heads)]
-    return sites
 
 
 def _frozen_sink(model, tokens, patcher: Patcher, site: Site) -> float:
@@ -75,7 +63,7 @@ def case(request):
 def test_estimate_equals_the_model_with_other_positions_frozen(case, cf):
     name, model, tokens = case
     patcher = Patcher(model, tokens, cf, progress=False)
-    sites = _p0_sites(model.cfg)
+    sites = p0_sites(model.cfg)
     ours = p0_stream_estimate(patcher, sites, SinkMetric(LAYERS), patches_per_pass=7)
     frozen = torch.tensor([_frozen_sink(model, tokens, patcher, s) for s in sites])
     diff = (ours.values - frozen).abs().max().item()
@@ -108,7 +96,7 @@ def test_estimate_is_exact_patching_when_no_position_reads_p0_values(name):
     tokens = torch.randint(0, 64, (3, 10), generator=torch.Generator().manual_seed(3))
     # mean, not shift: without values a rotary model's residual at a token ignores its position
     patcher = Patcher(model, tokens, "mean", progress=False)
-    sites = [s for s in _p0_sites(model.cfg) if s.kind != "head"]  # heads write zero here
+    sites = [s for s in p0_sites(model.cfg) if s.kind != "head"]  # heads write zero here
     metric = SinkMetric(LAYERS)
     exact = patcher.patch(sites, metric)
     ours = p0_stream_estimate(patcher, sites, metric)
