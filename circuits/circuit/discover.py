@@ -34,7 +34,6 @@ from transformer_lens import HookedTransformer
 from circuits.circuit import steps as S
 from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.graph import CircuitGraph
-from circuits.core.conventions import COUNTERFACTUALS
 from circuits.patching.engine import Patcher
 from circuits.patching.readouts import SinkMetric
 from circuits.patching.sites import Receiver, Site
@@ -189,8 +188,8 @@ def discover(
     )
     record: dict[str, Any] = {
         "model": model_name,
-        "counterfactual": config.counterfactual,
-        "counterfactual_definition": COUNTERFACTUALS[config.counterfactual],
+        "counterfactual": patcher.counterfactual.spec,
+        "counterfactual_definition": patcher.counterfactual.definition,
         "metric": metric.describe(),
         "receiver_layers": list(metric.receivers or []),
         "positions_patched": [0],
@@ -212,7 +211,7 @@ def discover(
     g = graph(state)
     g.g.graph.update(
         model=model_name,
-        counterfactual=config.counterfactual,
+        counterfactual=patcher.counterfactual.spec,
         metric=metric.name,
         receiver_layers=record["receiver_layers"],
         position=0,

@@ -18,7 +18,7 @@ from typing import Any
 
 import networkx as nx
 
-from circuits.circuit.graph import EDGE_SCHEMA, GRAPH_SCHEMA, NODE_SCHEMA, CircuitGraph
+from circuits.circuit.schema import EDGE_SCHEMA, GRAPH_SCHEMA, NODE_SCHEMA
 from circuits.core.atomic import atomic_path, write_json
 from circuits.core.errors import UsageError
 
@@ -40,14 +40,14 @@ KIND_COLORS = {
 """One colour per node kind, shared by the DOT export and the circuit figure."""
 
 
-def write_node_link(graph: CircuitGraph, path: str | os.PathLike) -> Path:
-    return write_json(path, graph.to_node_link())
+def write_node_link(graph: nx.DiGraph, path: str | os.PathLike) -> Path:
+    return write_json(path, nx.node_link_data(graph, edges="edges"))
 
 
-def from_node_link(data: dict[str, Any]) -> CircuitGraph:
+def from_node_link(data: dict[str, Any]) -> nx.DiGraph:
     key = "edges" if "edges" in data else "links"
     g = nx.node_link_graph(data, directed=True, multigraph=False, edges=key)
-    return CircuitGraph(nx.DiGraph(g))
+    return nx.DiGraph(g)
 
 
 def _encode_attrs(attrs: dict[str, Any], where: str) -> dict[str, Any]:
@@ -87,22 +87,22 @@ def _decode_attrs(attrs: dict[str, Any], schema: tuple[str, ...]) -> dict[str, A
     return out
 
 
-def write_graphml(graph: CircuitGraph, path: str | os.PathLike) -> Path:
+def write_graphml(graph: nx.DiGraph, path: str | os.PathLike) -> Path:
     """GraphML that other tools read as it is (Gephi, igraph, Cytoscape): plain scalar attributes
     only, lists spread over numbered attributes, nothing encoded."""
     g = nx.DiGraph()
-    for n, d in graph.g.nodes(data=True):
+    for n, d in graph.nodes(data=True):
         g.add_node(n, **_encode_attrs(d, f"node {n}"))
-    for u, v, d in graph.g.edges(data=True):
+    for u, v, d in graph.edges(data=True):
         g.add_edge(u, v, **_encode_attrs(d, f"edge {u} -> {v}"))
-    g.graph.update(_encode_attrs(graph.g.graph, "graph"))
+    g.graph.update(_encode_attrs(graph.graph, "graph"))
     path = Path(path)
     with atomic_path(path) as tmp:
         nx.write_graphml(g, tmp)
     return path
 
 
-def read_graphml(path: str | os.PathLike) -> CircuitGraph:
+def read_graphml(path: str | os.PathLike) -> nx.DiGraph:
     raw = nx.read_graphml(path, force_multigraph=False)
     g = nx.DiGraph()
     for n, d in raw.nodes(data=True):
@@ -111,17 +111,17 @@ def read_graphml(path: str | os.PathLike) -> CircuitGraph:
         g.add_edge(u, v, **_decode_attrs(d, EDGE_SCHEMA))
     graph = {k: v for k, v in raw.graph.items() if k not in ("node_default", "edge_default")}
     g.graph.update(_decode_attrs(graph, GRAPH_SCHEMA))
-    return CircuitGraph(g)
+    return g
 
 
-def to_dot(graph: CircuitGraph) -> str:
+def to_dot(graph: nx.DiGraph) -> str:
     """DOT text: nodes coloured by kind and labelled with their effect, edges by path type and
     effect."""
 
     def q(s: str) -> str:
         return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    g = graph.g
+    g = graph
     lines = [
         "digraph circuit {",
         "  rankdir=LR;",
@@ -144,7 +144,7 @@ def to_dot(graph: CircuitGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_graph(path: str | os.PathLike) -> CircuitGraph:
+def load_graph(path: str | os.PathLike) -> nx.DiGraph:
     """Read ``circuit.json`` (node-link) or ``circuit.graphml`` back."""
     path = Path(path)
     if not path.exists():

@@ -30,55 +30,17 @@ from typing import Any
 
 import networkx as nx
 
-from circuits.core.conventions import RECEIVER_KINDS, SITE_KINDS
+from circuits.circuit import export
+from circuits.circuit.schema import (
+    EDGE_SCHEMA,
+    GRAPH_SCHEMA,
+    NODE_KINDS,
+    NODE_SCHEMA,
+    PATH_TYPES,
+    plain,
+)
+from circuits.core.atomic import write_text
 from circuits.core.errors import UsageError
-
-NODE_KINDS = SITE_KINDS + RECEIVER_KINDS
-PATH_TYPES = RECEIVER_KINDS
-NODE_SCHEMA = (
-    "layer",
-    "kind",
-    "head",
-    "position",
-    "effect",
-    "relative",
-    "attribution",
-    "role",
-    "sink_clean",
-    "head_relative_effects",
-)
-"""Every node carries these attributes (None where they do not apply)."""
-EDGE_SCHEMA = ("path_type", "effect", "relative")
-GRAPH_SCHEMA = (
-    "model",
-    "counterfactual",
-    "metric",
-    "receiver_layers",
-    "position",
-    "n_prompts",
-    "n_tokens",
-    "parallel_attn_mlp",
-    "record",
-    "bos",
-    "seed",
-)
-
-
-def plain(value: Any) -> Any:
-    """Python scalars only (no numpy/torch numbers), NaN -> None."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return None if math.isnan(value) else float(value)
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return plain(value.item())
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 class CircuitGraph:
@@ -226,33 +188,23 @@ class CircuitGraph:
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Node-link JSON (networkx ``node_link_data``), written atomically."""
-        from circuits.circuit.export import write_node_link
-
-        return write_node_link(self, path)
+        return export.write_node_link(self.g, path)
 
     def write_graphml(self, path: str | os.PathLike) -> Path:
         """GraphML with every attribute surviving a round trip (``circuits.circuit.export``)."""
-        from circuits.circuit.export import write_graphml
-
-        return write_graphml(self, path)
+        return export.write_graphml(self.g, path)
 
     def to_dot(self) -> str:
         """Graphviz DOT text (render with ``dot -Tsvg circuit.dot`` if Graphviz is installed)."""
-        from circuits.circuit.export import to_dot
-
-        return to_dot(self)
+        return export.to_dot(self.g)
 
     def write_dot(self, path: str | os.PathLike) -> Path:
-        from circuits.core.atomic import write_text
-
         return write_text(path, self.to_dot())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CircuitGraph:
         """Read ``circuit.json`` (node-link) or ``circuit.graphml`` back."""
-        from circuits.circuit.export import load_graph
-
-        return load_graph(path)
+        return cls(export.load_graph(path))
 
     def same_as(self, other: CircuitGraph) -> bool:
         """Equal nodes, edges and every attribute (floats compared to 1e-9)."""

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help="show the full traceback",
         )
-        command.set_defaults(_run=module.run)
+        command.set_defaults(run_command=module.run)
     return parser
 
 
@@ -64,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    run_command = args.run_command
+    del args.run_command  # the arguments alone go into provenance
     args._command_line = shlex.join(["p0-circuits", *argv])
     debug = args.debug or os.environ.get("P0_CIRCUITS_DEBUG") == "1"
     prefix = f"p0-circuits {args.command}"
     try:
-        return int(args._run(args) or 0)
+        return int(run_command(args) or 0)
     except UsageError as err:
         print(f"{prefix}: error: {err}", file=sys.stderr)
         return 2

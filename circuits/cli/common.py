@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from circuits.core.conventions import COUNTERFACTUAL_SPECS, parse_counterfactual_spec
 from circuits.core.errors import UsageError
 from circuits.core.provenance import provenance
 from circuits.zoo.names import resolve_model
@@ -15,6 +16,18 @@ from circuits.zoo.pins import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from circuits.zoo.model import ZooModel
+
+
+def counterfactual_spec(text: str) -> str:
+    """``--counterfactual``: a spec checked before any model loads (the token resolves later)."""
+    try:
+        parse_counterfactual_spec(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+COUNTERFACTUAL_HELP = "; ".join(f"{k}: {v}" for k, v in COUNTERFACTUAL_SPECS.items())
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:

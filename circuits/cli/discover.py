@@ -8,6 +8,7 @@ from pathlib import Path
 
 from circuits.circuit.config import FIRST_PASSES, DiscoverConfig
 from circuits.cli.common import (
+    COUNTERFACTUAL_HELP,
     add_bos,
     add_model,
     add_out,
@@ -15,12 +16,10 @@ from circuits.cli.common import (
     check_model,
     check_range,
     check_text,
+    counterfactual_spec,
     header,
     load_for,
     model_header,
-)
-from circuits.core.conventions import (
-    COUNTERFACTUALS,
 )
 from circuits.core.errors import UsageError
 from circuits.core.outputs import check_out
@@ -66,10 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out(parser)
     parser.add_argument(
         "--counterfactual",
-        choices=list(COUNTERFACTUALS),
+        type=counterfactual_spec,
         default=D.counterfactual,
-        help="value patched into P0: shift (the first token one place later; "
-        "default), mean (mean over positions >= 1) or zero",
+        metavar="SPEC",
+        help="value patched into P0 (default shift: the first token one place later). "
+        + COUNTERFACTUAL_HELP,
     )
     add_bos(parser, "BOS at position 0 (default: the model's training regime)")
     parser.add_argument("--n-prompts", type=int, default=8, help="prompts (default 8)")

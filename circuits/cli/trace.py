@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from circuits.cli.common import check_range, header
-from circuits.core.conventions import COUNTERFACTUALS, RUN_FILE, TRACE_FILE
+from circuits.cli.common import check_range, counterfactual_spec, header
+from circuits.core.conventions import RUN_FILE, TRACE_FILE
 from circuits.core.errors import UsageError
 from circuits.emergence.phases import PhaseCriteria
 
@@ -122,7 +122,8 @@ def _add_circuit_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--counterfactual",
-        choices=list(COUNTERFACTUALS),
+        type=counterfactual_spec,
+        metavar="SPEC",
         default="mean",
         help="--circuit: what a patched P0 component takes (default mean: the mean over "
         "positions, which also removes what P0's token and position alone say; shift keeps "

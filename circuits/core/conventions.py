@@ -31,13 +31,47 @@ COUNTERFACTUALS: dict[str, str] = {
 }
 
 
-def check_counterfactual(name: str) -> str:
-    """``name`` if it is a known counterfactual, else a ``UsageError`` listing them."""
-    if name not in COUNTERFACTUALS:
-        raise UsageError(
-            f"unknown counterfactual {name!r}; choose one of {', '.join(COUNTERFACTUALS)}"
-        )
-    return name
+COUNTERFACTUAL_SPECS = {
+    "shift": "shift (each prompt's last token prepended) or shift:ID (token ID prepended)",
+    "mean": "mean ablation",
+    "zero": "zero ablation",
+    "token:T": "position 0 replaced by token T: an id (token:1), <bos>, <eos> or a word the "
+    "tokenizer maps to one token",
+}
+"""The counterfactuals a command line can name (``--counterfactual``); prompt sets and cached
+activations are passed from Python (``circuits.patching.counterfactuals``)."""
+
+
+def parse_counterfactual_spec(spec: str) -> tuple[str, str | None]:
+    """``(kind, argument)`` of a counterfactual named on a command line, e.g. ``"token:<bos>"``
+    -> ``("token", "<bos>")``; checked without any model (the token is resolved once it loads)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError(f"counterfactual must be a non-empty string, got {spec!r}")
+    kind, sep, arg = spec.strip().partition(":")
+    if kind in ("mean", "zero") and not sep:
+        return kind, None
+    if kind == "shift":
+        if sep and not arg.strip().isdigit():
+            raise UsageError(
+                f"counterfactual {spec!r}: shift takes a token id (shift:1), not {arg!r}"
+            )
+        return kind, (arg.strip() if sep else None)
+    if kind == "token":
+        if not arg.strip():
+            raise UsageError(
+                f"counterfactual {spec!r} names no token: write e.g. token:<bos> or token:42"
+            )
+        return kind, arg.strip()
+    raise UsageError(
+        f"unknown counterfactual {spec!r}; choose one of: "
+        + "; ".join(f"{k} ({v})" for k, v in COUNTERFACTUAL_SPECS.items())
+    )
+
+
+def check_counterfactual(spec: str) -> str:
+    """``spec`` if it names a counterfactual a command line can ask for, else a ``UsageError``."""
+    parse_counterfactual_spec(spec)
+    return spec
 
 
 # --- what can be patched, and where a path can end ---------------------------------------------

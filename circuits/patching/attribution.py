@@ -29,27 +29,23 @@ from transformer_lens.utilities import get_act_name
 
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import sink_score
-from circuits.patching.engine import Patcher
-from circuits.patching.readouts import SinkMetric
+from circuits.patching.forward import PatchEngine
+from circuits.patching.readouts import Metric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site
 
 
 def _check(
-    patcher: Patcher,
+    patcher: PatchEngine,
     sites: list[Site],
-    metric: SinkMetric | None,
+    metric: Metric | None,
     prompts_per_pass: int,
     ig_steps: int,
-) -> SinkMetric:
+) -> Metric:
     if not sites:
         raise UsageError("no sites given")
     for s in sites:
-        patcher._check_site(s)
-    if metric is None:
-        metric = SinkMetric()
-    if not isinstance(metric, SinkMetric):
-        raise UsageError("attribution patching supports the sink metric only (it needs a gradient)")
+        patcher.check_site(s)
     if prompts_per_pass < 1:
         raise UsageError("prompts_per_pass must be >= 1")
     if isinstance(ig_steps, bool) or not isinstance(ig_steps, int) or ig_steps < 1:
@@ -57,9 +53,13 @@ def _check(
             f"ig_steps must be an integer >= 1 (1: plain attribution), got {ig_steps!r}"
         )
     last = max(-1 if s.kind == "embed" else s.layer for s in sites)
-    metric = metric.resolved(last, patcher.model.cfg.n_layers)
-    metric.validate(patcher.model, patcher.n_pos)
-    return metric
+    readout = patcher.prepare(metric, last)
+    if readout.sink_layers() is None:
+        raise UsageError(
+            f"attribution patching here differentiates the sink score only, not {readout.name}: "
+            "use exact patching (Patcher.patch) for this readout"
+        )
+    return readout
 
 
 def _interpolated(sites: list[Site]) -> list[Site]:
@@ -69,7 +69,7 @@ def _interpolated(sites: list[Site]) -> list[Site]:
 
 
 def _shift_hooks(
-    patcher: Patcher, sites: list[Site], rows: slice, alpha: float
+    patcher: PatchEngine, sites: list[Site], rows: slice, alpha: float
 ) -> list[tuple[str, Callable]]:
     """Hooks adding ``alpha * (counterfactual - clean)`` at each site's positions (and head)."""
     hooks: list[tuple[str, Callable]] = []
@@ -91,7 +91,7 @@ def _shift_hooks(
 
 
 def _chunk_gradients(
-    patcher: Patcher,
+    patcher: PatchEngine,
     rows: slice,
     names: list[str],
     receivers: list[int],
@@ -127,9 +127,9 @@ def _chunk_gradients(
 
 
 def attribution_patch(
-    patcher: Patcher,
+    patcher: PatchEngine,
     sites: Sequence[Site],
-    metric: SinkMetric | None = None,
+    metric: Metric | None = None,
     *,
     prompts_per_pass: int = 2,
     ig_steps: int = 1,
@@ -149,7 +149,7 @@ def attribution_patch(
     metric = _check(patcher, sites, metric, prompts_per_pass, ig_steps)
     path = _interpolated(sites)
     alphas = [0.0] if ig_steps == 1 else [(j + 0.5) / ig_steps for j in range(ig_steps)]
-    receivers = list(metric.layers)
+    receivers = list(metric.sink_layers() or ())
     names = sorted({s.hook_name for s in sites})
     n_prompts = patcher.tokens.shape[0]
     clean = 0.0
@@ -187,7 +187,7 @@ def attribution_patch(
         clean = patcher.clean_value(metric)[0]
     kind = "attribution" if ig_steps == 1 else f"integrated gradients, {ig_steps} steps"
     return PatchingResult.from_estimates(
-        sites, est, clean, metric.describe(), patcher.counterfactual, kind
+        sites, est, clean, metric.describe(), patcher.counterfactual_record(), kind
     )
 
 

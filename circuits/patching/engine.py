@@ -2,22 +2,24 @@
 
 The question, in the paper's terms: *which components' outputs at position 0 (P0) make the
 later layers' heads attend to P0?* A patch replaces a component's output at P0 by its
-counterfactual value (see ``circuits.patching.counterfactuals``: ``shift``, ``mean`` or ``zero``), the
-model runs on, and a metric reads the result: the Gu et al. sink score of the receiver layers
-(``SinkMetric``), P0's residual norm at a layer (``P0NormMetric``), or any callable on the cache
-(``CacheMetric``).
+counterfactual value (a ``circuits.patching.counterfactuals.Counterfactual``: the P0 recipes
+``shift``, ``mean``, ``zero``, a chosen first token, a counterfactual prompt set or cached values),
+the model runs on, and a readout reads the result (``circuits.patching.readouts``: the Gu et al.
+sink score of the receiver layers, attention to P0, P0's residual norm, any callable on named
+hooks; ``circuits.patching.output_readouts``: next-token loss, logit difference, KL).
 
 Engine (``Patcher``):
 
 * one clean run caches every residual stream and component output; a patch whose first site is
   in layer ``l`` starts the forward at block ``l`` from the cached clean ``resid_pre[l]``
   (``HookedTransformer.forward(start_at_layer=l)``): the layers below are never recomputed;
-* the run stops at the metric's last read: for the sink metric, right after the last receiver
-  layer's attention pattern (its z, attention output and MLP are never computed), and never
-  with the unembedding;
+* the run stops at the readout's last declared read: for the sink metric, right after the last
+  receiver layer's attention pattern (its z, attention output and MLP are never computed); the
+  unembedding runs only for the rows an output readout reads;
 * a patch that changes its block's output only at the first positions (a head, attention or
   MLP output at P0) runs that block on the prefix alone and starts the stacked forward at the
-  next block (``circuits.patching.prefix``; for the sink metric);
+  next block (``circuits.patching.prefix``), wherever the readout reads nothing in that block
+  after the patch (``circuits.patching.forward`` decides every shortcut from the reads);
 * many patches share one forward: patch ``k`` owns rows ``k*B .. (k+1)*B`` of a stacked batch,
   and the batch *grows* with depth: a patch's rows join at the block where it starts (from the
   cached clean ``resid_pre``), so patches starting at different layers (a resid_pre grid has one
@@ -27,13 +29,15 @@ Engine (``Patcher``):
 * numbers equal TransformerLens' ``transformer_lens.patching`` functions where they run the same
   experiment (tests check max |diff| <= 1e-4).
 
-Path patching (``Patcher.path_patch``) is in ``circuits.patching.paths``.
+Path patching (``Patcher.path_patch``) is in ``circuits.patching.paths``. Clean values are
+computed once per hook and reduction (``Metric.reduction_key``), never cached by object identity.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -42,14 +46,14 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuits.core.conventions import check_counterfactual
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import check_pattern
 from circuits.metrics.residual import check_finite
 from circuits.patching.allocator import keep_freed_memory
-from circuits.patching.counterfactuals import counterfactual_values
+from circuits.patching.counterfactuals import Counterfactual, resolve_counterfactual
+from circuits.patching.forward import Hook, ReadPlan, can_change, run_stacked
 from circuits.patching.prefix import plan_prefixes, prefix_start_rows
-from circuits.patching.readouts import CacheMetric, Metric, SinkMetric
+from circuits.patching.readouts import Metric, SinkMetric, as_readout
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Patch, Receiver, Site, as_sites, check_site, patch_name
 from circuits.prompts import check_tokens
@@ -57,21 +61,29 @@ from circuits.prompts import check_tokens
 _CACHED_ACTS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post")  # forward order
 
 
-class _ForwardDone(Exception):
-    """Raised by the hook on the metric's last read: the rest of the forward is not needed."""
-
-
-def _stop_forward(act: Tensor, hook) -> None:
-    raise _ForwardDone
+def cached_hooks(model: HookedTransformer) -> list[str]:
+    """The hooks whose clean and counterfactual values a ``Patcher`` keeps (every patchable
+    site), in forward order."""
+    cfg = model.cfg
+    names = [get_act_name("embed")]
+    for layer in range(cfg.n_layers):
+        for act in _CACHED_ACTS:
+            if act in ("resid_mid", "mlp_out") and cfg.attn_only:
+                continue
+            if act == "resid_mid" and cfg.parallel_attn_mlp:  # no resid_mid in such a block
+                continue
+            names.append(get_act_name(act, layer))
+    return names
 
 
 class Patcher:
     """Clean and counterfactual activations of ``model`` on ``tokens``, and patched runs on them.
 
     ``tokens``: ``[batch, pos]`` prompts of equal length, no padding (position 0 is each row's
-    real first token). ``counterfactual``: ``shift`` | ``mean`` | ``zero``. ``max_rows``: the
-    largest stacked batch one forward may use (``n_patches_per_forward * batch``).
-    ``prefix_blocks``: run the patched block on the prefix alone where that is exact
+    real first token). ``counterfactual``: a spec (``shift``, ``shift:ID``, ``mean``, ``zero``,
+    ``token:<bos>``, ``token:ID``) or a ``Counterfactual`` (e.g. ``PromptSet(corrupted)``).
+    ``max_rows``: the largest stacked batch one forward may use (``n_patches_per_forward *
+    batch``). ``prefix_blocks``: run the patched block on the prefix alone where that is exact
     (``circuits.patching.prefix``; False: the whole block, for comparisons).
     """
 
@@ -79,35 +91,27 @@ class Patcher:
         self,
         model: HookedTransformer,
         tokens: Int[Tensor, "batch pos"],
-        counterfactual: str = "shift",
+        counterfactual: str | Counterfactual = "shift",
         *,
         shift_token: int | None = None,
         max_rows: int = 64,
         progress: bool = False,
         prefix_blocks: bool = True,
     ) -> None:
-        check_counterfactual(counterfactual)
+        cf = resolve_counterfactual(counterfactual, model, shift_token=shift_token)
         keep_freed_memory()
         tokens = check_tokens(tokens, model.cfg)
         if max_rows < 1:
             raise UsageError("max_rows must be >= 1")
         self.model = model
         self.tokens = tokens.to(model.cfg.device)
-        self.counterfactual = counterfactual
-        self.shift_token = shift_token
+        self.counterfactual: Counterfactual = cf
         self.max_rows = max_rows
         self.progress = progress
         self.prefix_blocks = prefix_blocks
         self.batch, self.n_pos = tokens.shape
         cfg = model.cfg
-        names = [get_act_name("embed")]
-        for layer in range(cfg.n_layers):
-            for act in _CACHED_ACTS:
-                if act in ("resid_mid", "mlp_out") and cfg.attn_only:
-                    continue
-                if act == "resid_mid" and cfg.parallel_attn_mlp:  # no resid_mid in such a block
-                    continue
-                names.append(get_act_name(act, layer))
+        names = cached_hooks(model)
         self._check_hooks(names)
         # TransformerLens zeroes a NaN pattern: check every pattern as the clean runs go
         sinks = bool(cfg.use_attention_sinks)
@@ -124,19 +128,22 @@ class Patcher:
             self.clean: dict[str, Tensor] = {n: cache[n] for n in names}
             # shortformer positions enter every layer's queries and keys, not the residual: a
             # forward started at a block must be given them (the same for every row)
-            self._forward_kwargs = (
+            self._block_kwargs = (
                 {"shortformer_pos_embed": cache["hook_pos_embed"][:1]}
                 if cfg.positional_embedding_type == "shortformer"
                 else {}
             )
-            self.cf: dict[str, Tensor] = counterfactual_values(
-                model, self.tokens, self.clean, counterfactual, names, shift_token=shift_token
-            )
+            self.cf: dict[str, Tensor] = cf.values(model, self.tokens, self.clean, names)
         for name in names:  # forward order: the first broken hook is named
             check_finite(self.clean[name], f"{name} (clean run)")
-            check_finite(self.cf[name], f"{name} ({counterfactual} counterfactual)")
-        self._clean_metric: dict[int, tuple[float, Tensor | None]] = {}
-        self._clean_sink: dict[int, Tensor] | None = None
+            check_finite(self.cf[name], f"{name} ({cf.spec} counterfactual)")
+        # clean reductions per (reduction key, hook), clean activations of read hooks
+        self._clean_reduced: dict[Any, dict[str, Tensor]] = defaultdict(dict)
+        self._clean_acts: dict[str, Tensor] = {}
+
+    def counterfactual_record(self) -> dict[str, Any]:
+        """The counterfactual as every result records it (``Counterfactual.describe``)."""
+        return self.counterfactual.describe()
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -147,127 +154,118 @@ class Patcher:
                 f"hook(s) {missing[:3]} not found on the model: is it a HookedTransformer?"
             )
 
-    def _check_site(self, site: Site) -> None:
+    def check_site(self, site: Site) -> None:
+        """A ``UsageError`` unless ``site`` exists on this model and prompt length."""
         check_site(site, self.model.cfg, self.n_pos)
 
-    def _prepare_metric(self, metric: Metric | Callable | None, last_layer: int) -> Metric:
-        if metric is None:
-            metric = SinkMetric()
-        if not isinstance(metric, Metric):
-            if callable(metric):
-                metric = CacheMetric(metric)
-            else:
-                raise UsageError(
-                    f"metric must be a Metric or a callable on the cache, got {type(metric).__name__}"
-                )
-        if isinstance(metric, SinkMetric):
-            metric = metric.resolved(last_layer, self.model.cfg.n_layers)
-        metric.validate(self.model, self.n_pos)
-        if isinstance(metric, CacheMetric):
-            with torch.inference_mode():
-                _, cache = self.model.run_with_cache(self.tokens, return_type=None)
-            metric.check_on_clean(self.model, dict(cache.cache_dict))
-        return metric
+    def prepare(
+        self, metric: Metric | Callable | None, last_layer: int, *, clean: bool = True
+    ) -> Metric:
+        """The readout for patches up to ``last_layer``, its defaults resolved, checked against
+        the model and prompts, and (``clean``) its clean reductions computed: a clean forward
+        the first time a hook is read with that reduction."""
+        readout = as_readout(metric).resolved(last_layer, self.model.cfg.n_layers)
+        readout.validate(self.model, self.tokens)
+        if clean:
+            self._ensure_clean(readout)
+        return readout
 
     # -- clean value ---------------------------------------------------------------------------
 
+    def _ensure_clean(self, readout: Metric) -> dict[str, Tensor]:
+        store = self._clean_reduced[readout.reduction_key()]
+        reads = readout.reads(self.model)
+        missing = [
+            h
+            for h in reads
+            if h not in store or (readout.needs_clean() and h not in self._clean_acts)
+        ]
+        if missing:
+            plan = ReadPlan(
+                self.model,
+                readout,
+                self.batch,
+                clean_reduced=store,
+                clean_acts=self._clean_acts,
+                names=missing,
+                record_clean=True,
+            )
+            self._run_plan(plan, starts=[None], patch_hooks=[], start_rows=None)
+            for h in missing:  # None: a hook this model's forward never runs
+                store[h] = plan.reduced[h][0] if h in plan.reduced else None
+        return store
+
     def clean_value(self, metric: Metric) -> tuple[float, Tensor | None]:
-        """The metric on the unpatched run (one forward from the tokens, cached per metric)."""
-        if isinstance(metric, SinkMetric):
-            # one clean forward over every layer serves every receiver set
-            if self._clean_sink is None:
-                probe = SinkMetric(range(self.model.cfg.n_layers))
-                probe.validate(self.model, self.n_pos)
-                self._forward(probe, starts=[None], patch_hooks=[])
-                self._clean_sink = probe.clean_per_layer()
-            metric.set_clean({r: self._clean_sink[r] for r in metric.layers})
-            detail = torch.stack([self._clean_sink[r].float().mean() for r in metric.layers])
-            return float(detail.mean()), detail
-        key = id(metric)
-        if key not in self._clean_metric:
-            values, detail = self._forward(metric, starts=[None], patch_hooks=[])
-            self._clean_metric[key] = (float(values[0]), None if detail is None else detail[0])
-        return self._clean_metric[key]
+        """The readout on the unpatched run (from the clean reductions of its reads)."""
+        readout = as_readout(metric)
+        readout.validate(self.model, self.tokens)
+        store = self._ensure_clean(readout)
+        reads = [h for h in readout.reads(self.model) if store[h] is not None]
+        values, detail = readout.combine({h: store[h][None] for h in reads})
+        return float(values[0]), None if detail is None else detail[0]
 
     def clean_sink_per_layer(self) -> list[float]:
-        """Clean sink score (mean over heads and prompts) of every layer, from the one clean run
-        that serves every ``SinkMetric``."""
-        self.clean_value(SinkMetric(range(self.model.cfg.n_layers)))
-        assert self._clean_sink is not None
-        return [float(self._clean_sink[r].float().mean()) for r in range(self.model.cfg.n_layers)]
+        """Clean sink score (mean over heads and prompts) of every layer."""
+        _, detail = self.clean_value(SinkMetric(range(self.model.cfg.n_layers)))
+        assert detail is not None
+        return [float(x) for x in detail]
 
     # -- forwards ------------------------------------------------------------------------------
 
-    def _forward(
+    def run(
         self,
         metric: Metric,
         *,
         starts: Sequence[int | None],
-        patch_hooks: list[tuple[str, Callable]],
+        patch_hooks: list[Hook],
         start_rows: Sequence[Tensor | None] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Run one stacked batch, patch ``k`` owning rows ``k*B .. (k+1)*B``, up to the metric's
-        last read (``Metric.last_hook``, else the end of its last block), with ``patch_hooks``
-        applied, and return the metric per patch.
+        """Run one stacked batch, patch ``k`` owning rows ``k*B .. (k+1)*B``, up to the
+        readout's last read, with ``patch_hooks`` applied; the readout per patch.
 
-        ``starts[k]`` is the block where patch ``k`` first differs from the clean run (None: from
-        the tokens, for every patch or none); ``start_rows[k]`` its ``resid_pre`` there (None:
-        the cached clean one). The batch *grows*: the run starts at ``starts[0]`` with the rows
-        of the patches that start there, and at each later start a hook on ``resid_pre``
-        appends the rows of the patches starting at that block. No row computes a block whose
-        output equals the clean one, and one-patch-per-layer grids (resid_pre) still fill a batch.
+        ``metric`` must come from ``prepare``. ``starts[k]`` is the block where patch ``k``
+        first differs from the clean run (None: from the tokens, for every patch or none);
+        ``start_rows[k]`` its ``resid_pre`` there (None: the cached clean one). The batch
+        *grows*: the run starts at ``starts[0]`` with the rows of the patches that start there,
+        and at each later start a hook on ``resid_pre`` appends the rows of the patches starting
+        at that block; reads before a patch's start take its clean values. No row computes a
+        block whose output equals the clean one.
         """
-        starts = list(starts)
-        rows_of = list(start_rows) if start_rows is not None else [None] * len(starts)
-        blocks = [s for s in starts if s is not None]
-        if blocks != sorted(blocks) or 0 < len(blocks) < len(starts):
-            raise RuntimeError(
-                f"patch starts must be non-decreasing and not mix None: {starts} (internal error)"
-            )
-        model = self.model
-        n, first = len(starts), starts[0]
-        metric.begin(n, self.batch, first)
+        plan = ReadPlan(
+            self.model,
+            metric,
+            self.batch,
+            clean_reduced=self._clean_reduced[metric.reduction_key()],
+            clean_acts=self._clean_acts,
+        )
+        self._run_plan(plan, starts=starts, patch_hooks=patch_hooks, start_rows=start_rows)
+        return metric.combine(plan.finish(len(starts)))
 
-        def rows_at(layer: int) -> Tensor:
-            clean = self.clean[get_act_name("resid_pre", layer)]
-            mine = [r for s, r in zip(starts, rows_of, strict=True) if s == layer]
-            if all(r is None for r in mine):
-                return clean.repeat(len(mine), 1, 1)
-            return torch.cat([clean if r is None else r for r in mine])
+    def _run_plan(
+        self,
+        plan: ReadPlan,
+        *,
+        starts: Sequence[int | None],
+        patch_hooks: list[Hook],
+        start_rows: Sequence[Tensor | None] | None,
+    ) -> None:
+        run_stacked(
+            self.model,
+            self.tokens,
+            self.clean,
+            plan,
+            starts=starts,
+            patch_hooks=patch_hooks,
+            start_rows=start_rows,
+            block_kwargs=self._block_kwargs,
+        )
 
-        joins: list[tuple[str, Callable]] = []
-        if first is not None:
-            for layer in sorted(set(blocks))[1:]:
-                rows = rows_at(layer)
+    def block_kwargs(self, n_pos: int | None = None) -> dict[str, Tensor]:
+        """Extra arguments of a forward started at a block (shortformer positions), for its
+        first ``n_pos`` positions (None: all)."""
+        return {k: v if n_pos is None else v[:, :n_pos] for k, v in self._block_kwargs.items()}
 
-                def join(act: Tensor, hook, rows=rows) -> Tensor:
-                    return torch.cat([act, rows])
-
-                joins.append((get_act_name("resid_pre", layer), join))
-        hooks = joins + patch_hooks + metric.hooks()  # same-hook order: join, patch, read
-        last = metric.last_hook()
-        if last is not None:
-            hooks.append((last, _stop_forward))
-        stop = metric.stop_layer(model)
-        with torch.inference_mode():
-            try:
-                if first is None:
-                    model.run_with_hooks(
-                        self.tokens.repeat(n, 1), fwd_hooks=hooks, stop_at_layer=stop
-                    )
-                else:
-                    model.run_with_hooks(
-                        rows_at(first),
-                        fwd_hooks=hooks,
-                        start_at_layer=first,
-                        stop_at_layer=stop,
-                        **self._forward_kwargs,
-                    )
-            except _ForwardDone:
-                pass
-        return metric.finish()
-
-    def _jobs(self, starts: dict[int, int | None]) -> list[list[int]]:
+    def forward_groups(self, starts: dict[int, int | None]) -> list[list[int]]:
         """Split patches (index -> start block) into forwards of at most ``max_rows`` rows, in
         order of start so that each forward's batch only grows (patches from the tokens apart)."""
         per_forward = max(1, self.max_rows // self.batch)
@@ -281,7 +279,7 @@ class Patcher:
             for j in range(0, len(group), per_forward)
         ]
 
-    def _setter_hooks(self, patches: list[tuple[Site, ...]]) -> list[tuple[str, Callable]]:
+    def counterfactual_hooks(self, patches: list[tuple[Site, ...]]) -> list[Hook]:
         """One hook per hook name, writing every patch's counterfactual values into its rows."""
         by_hook: dict[str, list[tuple[int, Site]]] = defaultdict(list)
         for k, sites in enumerate(patches):
@@ -314,31 +312,28 @@ class Patcher:
         *,
         desc: str = "activation patching",
     ) -> PatchingResult:
-        """Exact activation patching: one metric value per patch.
+        """Exact activation patching: one readout value per patch.
 
-        Each patch (a Site or several Sites applied together) replaces its sites' clean values by
-        the counterfactual ones. All input is checked before any forward runs.
+        Each item of ``patches`` is one patch: a Site, or a tuple of Sites applied together in
+        the same run (``[a, b]`` patches a and b separately; ``[(a, b)]`` patches them jointly).
+        Each replaces its sites' clean values by the counterfactual ones. All input is checked
+        before any forward runs.
         """
         plist = [as_sites(p) for p in patches]
         if not plist:
             raise UsageError("no patches given")
         for sites in plist:
             for s in sites:
-                self._check_site(s)
+                self.check_site(s)
         last = max(max(-1 if s.kind == "embed" else s.layer for s in sites) for sites in plist)
-        metric = self._prepare_metric(metric, last)
-        read = metric.read_order()
-        inert = (
-            []
-            if read is None
-            else [i for i, sites in enumerate(plist) if min(s.order for s in sites) >= read]
-        )
-        if read is not None and len(inert) == len(plist):
+        readout = self.prepare(metric, last, clean=False)  # nothing runs before the checks
+        inert = [i for i, sites in enumerate(plist) if not can_change(sites, readout, self.model)]
+        if len(inert) == len(plist):
             raise UsageError(
-                f"no patch can change the metric: it reads layer {read[0]} at the latest and every "
-                f"patch (e.g. {patch_name(plist[0])}) comes after that; choose later receiver layers"
+                f"no patch can change the readout: every read comes before every patch (e.g. "
+                f"{patch_name(plist[0])}); choose later receiver layers or earlier sites"
             )
-        clean, clean_detail = self.clean_value(metric)
+        clean, clean_detail = self.clean_value(readout)
 
         starts: dict[int, int | None] = {}
         for i, sites in enumerate(plist):
@@ -346,20 +341,20 @@ class Patcher:
                 layers = [s.start_layer for s in sites]
                 starts[i] = None if None in layers else min(la for la in layers if la is not None)
         # patch -> (block, prefix); those start a block later (circuits.patching.prefix)
-        prefixed = plan_prefixes(self, plist, starts, metric) if self.prefix_blocks else {}
-        jobs = self._jobs(starts)
+        prefixed = plan_prefixes(self, plist, starts, readout) if self.prefix_blocks else {}
         values = torch.empty(len(plist))
         details: list[Tensor | None] = [None] * len(plist)
-        for i in inert:  # a site after the metric's last read cannot change it: exactly clean
+        for i in inert:  # no site before the readout's last read: exactly clean
             values[i] = clean
             details[i] = clean_detail
+        jobs = self.forward_groups(starts)
         for idx in tqdm(jobs, desc=desc, disable=not self.progress, leave=False):
             rows = prefix_start_rows(self, idx, plist, prefixed)
             chunk = [() if i in prefixed else plist[i] for i in idx]  # prefixed: set already
-            vals, detail = self._forward(
-                metric,
+            vals, detail = self.run(
+                readout,
                 starts=[starts[i] for i in idx],
-                patch_hooks=self._setter_hooks(chunk),
+                patch_hooks=self.counterfactual_hooks(chunk),
                 start_rows=[rows.get(i) for i in idx],
             )
             for j, i in enumerate(idx):
@@ -371,8 +366,8 @@ class Patcher:
             patches=[[s.to_dict() for s in sites] for sites in plist],
             values=values,
             clean=clean,
-            metric=metric.describe(),
-            counterfactual=self.counterfactual,
+            metric=readout.describe(),
+            counterfactual=self.counterfactual_record(),
             detail=None if details[0] is None else torch.stack(details),  # type: ignore[arg-type]
             extra={"not_computed_after_metric": [patch_name(plist[i]) for i in inert]},
         )
@@ -393,7 +388,7 @@ class Patcher:
         *,
         desc: str = "path patching",
     ) -> PatchingResult:
-        """IOI-style path patching: one metric value per (sender, receiver) path (see
+        """IOI-style path patching: one readout value per (sender, receiver) path (see
         ``circuits.patching.paths.path_patch``)."""
         from circuits.patching.paths import path_patch
 

@@ -14,18 +14,15 @@ The numbers equal ``patcher.patch`` on the same patches (tested).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from circuits.patching.readouts import Metric, SinkMetric
+from circuits.patching.forward import PatchEngine, can_change
+from circuits.patching.readouts import Metric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site, patch_name
-
-if TYPE_CHECKING:
-    from circuits.patching.engine import Patcher
 
 
 def _layer(site: Site) -> int:
@@ -33,34 +30,37 @@ def _layer(site: Site) -> int:
 
 
 def patch_nested(
-    patcher: Patcher,
+    patcher: PatchEngine,
     sites: Sequence[Site],
     cuts: Sequence[int],
-    metric: SinkMetric,
+    metric: Metric,
     *,
     desc: str = "nested patches",
 ) -> PatchingResult:
     """The metric with the sites of layers ``<= cut`` patched, for each cut (module docstring);
-    the same result as ``patcher.patch([[s for s in sites if layer(s) <= cut] ...])``."""
+    the same result as ``patcher.patch([[s for s in sites if layer(s) <= cut] ...])``.
+
+    The shared run applies to readouts whose value is the mean of per-layer columns, each read
+    within its layer (``Metric.per_layer_detail``); any other readout gets one exact patched run
+    per cut."""
     nested = [[s for s in sites if _layer(s) <= cut] for cut in cuts]
     last = max(_layer(s) for s in sites)
-    resolved = metric.resolved(last, patcher.model.cfg.n_layers)
-    read = resolved.read_order()
-    if any(not p or min(s.order for s in p) >= read for p in nested):  # type: ignore[operator]
-        return patcher.patch(nested, metric, desc=desc)  # a cut with nothing that can act
     for s in sites:
-        patcher._check_site(s)
-    prepared = patcher._prepare_metric(resolved, last)
-    assert isinstance(prepared, SinkMetric)
-    resolved = prepared
+        patcher.check_site(s)
+    resolved = patcher.prepare(metric, last)
+    if not resolved.per_layer_detail or any(
+        not p or not can_change(p, resolved, patcher.model) for p in nested
+    ):
+        return patcher.patch(nested, resolved, desc=desc)  # no shared run for this question
+    layers = resolved.detail_layers()
     clean, _ = patcher.clean_value(resolved)
-    wanted = {cut + 1 for cut in cuts if cut + 1 <= max(resolved.layers)}
+    wanted = {cut + 1 for cut in cuts if cut + 1 <= max(layers)}
     start = min(_layer(s) for s in sites)
     full, resid = _residual_stream(patcher, tuple(sites), resolved, start, wanted)
     detail = full.expand(len(cuts), -1).clone()  # receivers <= cut: what the full run read
     go_on = {k: cut + 1 for k, cut in enumerate(cuts) if cut + 1 in wanted}
-    for idx in patcher._jobs(go_on):  # type: ignore[arg-type]
-        _, more = patcher._forward(
+    for idx in patcher.forward_groups(go_on):  # type: ignore[arg-type]
+        _, more = patcher.run(
             resolved,
             starts=[go_on[k] for k in idx],
             patch_hooks=[],
@@ -68,7 +68,7 @@ def patch_nested(
         )
         assert more is not None
         for j, k in enumerate(idx):
-            later = [i for i, r in enumerate(resolved.layers) if r > cuts[k]]
+            later = [i for i, r in enumerate(layers) if r > cuts[k]]
             detail[k, later] = more[j, later]
     return PatchingResult(
         names=[patch_name(p) for p in nested],
@@ -76,14 +76,14 @@ def patch_nested(
         values=detail.mean(dim=1),
         clean=clean,
         metric=resolved.describe(),
-        counterfactual=patcher.counterfactual,
+        counterfactual=patcher.counterfactual_record(),
         detail=detail,
         extra={"nested_cuts": list(cuts)},
     )
 
 
 def _residual_stream(
-    patcher: Patcher,
+    patcher: PatchEngine,
     sites: tuple[Site, ...],
     metric: Metric,
     start: int,
@@ -101,8 +101,8 @@ def _residual_stream(
     ]
     first = None if start < 0 else start
     with torch.inference_mode():
-        _, detail = patcher._forward(
-            metric, starts=[first], patch_hooks=capture + patcher._setter_hooks([sites])
+        _, detail = patcher.run(
+            metric, starts=[first], patch_hooks=capture + patcher.counterfactual_hooks([sites])
         )
     assert detail is not None
     return detail[0], stream

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -26,12 +26,10 @@ from transformer_lens.utilities import get_act_name
 from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
 from circuits.core.errors import UsageError
+from circuits.patching.forward import PatchEngine, last_read
 from circuits.patching.readouts import Metric, SinkMetric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Receiver, Site, check_receiver
-
-if TYPE_CHECKING:
-    from circuits.patching.engine import Patcher
 
 SENDER_KINDS = ("embed", "attn", "head", "mlp")
 
@@ -66,14 +64,14 @@ def attn_out_from_z(block, z: Tensor) -> Tensor:
     return out
 
 
-def sender_delta(patcher: Patcher, sender: Site) -> Float[Tensor, "batch pos d_model"]:
+def sender_delta(patcher: PatchEngine, sender: Site) -> Float[Tensor, "batch pos d_model"]:
     """The sender's direct write into the residual stream, counterfactual minus clean, at its
     positions (zero elsewhere), with every other component frozen at its clean value.
 
     For a head this goes through the attention output (``z @ W_O + b_O``) and any post-
     attention norm (Gemma's ``ln1_post``) with the layer's other heads clean.
     """
-    patcher._check_site(sender)
+    patcher.check_site(sender)
     if sender.kind not in SENDER_KINDS:
         raise UsageError(f"a path's sender must be embed, attn, head or mlp, not {sender.kind}")
     pos = slice(None) if sender.positions is None else list(sender.positions)
@@ -105,7 +103,7 @@ def default_receiver_layers(receiver: Receiver, n_layers: int) -> tuple[int, ...
 
 
 def path_patch(
-    patcher: Patcher,
+    patcher: PatchEngine,
     paths: Sequence[tuple[Site, Receiver]],
     metric: Metric | Callable | None = None,
     *,
@@ -122,20 +120,19 @@ def path_patch(
     for sender, receiver in paths:
         if not isinstance(sender, Site) or not isinstance(receiver, Receiver):
             raise UsageError("each path must be a (Site, Receiver) pair")
-        patcher._check_site(sender)
+        patcher.check_site(sender)
         check_receiver(receiver, sender, patcher.model.cfg)
     if metric is None:
         return _per_path_default_metric(patcher, paths, desc)
     last = max(r.layer for _, r in paths)
-    metric = patcher._prepare_metric(metric, last)
-    read = metric.read_order()
-    if read is not None:
-        for s, r in paths:
-            if r.order >= read:
-                raise UsageError(
-                    f"path {s.name}->{r.name} cannot change the metric: the metric reads layer "
-                    f"{read[0]} at the latest, not after receiver {r.name}; choose later receiver layers"
-                )
+    metric = patcher.prepare(metric, last)
+    read = last_read(metric, patcher.model)
+    for s, r in paths:
+        if r.order >= read:
+            raise UsageError(
+                f"path {s.name}->{r.name} cannot change the readout: it reads layer "
+                f"{read[0]} at the latest, not after receiver {r.name}; choose later receiver layers"
+            )
     clean, _ = patcher.clean_value(metric)
     values, details = _run_paths(patcher, paths, metric, desc)
     return PatchingResult(
@@ -144,14 +141,14 @@ def path_patch(
         values=values,
         clean=clean,
         metric=metric.describe(),
-        counterfactual=patcher.counterfactual,
+        counterfactual=patcher.counterfactual_record(),
         detail=None if details[0] is None else torch.stack(details),  # type: ignore[arg-type]
         kind="path",
     )
 
 
 def _per_path_default_metric(
-    patcher: Patcher, paths: list[tuple[Site, Receiver]], desc: str
+    patcher: PatchEngine, paths: list[tuple[Site, Receiver]], desc: str
 ) -> PatchingResult:
     """Path patching with each path's default metric, grouped so each group shares a forward."""
     n_layers = patcher.model.cfg.n_layers
@@ -177,7 +174,7 @@ def _per_path_default_metric(
             "name": "sink_score",
             "definition": "per path: receiver layer (q/k) or later layers (v/mlp_in)",
         },
-        counterfactual=patcher.counterfactual,
+        counterfactual=patcher.counterfactual_record(),
         kind="path",
     )
     res.extra["per_path_clean"] = cleans
@@ -213,7 +210,7 @@ def _adder_hooks(
 
 
 def _run_paths(
-    patcher: Patcher, paths: list[tuple[Site, Receiver]], metric: Metric, desc: str
+    patcher: PatchEngine, paths: list[tuple[Site, Receiver]], metric: Metric, desc: str
 ) -> tuple[Tensor, list[Tensor | None]]:
     deltas = {s: sender_delta(patcher, s) for s in {s for s, _ in paths}}
     starts: dict[int, int | None] = {i: r.layer for i, (_, r) in enumerate(paths)}
@@ -223,12 +220,13 @@ def _run_paths(
     need_mlp = any(r.kind == "mlp_in" for _, r in paths)
     with model_flags(patcher.model, split_qkv=need_split, mlp_in=need_mlp):
         for idx in tqdm(
-            patcher._jobs(starts), desc=desc, disable=not (patcher.progress and desc), leave=False
+            patcher.forward_groups(starts),
+            desc=desc,
+            disable=not (patcher.progress and desc),
+            leave=False,
         ):
             hooks = _adder_hooks(paths, idx, deltas, patcher.batch)
-            vals, detail = patcher._forward(
-                metric, starts=[starts[i] for i in idx], patch_hooks=hooks
-            )
+            vals, detail = patcher.run(metric, starts=[starts[i] for i in idx], patch_hooks=hooks)
             for j, i in enumerate(idx):
                 values[i] = vals[j]
                 if detail is not None:

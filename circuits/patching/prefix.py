@@ -9,15 +9,15 @@ all sit in block ``l`` *after* its attention pattern (a head's ``z``, the attent
 run on the ``n``-token prefix. For a P0 patch that is one token instead of the whole prompt,
 and the stacked forward starts at block ``l + 1``: the patch costs one block less.
 
-Exact for the sink metric, whose reads are attention patterns: block ``l``'s pattern is read
-before the patch and stays clean. Other metrics may read block ``l`` itself after the patch, so
-the engine keeps the whole-block run for them.
+Exact wherever the readout reads nothing in block ``l`` at or after the patch
+(``circuits.patching.forward.prefix_exact``): the sink score reads attention patterns, so block
+``l``'s pattern is read before the patch and stays clean; a readout of block ``l``'s own output
+keeps the whole-block run.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
@@ -25,11 +25,9 @@ from torch import Tensor
 from transformer_lens import HookedTransformerConfig
 from transformer_lens.utilities import get_act_name
 
-from circuits.patching.readouts import Metric, SinkMetric
+from circuits.patching.forward import PatchEngine, prefix_exact
+from circuits.patching.readouts import Metric
 from circuits.patching.sites import Site
-
-if TYPE_CHECKING:
-    from circuits.patching.engine import Patcher
 
 AFTER_PATTERN = ("head", "attn", "resid_mid", "mlp", "resid_post")
 
@@ -52,18 +50,18 @@ def prefix_patch(
 
 
 def prefix_rows(
-    patcher: Patcher, layer: int, prefix: int, patches: list[tuple[Site, ...]]
+    patcher: PatchEngine, layer: int, prefix: int, patches: list[tuple[Site, ...]]
 ) -> list[Float[Tensor, "batch pos d_model"]]:
     """Each patch's ``resid_pre[layer + 1]``: block ``layer`` run once on the ``prefix``-token
     prompts for all ``patches`` (stacked, each patch's sites set), written over the first
     ``prefix`` rows of the cached clean ``resid_pre[layer + 1]``."""
     b = patcher.batch
     start = patcher.clean[get_act_name("resid_pre", layer)][:, :prefix]
-    kwargs = {k: v[:, :prefix] for k, v in patcher._forward_kwargs.items()}
+    kwargs = patcher.block_kwargs(prefix)
     with torch.inference_mode():
         out = patcher.model.run_with_hooks(
             start.repeat(len(patches), 1, 1),
-            fwd_hooks=patcher._setter_hooks(patches),
+            fwd_hooks=patcher.counterfactual_hooks(patches),
             start_at_layer=layer,
             stop_at_layer=layer + 1,
             **kwargs,
@@ -78,26 +76,26 @@ def prefix_rows(
 
 
 def plan_prefixes(
-    patcher: Patcher,
+    patcher: PatchEngine,
     plist: list[tuple[Site, ...]],
     starts: dict[int, int | None],
     metric: Metric,
 ) -> dict[int, tuple[int, int]]:
     """The patches (index -> (block, prefix)) that run their block on a prefix; their entry in
-    ``starts`` moves to the next block. Only for the sink metric (module docstring)."""
+    ``starts`` moves to the next block. Only where that is exact for the readout (module
+    docstring)."""
     prefixed: dict[int, tuple[int, int]] = {}
-    if not isinstance(metric, SinkMetric):
-        return prefixed
     for i in starts:
         found = prefix_patch(plist[i], patcher.model.cfg, patcher.n_pos)
-        if found is not None:
+        first = min(s.order for s in plist[i])
+        if found is not None and prefix_exact(found[0], first, metric, patcher.model):
             prefixed[i] = found
             starts[i] = found[0] + 1
     return prefixed
 
 
 def prefix_start_rows(
-    patcher: Patcher,
+    patcher: PatchEngine,
     idx: list[int],
     plist: list[tuple[Site, ...]],
     prefixed: dict[int, tuple[int, int]],

@@ -1,11 +1,20 @@
-"""Readouts: what a patched run is measured by, read through hooks as the run goes.
+"""Readouts as data: what a patched run is measured by, and what it reads.
+
+Each readout *declares* the hooks it reads (``reads``). The engine captures exactly those, reduces
+each to a small per-patch tensor at the hook (``reduce``) and combines the reductions into one
+value per patch (``combine``). From the declaration the engine decides which shortcuts are exact
+(``circuits.patching.forward``): where the forward may stop, which patches cannot change the
+readout, which patched blocks may run on their prefix alone, and which reads of a patch that
+starts deeper are its clean values. Two more declarations name the estimates that apply:
+``per_layer_detail`` (the value is the mean of per-layer columns, each read within its layer:
+nested runs) and ``sink_layers`` (the value *is* Gu et al.'s sink score of those layers: the
+P0-stream estimate and attribution patching compute it).
 
 * ``SinkMetric``: Gu et al.'s sink score of the receiver layers (the circuit's output);
+* ``AttentionToP0``: mean attention of queries q >= 1 to P0 in the receiver layers;
 * ``P0NormMetric``: P0's residual norm after a layer (the massive-activation signal);
-* ``CacheMetric``: any callable on the activation cache.
-
-The engine (``circuits.patching.engine``) calls ``begin(n_patches, batch, start_layer)`` before a
-run, registers ``hooks()`` and calls ``finish()`` for one value per patch.
+* ``CacheMetric``: any callable on the activation cache of named hooks;
+* output readouts (``circuits.patching.output_readouts``): next-token loss, logit difference, KL.
 """
 
 from __future__ import annotations
@@ -19,69 +28,107 @@ from transformer_lens import ActivationCache, HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from circuits.core.errors import UsageError
-from circuits.metrics.attention import check_pattern, sink_score
+from circuits.metrics.attention import attn_to_p0, check_pattern, sink_score
 from circuits.metrics.residual import residual_norms
+
+# where a hook is read inside a block, comparable with ``Site.order`` (a site acts on a read iff
+# site.order < read position): a read at the hook a site writes sees the patch (hence +0.05)
+_STAGE = {
+    "hook_resid_pre": 0.05,
+    "ln1": 0.5,
+    "attn.hook": 0.9,  # q, k, v, rot_q, rot_k, attn_scores, pattern: before z
+    "attn.hook_z": 1.05,
+    "hook_attn_out": 1.05,
+    "hook_resid_mid": 2.05,
+    "ln2": 2.5,
+    "hook_mlp_in": 2.9,
+    "mlp.": 2.9,
+    "hook_mlp_out": 3.05,
+    "hook_resid_post": 4.05,
+}
+
+
+def read_position(name: str, n_layers: int) -> tuple[int, float]:
+    """Where hook ``name`` is computed in the forward, as ``(layer, stage)``: the embedding is
+    layer -1, ``ln_final`` layer ``n_layers``."""
+    if name.startswith("blocks."):
+        layer_s, rest = name.split(".", 2)[1:]
+        for prefix, stage in sorted(_STAGE.items(), key=lambda kv: -len(kv[0])):
+            if rest.startswith(prefix):
+                return int(layer_s), stage
+        return int(layer_s), 4.0
+    if name.startswith("ln_final"):
+        return n_layers, 0.0
+    return -1, 0.0
 
 
 class Metric:
-    """What a patched run is measured by. Subclasses read activations through hooks.
+    """A readout: what a patched run is measured by (the module docstring).
 
-    The engine calls ``begin(n_patches, batch, start_layer)`` before a run, registers
-    ``hooks()``, and calls ``finish()`` for one value per patch (the batch mean, as in
-    ``circuits.metrics``). The batch grows as the run goes deeper (see ``Patcher._forward``):
-    at a hook, the rows present are those of the first ``act.shape[0] // batch`` patches; a patch
-    whose rows are absent at a hook has not started yet, so its value there is the clean one.
+    ``reads(model)``: the hooks read, any order. ``reduce(name, acts, clean)``: ``acts`` is
+    ``[n_present, batch, ...]`` (one slice per patch present at that hook), ``clean`` the clean
+    run's activation there when the readout asked for it (``needs_clean``); returns
+    ``[n_present, ...]``. ``combine(reduced)``: per hook ``[n_patches, ...]`` -> ``(values
+    [n_patches], detail [n_patches, ...] | None)``. ``key()``: hashable data naming the
+    readout (equal keys: equal questions). ``reduction_key``: readouts whose reductions of a
+    hook coincide share it (their clean reductions are computed once).
     """
 
     name = "metric"
+    per_layer_detail = False
 
-    def stop_layer(self, model: HookedTransformer) -> int:
-        """Blocks ``[start, stop)`` are run: the first block the metric no longer needs."""
+    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+        """Check the readout against the model and prompts (and keep what ``reduce`` needs)."""
+
+    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def validate(self, model: HookedTransformer, n_pos: int) -> None:
-        pass
+    def needs_clean(self) -> bool:
+        return False
 
-    def read_order(self) -> tuple[int, float] | None:
-        """Where the metric's last read happens (a site must come strictly before it to be able
-        to change the metric); None: no check."""
-        return None
+    def reduction_key(self) -> Any:
+        return self.key()
 
-    def last_hook(self) -> str | None:
-        """The hook after which nothing the metric reads is left to compute: the forward is cut
-        there, even mid-block (None: run through block ``stop_layer - 1``)."""
-        return None
+    def key(self) -> Any:
+        raise NotImplementedError
+
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def begin(self, n_patches: int, batch: int, start_layer: int | None) -> None:
+    def sink_layers(self) -> tuple[int, ...] | None:
+        """The layers whose mean Gu sink score this readout is, if it is exactly that (the
+        P0-stream estimate and attribution patching compute only it); else None."""
+        return None
+
+    def detail_layers(self) -> tuple[int, ...]:
+        """With ``per_layer_detail``: the layer each detail column reads (within that layer)."""
         raise NotImplementedError
 
-    def hooks(self) -> list[tuple[str, Callable]]:
-        raise NotImplementedError
-
-    def finish(self) -> tuple[Tensor, Tensor | None]:
-        """(values [n_patches], optional detail [n_patches, ...])."""
-        raise NotImplementedError
+    def resolved(self, last_patched_layer: int, n_layers: int) -> Metric:
+        """This readout with defaults that depend on the patches filled in."""
+        return self
 
 
-class SinkMetric(Metric):
-    """Gu et al.'s sink score alpha_0 (``circuits.metrics.sink_score``: mean over queries q >= 0
-    of A[q, 0], batch-averaged), averaged over the heads of the receiver layers and then over
-    the receiver layers. ``receivers=None``: every layer after the last patched one (resolved
-    per call by the engine). The per-layer values are kept as ``detail``.
-    """
+class _PatternReadout(Metric):
+    """A per-head reduction of the receiver layers' attention patterns, averaged over heads and
+    then over layers; ``receivers=None``: every layer after the last patched one."""
 
-    name = "sink_score"
+    per_layer_detail = True
+    _reduce: Callable[[Tensor], Tensor]
 
     def __init__(self, receivers: Sequence[int] | None = None) -> None:
         self.receivers: tuple[int, ...] | None = (
             None if receivers is None else tuple(sorted({int(r) for r in receivers}))
         )
-        self._clean_per_layer: dict[int, Tensor] = {}
+        self._sinks = False
 
-    def resolved(self, last_patched_layer: int, n_layers: int) -> SinkMetric:
+    def resolved(self, last_patched_layer: int, n_layers: int) -> Metric:
         if self.receivers is not None:
             return self
         layers = list(range(last_patched_layer + 1, n_layers))
@@ -90,38 +137,61 @@ class SinkMetric(Metric):
                 f"no layer after the last patched layer {last_patched_layer}: "
                 "pass receivers=[...] explicitly"
             )
-        return SinkMetric(layers)
-
-    _sinks = False
-
-    def validate(self, model: HookedTransformer, n_pos: int) -> None:
-        self._sinks = bool(model.cfg.use_attention_sinks)
-        if self.receivers is None:
-            raise UsageError("SinkMetric receivers are unresolved (internal error)")
-        if not self.receivers:
-            raise UsageError("SinkMetric needs at least one receiver layer")
-        bad = [r for r in self.receivers if not 0 <= r < model.cfg.n_layers]
-        if bad:
-            raise UsageError(
-                f"receiver layer(s) {bad} out of range: the model has layers 0..{model.cfg.n_layers - 1}"
-            )
+        return type(self)(layers)
 
     @property
     def layers(self) -> tuple[int, ...]:
-        """The receiver layers, once resolved (``resolved``); an internal error before."""
         if self.receivers is None:
-            raise RuntimeError("SinkMetric receivers are unresolved (internal error)")
+            raise RuntimeError(f"{type(self).__name__} receivers are unresolved (internal error)")
         return self.receivers
 
-    def read_order(self) -> tuple[int, float] | None:
-        return (max(self.receivers), 1.0) if self.receivers else None
+    def detail_layers(self) -> tuple[int, ...]:
+        return self.layers
 
-    def stop_layer(self, model: HookedTransformer) -> int:
-        return max(self.layers) + 1
+    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+        self._sinks = bool(model.cfg.use_attention_sinks)
+        if self.receivers is None:
+            raise UsageError(f"{type(self).__name__} receivers are unresolved (internal error)")
+        if not self.receivers:
+            raise UsageError(f"{type(self).__name__} needs at least one receiver layer")
+        bad = [r for r in self.receivers if not 0 <= r < model.cfg.n_layers]
+        if bad:
+            raise UsageError(
+                f"receiver layer(s) {bad} out of range: the model has layers "
+                f"0..{model.cfg.n_layers - 1}"
+            )
 
-    def last_hook(self) -> str | None:
-        # the last receiver's pattern: its z, attention output and MLP are never needed
-        return get_act_name("pattern", max(self.receivers)) if self.receivers else None
+    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+        return tuple(get_act_name("pattern", r) for r in self.layers)
+
+    def key(self) -> Any:
+        return (self.name, self.receivers)
+
+    def reduction_key(self) -> Any:
+        return self.name
+
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+        check_pattern(acts.reshape(-1, *acts.shape[2:]), name, sinks=self._sinks)
+        return torch.stack([type(self)._reduce(c) for c in acts])  # [n, head]
+
+    def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        cols = [reduced[get_act_name("pattern", r)].float().mean(dim=-1) for r in self.layers]
+        detail = torch.stack(cols, dim=1)  # [n, receivers]
+        return detail.mean(dim=1), detail
+
+
+class SinkMetric(_PatternReadout):
+    """Gu et al.'s sink score alpha_0 (``circuits.metrics.sink_score``: mean over queries q >= 0
+    of A[q, 0], batch-averaged), averaged over the heads of the receiver layers and then over
+    the receiver layers. ``receivers=None``: every layer after the last patched one (resolved
+    per call by the engine). The per-layer values are kept as ``detail``.
+    """
+
+    name = "sink_score"
+    _reduce = staticmethod(sink_score)
+
+    def sink_layers(self) -> tuple[int, ...] | None:
+        return self.layers
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -131,41 +201,21 @@ class SinkMetric(Metric):
             "receiver_layers": list(self.receivers or []),
         }
 
-    def set_clean(self, per_layer: dict[int, Tensor]) -> None:
-        self._clean_per_layer = per_layer
 
-    def begin(self, n_patches: int, batch: int, start_layer: int | None) -> None:
-        self._n, self._b = n_patches, batch
-        self._start = 0 if start_layer is None else start_layer
-        self._per_layer: dict[int, Tensor] = {}
+class AttentionToP0(_PatternReadout):
+    """Mean attention of the queries q >= 1 to position 0 (``circuits.metrics.attn_to_p0``),
+    averaged over prompts, the heads of the receiver layers, then the receiver layers."""
 
-    def _on_pattern(self, pattern: Tensor, hook) -> None:
-        check_pattern(pattern, hook.name, sinks=self._sinks)
-        layer = hook.layer()
-        chunks = pattern.reshape(-1, self._b, *pattern.shape[1:])  # the patches present here
-        self._per_layer[layer] = torch.stack([sink_score(c) for c in chunks])  # [present, head]
+    name = "attn_to_p0"
+    _reduce = staticmethod(attn_to_p0)
 
-    def hooks(self) -> list[tuple[str, Callable]]:
-        return [
-            (get_act_name("pattern", r), self._on_pattern) for r in self.layers if r >= self._start
-        ]
-
-    def finish(self) -> tuple[Tensor, Tensor]:
-        cols = []
-        for r in self.layers:
-            measured = self._per_layer.get(r, torch.empty(0, 0)).float().mean(dim=-1)
-            missing = self._n - measured.shape[0]  # patches that start after layer r
-            if missing and r not in self._clean_per_layer:
-                raise RuntimeError(f"sink score of layer {r} was not measured (internal error)")
-            if missing:
-                clean = self._clean_per_layer[r].float().mean(dim=-1).reshape(1)
-                measured = torch.cat([measured, clean.expand(missing)])
-            cols.append(measured)
-        detail = torch.stack(cols, dim=1)  # [n, receivers]
-        return detail.mean(dim=1), detail
-
-    def clean_per_layer(self) -> dict[int, Tensor]:
-        return {r: v[0] for r, v in self._per_layer.items()}
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "definition": "mean over queries q>=1 of A[q,0], averaged over prompts, heads and "
+            "receiver layers",
+            "receiver_layers": list(self.receivers or []),
+        }
 
 
 class P0NormMetric(Metric):
@@ -177,74 +227,108 @@ class P0NormMetric(Metric):
     def __init__(self, layer: int) -> None:
         self.layer = int(layer)
 
-    def validate(self, model: HookedTransformer, n_pos: int) -> None:
+    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
         if not 0 <= self.layer < model.cfg.n_layers:
             raise UsageError(
-                f"P0 norm layer {self.layer} out of range: the model has layers 0..{model.cfg.n_layers - 1}"
+                f"P0 norm layer {self.layer} out of range: the model has layers "
+                f"0..{model.cfg.n_layers - 1}"
             )
 
-    def read_order(self) -> tuple[int, float] | None:
-        return (self.layer, 5.0)  # resid_post[layer] is read
+    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+        return (get_act_name("resid_post", self.layer),)
 
-    def stop_layer(self, model: HookedTransformer) -> int:
-        return self.layer + 1
+    def key(self) -> Any:
+        return (self.name, self.layer)
+
+    def reduction_key(self) -> Any:
+        return self.name
+
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+        return torch.tensor([float(residual_norms(c)[0]) for c in acts])
+
+    def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, None]:
+        return reduced[get_act_name("resid_post", self.layer)], None
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "definition": "l2 norm of blocks.{layer}.hook_resid_post at position 0, averaged over prompts",
+            "definition": "l2 norm of blocks.{layer}.hook_resid_post at position 0, averaged "
+            "over prompts",
             "layer": self.layer,
         }
 
-    def begin(self, n_patches: int, batch: int, start_layer: int | None) -> None:
-        self._n, self._b = n_patches, batch
-        self._values: Tensor | None = None
 
-    def _on_resid(self, resid: Tensor, hook) -> None:
-        chunks = resid.reshape(-1, self._b, *resid.shape[1:])
-        if chunks.shape[0] != self._n:  # a patch starting after this layer is inert, never run
-            raise RuntimeError("a patch started after the P0 norm layer (internal error)")
-        self._values = torch.tensor([residual_norms(c)[0] for c in chunks])
-
-    def hooks(self) -> list[tuple[str, Callable]]:
-        return [(get_act_name("resid_post", self.layer), self._on_resid)]
-
-    def finish(self) -> tuple[Tensor, None]:
-        assert self._values is not None
-        return self._values, None
+class _MissingHook(dict):
+    def __missing__(self, key: str) -> Tensor:
+        raise UsageError(
+            f"the cache callable read {key!r}, which its readout does not capture: "
+            f"name it in CacheMetric(fn, hooks=[...]) (captured: {sorted(self)[:4]}...)"
+        )
 
 
 class CacheMetric(Metric):
     """Any callable on the activation cache: ``fn(cache) -> scalar``.
 
-    ``cache`` is a TransformerLens ``ActivationCache`` of one patched run (batch = the prompts),
-    holding every hook of the blocks the run computed and the clean values below them (which a
-    patch cannot change). ``fn`` must return a Python number or a 0-dim tensor; this is checked
-    on the clean run before any patching. ``stop_layer``: the first block ``fn`` does not read
-    (default: all blocks; logits are never computed).
+    ``cache`` is a TransformerLens ``ActivationCache`` of one patched run (batch = the prompts)
+    holding the hooks named in ``hooks`` (default: every hook of every block and ``ln_final``,
+    which costs memory on large batches: name the hooks you read). A hook the patch cannot reach
+    holds its clean value. ``fn`` must return a Python number or a 0-dim tensor; this is checked
+    on the clean run before any patching. ``stop_layer``: with the default hooks, read blocks
+    below it only.
     """
 
     name = "cache_callable"
 
-    def __init__(self, fn: Callable[[ActivationCache], Any], stop_layer: int | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[[ActivationCache], Any],
+        stop_layer: int | None = None,
+        *,
+        hooks: Sequence[str] | None = None,
+    ) -> None:
         if not callable(fn):
             raise UsageError(f"metric must be callable, got {type(fn).__name__}")
         self.fn = fn
         self._stop = stop_layer
-        self._clean: dict[str, Tensor] = {}
+        self.hooks = None if hooks is None else tuple(hooks)
         self._model: HookedTransformer | None = None
 
-    def stop_layer(self, model: HookedTransformer) -> int:
-        return model.cfg.n_layers if self._stop is None else self._stop
-
-    def validate(self, model: HookedTransformer, n_pos: int) -> None:
+    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+        self._model = model
         if self._stop is not None and not 1 <= self._stop <= model.cfg.n_layers:
             raise UsageError(f"stop_layer {self._stop} out of range 1..{model.cfg.n_layers}")
+        if self.hooks is not None:
+            unknown = [h for h in self.hooks if h not in model.hook_dict]
+            if unknown:
+                raise UsageError(f"hook(s) {unknown[:3]} are not hooks of this model")
+            if "hook_logits" in self.hooks or not self.hooks:
+                raise UsageError("name at least one hook; for logits use an output readout")
+
+    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+        if self.hooks is not None:
+            return self.hooks
+        stop = model.cfg.n_layers if self._stop is None else self._stop
+        names = []
+        for name in model.hook_dict:
+            layer, _ = read_position(name, model.cfg.n_layers)
+            if layer < stop or (self._stop is None and name.startswith("ln_final")):
+                names.append(name)
+        return tuple(names)
+
+    def key(self) -> Any:
+        return (self.name, self.fn, self._stop, self.hooks)  # holds fn: its id cannot be reused
+
+    def reduction_key(self) -> Any:
+        return "capture"  # the activation itself: shared by every cache callable
+
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+        return acts.detach().clone()
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": getattr(self.fn, "__name__", self.name),
             "definition": "user callable on the cache",
+            **({"hooks": list(self.hooks)} if self.hooks is not None else {}),
         }
 
     @staticmethod
@@ -263,43 +347,24 @@ class CacheMetric(Metric):
             "(a number or a 0-dim tensor)"
         )
 
-    def check_on_clean(self, model: HookedTransformer, clean_cache: dict[str, Tensor]) -> float:
-        self._model = model
-        self._clean = clean_cache
-        return self.to_scalar(self.fn(ActivationCache(clean_cache, model)))
-
-    def begin(self, n_patches: int, batch: int, start_layer: int | None) -> None:
-        self._n, self._b = n_patches, batch
-        self._start = -1 if start_layer is None else start_layer
-        self._captured: dict[str, Tensor] = {}
-
-    def _capture(self, act: Tensor, hook) -> None:
-        self._captured[hook.name] = act.detach()
-
-    def hooks(self) -> list[tuple[str, Callable]]:
-        assert self._model is not None
-        names = []
-        for name in self._model.hook_dict:
-            layer = _hook_layer(name)
-            if layer is None:
-                if self._start == -1 and not name.startswith("ln_final"):
-                    names.append(name)
-            elif layer >= max(self._start, 0):
-                names.append(name)
-        return [(n, self._capture) for n in names]
-
-    def finish(self) -> tuple[Tensor, None]:
+    def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, None]:
+        n = next(iter(reduced.values())).shape[0]
         values = []
-        for k in range(self._n):
-            merged = dict(self._clean)
-            for name, act in self._captured.items():
-                if act.shape[0] >= (k + 1) * self._b:  # else patch k starts later: clean here
-                    merged[name] = act[k * self._b : (k + 1) * self._b]
-            values.append(self.to_scalar(self.fn(ActivationCache(merged, self._model))))
+        for k in range(n):
+            cache = _MissingHook({name: acts[k] for name, acts in reduced.items()})
+            values.append(self.to_scalar(self.fn(ActivationCache(cache, self._model))))
         return torch.tensor(values), None
 
 
-def _hook_layer(name: str) -> int | None:
-    if name.startswith("blocks."):
-        return int(name.split(".")[1])
-    return None
+def as_readout(metric: Metric | Callable | None) -> Metric:
+    """A readout from what a caller passed: a readout as is, a callable on the cache wrapped in
+    ``CacheMetric``, None: the sink score of the layers after the last patch."""
+    if metric is None:
+        return SinkMetric()
+    if isinstance(metric, Metric):
+        return metric
+    if callable(metric):
+        return CacheMetric(metric)
+    raise UsageError(
+        f"metric must be a readout or a callable on the cache, got {type(metric).__name__}"
+    )

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from circuits.core.conventions import COUNTERFACTUALS
-
 if TYPE_CHECKING:
     from circuits.patching.sites import Site
 
@@ -20,7 +18,9 @@ class PatchingResult:
     """Every effect of one sweep: ``values[i]`` is the metric with patch ``i`` applied.
 
     ``effect = value - clean`` (negative: the patch lowered the metric); ``relative = effect /
-    clean``. ``detail`` holds per-receiver-layer values for the sink metric.
+    clean``. ``detail`` holds per-receiver-layer values for the sink metric. ``metric`` and
+    ``counterfactual`` are the readout's and counterfactual's ``describe()``: every result says
+    which question it answers.
     """
 
     names: list[str]
@@ -28,7 +28,7 @@ class PatchingResult:
     values: Tensor
     clean: float
     metric: dict[str, Any]
-    counterfactual: str
+    counterfactual: dict[str, Any]
     detail: Tensor | None = None
     kind: str = "activation"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -40,7 +40,7 @@ class PatchingResult:
         estimates: Tensor,
         clean: float,
         metric: dict[str, Any],
-        counterfactual: str,
+        counterfactual: dict[str, Any],
         kind: str,
     ) -> PatchingResult:
         """An estimate of each single-site patch's effect on the metric: its
@@ -88,8 +88,11 @@ class PatchingResult:
             rows.append(row)
         return {
             "kind": self.kind,
-            "counterfactual": self.counterfactual,
-            "counterfactual_definition": COUNTERFACTUALS[self.counterfactual],
+            "counterfactual": self.counterfactual["name"],
+            "counterfactual_definition": self.counterfactual["definition"],
+            "counterfactual_params": {
+                k: v for k, v in self.counterfactual.items() if k not in ("name", "definition")
+            },
             "metric": self.metric,
             "clean": None if math.isnan(self.clean) else self.clean,
             "effects": rows,

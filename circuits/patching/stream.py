@@ -34,15 +34,15 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuits.core.errors import UsageError
-from circuits.patching.engine import Patcher
-from circuits.patching.readouts import SinkMetric
+from circuits.patching.forward import PatchEngine
+from circuits.patching.readouts import Metric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site
 
 KIND = "p0-stream estimate"
 
 
-def _check(patcher: Patcher, sites: list[Site], metric: SinkMetric | None) -> SinkMetric:
+def _check(patcher: PatchEngine, sites: list[Site], metric: Metric | None) -> Metric:
     if not sites:
         raise UsageError("no sites given")
     cfg = patcher.model.cfg
@@ -52,23 +52,23 @@ def _check(patcher: Patcher, sites: list[Site], metric: SinkMetric | None) -> Si
             "use exact patching (Patcher.patch) on this model"
         )
     for s in sites:
-        patcher._check_site(s)
+        patcher.check_site(s)
         if s.positions != (0,):
             raise UsageError(
                 f"site {s.name}: the P0-stream estimate patches position 0 only "
                 f"(positions=(0,)), got positions={s.positions}; use Patcher.patch for others"
             )
-    if metric is None:
-        metric = SinkMetric()
-    if not isinstance(metric, SinkMetric):
-        raise UsageError("the P0-stream estimate supports the sink metric only")
     last = max(-1 if s.kind == "embed" else s.layer for s in sites)
-    metric = metric.resolved(last, cfg.n_layers)
-    metric.validate(patcher.model, patcher.n_pos)
-    return metric
+    readout = patcher.prepare(metric, last)
+    if readout.sink_layers() is None:
+        raise UsageError(
+            f"the P0-stream estimate computes the sink score only, not {readout.name}: "
+            "use exact patching (Patcher.patch) for this readout"
+        )
+    return readout
 
 
-def _names(patcher: Patcher, layer: int) -> tuple[str, str]:
+def _names(patcher: PatchEngine, layer: int) -> tuple[str, str]:
     """The hooks holding a layer's queries and keys as they are scored (after rotary)."""
     rot = patcher.model.cfg.positional_embedding_type == "rotary"
     return get_act_name("rot_q" if rot else "q", layer), get_act_name(
@@ -111,7 +111,7 @@ class _Receiver:
         return torch.sigmoid(s0 - self.rest)
 
 
-def _clean_receivers(patcher: Patcher, layers: Sequence[int]) -> dict[int, _Receiver]:
+def _clean_receivers(patcher: PatchEngine, layers: Sequence[int]) -> dict[int, _Receiver]:
     model = patcher.model
     recv = {layer: _Receiver() for layer in layers}
 
@@ -148,7 +148,7 @@ def _clean_receivers(patcher: Patcher, layers: Sequence[int]) -> dict[int, _Rece
 
 
 def _patched_p0(
-    patcher: Patcher, patches: list[tuple[Site, ...]], layers: Sequence[int], start: int
+    patcher: PatchEngine, patches: list[tuple[Site, ...]], layers: Sequence[int], start: int
 ) -> dict[int, tuple[Tensor, Tensor]]:
     """P0's query and key at each receiver layer with each patch applied, each shaped
     ``[patch, batch, head, d_head]``: one stacked forward of the one-token prompts (P0's column
@@ -161,9 +161,9 @@ def _patched_p0(
     def keep(act: Tensor, hook) -> None:
         got[hook.name] = act[:, 0].reshape(n, b, *act.shape[2:]).clone()
 
-    hooks = patcher._setter_hooks(patches)
+    hooks = patcher.counterfactual_hooks(patches)
     hooks += [(name, keep) for la in layers for name in _names(patcher, la)]
-    kwargs = {k: v[:, :1] for k, v in patcher._forward_kwargs.items()}
+    kwargs = patcher.block_kwargs(1)
     if start == 0:
         first = patcher.tokens[:, :1].repeat(n, 1)
     else:
@@ -199,9 +199,9 @@ def _start_groups(sites: list[Site], batch: int) -> dict[int, list[int]]:
 
 
 def p0_stream_estimate(
-    patcher: Patcher,
+    patcher: PatchEngine,
     sites: Sequence[Site],
-    metric: SinkMetric | None = None,
+    metric: Metric | None = None,
     *,
     patches_per_pass: int = 512,
 ) -> PatchingResult:
@@ -216,7 +216,7 @@ def p0_stream_estimate(
     metric = _check(patcher, sites, metric)
     if patches_per_pass < 1:
         raise UsageError("patches_per_pass must be >= 1")
-    layers = list(metric.layers)
+    layers = list(metric.sink_layers() or ())
     model = patcher.model
     cap = model.cfg.attn_scores_soft_cap
     recv = _clean_receivers(patcher, layers)
@@ -238,5 +238,5 @@ def p0_stream_estimate(
                     est[idx] += moved.double().cpu() / len(layers)  # est lives on the CPU
     clean = patcher.clean_value(metric)[0]
     return PatchingResult.from_estimates(
-        sites, est, clean, metric.describe(), patcher.counterfactual, KIND
+        sites, est, clean, metric.describe(), patcher.counterfactual_record(), KIND
     )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
 
-from circuits.circuit.export import load_graph
+from circuits.circuit.graph import CircuitGraph
 from circuits.core.conventions import CIRCUIT_DOT, CIRCUIT_GRAPHML, CIRCUIT_JSON, PATCHING_FILE
 from circuits.core.records import load_result
 from circuits.viz.graph_figure import circuit_graph_figure
@@ -26,12 +26,12 @@ from circuits.viz.view_data import load_view_data
 from circuits.viz.views import NO_VIEWS_NOTE, View, p0_norm_view, sink_heads_view, views_section
 
 if TYPE_CHECKING:
-    from circuits.viz.report import FigureCollector
+    from circuits.viz.files import FigureCollector
 
 
 def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], list[View]]:
     record = load_result(path, "discover", CIRCUIT_JSON)
-    graph = load_graph(path / CIRCUIT_JSON) if (path / CIRCUIT_JSON).is_file() else None
+    graph = CircuitGraph.load(path / CIRCUIT_JSON) if (path / CIRCUIT_JSON).is_file() else None
     sections = [provenance_html(record)]
     if record.get("verdict"):
         sections.append(f"<p class=verdict><b>Verdict.</b> {esc(record['verdict'])}</p>")

@@ -26,7 +26,7 @@ from circuits.viz.views import (
 )
 
 if TYPE_CHECKING:
-    from circuits.viz.report import FigureCollector
+    from circuits.viz.files import FigureCollector
 
 
 def _measure_summary(m: dict[str, Any]) -> list[list[str]]:

@@ -14,11 +14,8 @@ saying what is missing; any other error propagates.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from matplotlib.figure import Figure
 
 from circuits.core.atomic import write_json, write_text
 from circuits.core.conventions import (
@@ -31,37 +28,15 @@ from circuits.core.conventions import (
     REPORT_FILE,
     VIEWS_FILE,
 )
-from circuits.core.errors import MissingDataError, UsageError
+from circuits.core.errors import UsageError
 from circuits.core.manifest import write_manifest
 from circuits.core.records import RECORD_FILES, finite, load_measure, load_result, result_kind
 from circuits.viz.discover_page import discover_page
-from circuits.viz.files import figure_bytes, save_figure
-from circuits.viz.html import esc, img, page
+from circuits.viz.files import FigureCollector
+from circuits.viz.html import page
 from circuits.viz.measure_pages import compare_page, measure_page
 from circuits.viz.view_data import view_data_for_ids, write_view_data
 from circuits.viz.views import bundle_js
-
-
-class FigureCollector:
-    """Collects a page's figures: embeds each as SVG and (``write_files``) writes it next to the
-    report as PNG + SVG."""
-
-    def __init__(self, out_dir: Path, write_files: bool) -> None:
-        self.out_dir, self.write_files = out_dir, write_files
-        self.written: list[Path] = []
-        self.html: list[str] = []
-
-    def add(self, make: Callable[[], Figure], stem: str | None, caption: str) -> None:
-        try:
-            fig = make()
-        except MissingDataError as err:
-            name = esc(caption.split(":")[0])
-            self.html.append(f"<p class=caption>({name}: not available: {esc(str(err))})</p>")
-            return
-        svg = figure_bytes(fig)
-        if stem and self.write_files:
-            self.written += save_figure(fig, self.out_dir / stem, rendered={"svg": svg})
-        self.html.append(img(svg, "image/svg+xml", stem or "figure", caption))
 
 
 def build_report(

@@ -90,3 +90,77 @@ for argv in (["measure", "--model", "no-such-model", "--out", {str(tmp_path / "a
 """
     assert not HEAVY & _modules_after(code)
     assert not any(tmp_path.glob("[abc]"))
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def private_reaches(package: Path) -> list[str]:
+    """Every ``x._name`` where ``x`` is not ``self`` / ``cls`` and ``_name`` is not defined in
+    the same module, and every ``from m import _name``: one module using another's insides."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        own = {
+            n.name
+            for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        }
+        own |= {
+            t.attr
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Assign | ast.AnnAssign)
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+            if isinstance(t, ast.Attribute)
+        }
+        own |= {
+            t.id
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Assign | ast.AnnAssign)
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+            if isinstance(t, ast.Name)
+        }
+        rel = path.relative_to(ROOT)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                name = node.attr
+                private = name.startswith("_") and not name.startswith("__")
+                on_self = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+                if private and not on_self and name not in own:
+                    found.append(f"{rel}:{node.lineno} .{name}")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("circuits"):
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.append(f"{rel}:{node.lineno} import {alias.name}")
+    return found
+
+
+def import_knots(package: Path) -> list[str]:
+    """Pairs of modules that import each other (anywhere in the module, TYPE_CHECKING and
+    function-level imports included)."""
+    modules = {_module_name(p): p for p in package.rglob("*.py")}
+    edges: dict[str, set[str]] = {m: set() for m in modules}
+    for mod, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            for t in targets:
+                if t in modules and t != mod and not modules[t].name == "__init__.py":
+                    edges[mod].add(t)
+                    break
+    return sorted(f"{a} <-> {b}" for a in edges for b in edges[a] if a < b and a in edges[b])
+
+
+def test_no_module_reaches_into_another_modules_private_members():
+    found = private_reaches(PACKAGE)
+    assert not found, "use (or add) a public interface instead:\n" + "\n".join(found)
+
+
+def test_no_two_modules_import_each_other():
+    knots = import_knots(PACKAGE)
+    assert not knots, "split the shared part into a module both import:\n" + "\n".join(knots)

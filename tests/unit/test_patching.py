@@ -295,7 +295,7 @@ def test_bad_input_fails_before_compute(model, tokens):
             patcher.path_patch([(Site("mlp", 0), Receiver("k", 1, heads=(2,)))])
         with pytest.raises(UsageError, match="no layer after the last patched layer"):
             patcher.patch([Site("mlp", N_LAYERS - 1)])
-        with pytest.raises(UsageError, match="no patch can change the metric"):
+        with pytest.raises(UsageError, match="no patch can change the readout"):
             patcher.patch([Site("attn", 2)], SinkMetric([1]))
         assert calls == []  # nothing ran
         with pytest.raises(UsageError, match="must return a scalar"):

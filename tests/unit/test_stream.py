@@ -126,7 +126,7 @@ def test_bad_input_is_refused_with_the_fix():
         p0_stream_estimate(patcher, [Site("attn", 0, positions=(1,))])
     with pytest.raises(UsageError, match="position 0 only"):
         p0_stream_estimate(patcher, [Site("attn", 0, positions=None)])
-    with pytest.raises(UsageError, match="sink metric only"):
+    with pytest.raises(UsageError, match="sink score only"):
         p0_stream_estimate(patcher, [Site("attn", 0)], CacheMetric(lambda cache: 0.0))
     with pytest.raises(UsageError, match="no sites"):
         p0_stream_estimate(patcher, [])

@@ -1,0 +1,205 @@
+"""Readouts on the model's output: does a patch change what the model predicts?
+
+The anchor argument for the sink (docs/science.md) is that the model *needs* it: these readouts
+ask it of the output. Each reads the final normalised residual (``ln_final.hook_normalized``, or
+the last block's ``resid_post`` for a model without a final norm) and unembeds only the rows and
+columns it reads: the forward never computes the full logits of the stacked batch.
+
+* ``NextTokenLoss``: mean cross-entropy of the next-token predictions at positions ``0..T-2``
+  (targets ``tokens[:, 1:]``), averaged over prompts and positions, in nats;
+* ``LogitDifference(correct, wrong, position=-1)``: logit of ``correct`` minus logit of ``wrong``
+  at one position (per prompt ids allowed: IOI's indirect object vs subject), batch-averaged;
+* ``KLToClean(positions=None)``: KL(clean || patched) of the next-token distribution, in nats,
+  averaged over the positions read (default: every position) and prompts.
+
+Logits follow TransformerLens' ``HookedTransformer.forward``: ``unembed`` then the output
+softcap (``output_logits_soft_cap``) where the model has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
+
+from circuits.core.errors import UsageError
+from circuits.patching.readouts import Metric
+
+
+def final_residual_hook(model: HookedTransformer) -> str:
+    """The hook holding the residual the unembedding reads."""
+    if "ln_final.hook_normalized" in model.hook_dict:
+        return "ln_final.hook_normalized"
+    return get_act_name("resid_post", model.cfg.n_layers - 1)
+
+
+def logits_of(model: HookedTransformer, resid: Tensor, columns: Tensor | None = None) -> Tensor:
+    """Logits from the final normalised residual ``[..., d_model]`` (only ``columns`` of the
+    vocabulary when given), as the model's forward computes them."""
+    w, b = model.W_U, model.b_U
+    if columns is not None:
+        w, b = w[:, columns], b[columns]
+    logits = resid.to(w.dtype) @ w + b
+    cap = model.cfg.output_logits_soft_cap
+    if cap and cap > 0:
+        logits = cap * torch.tanh(logits / cap)
+    return logits
+
+
+class _OutputReadout(Metric):
+    _model: HookedTransformer | None = None
+    _tokens: Tensor | None = None
+
+    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+        self._model, self._tokens = model, tokens
+
+    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+        return (final_residual_hook(model),)
+
+    def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, None]:
+        assert self._model is not None
+        return reduced[final_residual_hook(self._model)].float(), None
+
+    @property
+    def model(self) -> HookedTransformer:
+        if self._model is None:
+            raise RuntimeError("readout used before validate (internal error)")
+        return self._model
+
+
+class NextTokenLoss(_OutputReadout):
+    """Mean next-token cross-entropy (nats) over positions 0..T-2 and prompts."""
+
+    name = "next_token_loss"
+
+    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+        if tokens.shape[1] < 2:
+            raise UsageError("the next-token loss needs prompts of at least 2 tokens")
+        super().validate(model, tokens)
+
+    def key(self) -> Any:
+        return (self.name,)
+
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+        assert self._tokens is not None
+        targets = self._tokens[:, 1:]
+        out = []
+        for resid in acts:  # one patch at a time: [batch, pos - 1, vocab] at most
+            logp = logits_of(self.model, resid[:, :-1]).float().log_softmax(dim=-1)
+            out.append(-logp.gather(-1, targets[..., None]).mean())
+        return torch.stack(out)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "definition": "mean cross-entropy (nats) of the next-token prediction at positions "
+            "0..T-2 (targets: the next prompt token), over prompts and positions",
+        }
+
+
+def _per_row(ids: int | Sequence[int] | Tensor, batch: int, what: str) -> Tensor:
+    t = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+    if t.numel() == 1:
+        return t.expand(batch)
+    if t.numel() != batch:
+        raise UsageError(f"{what}: give one token id or one per prompt ({batch}), got {t.numel()}")
+    return t
+
+
+class LogitDifference(_OutputReadout):
+    """logit(correct) - logit(wrong) at ``position`` (default: the last), batch-averaged."""
+
+    name = "logit_difference"
+
+    def __init__(
+        self,
+        correct: int | Sequence[int] | Tensor,
+        wrong: int | Sequence[int] | Tensor,
+        position: int = -1,
+    ) -> None:
+        self.correct, self.wrong, self.position = correct, wrong, int(position)
+
+    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+        super().validate(model, tokens)
+        b, t = tokens.shape
+        if not -t <= self.position < t:
+            raise UsageError(f"logit difference position {self.position} outside 0..{t - 1}")
+        self._c = _per_row(self.correct, b, "correct tokens").to(model.cfg.device)
+        self._w = _per_row(self.wrong, b, "wrong tokens").to(model.cfg.device)
+        both = torch.cat([self._c, self._w])
+        if int(both.min()) < 0 or int(both.max()) >= model.cfg.d_vocab:
+            raise UsageError(f"logit difference token ids outside 0..{model.cfg.d_vocab - 1}")
+        self._cols = both.unique()  # the only vocabulary columns unembedded
+        self._ci = torch.searchsorted(self._cols, self._c)
+        self._wi = torch.searchsorted(self._cols, self._w)
+
+    def key(self) -> Any:
+        as_t = lambda x: tuple(torch.as_tensor(x).reshape(-1).tolist())  # noqa: E731
+        return (self.name, as_t(self.correct), as_t(self.wrong), self.position)
+
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+        rows = torch.arange(acts.shape[1], device=acts.device)
+        resid = acts[:, :, self.position]  # [n, batch, d_model]: one row per prompt
+        out = []
+        for r in resid:
+            logits = logits_of(self.model, r, self._cols)
+            out.append((logits[rows, self._ci] - logits[rows, self._wi]).float().mean())
+        return torch.stack(out)
+
+    def describe(self) -> dict[str, Any]:
+        as_l = lambda x: torch.as_tensor(x).reshape(-1).tolist()  # noqa: E731
+        return {
+            "name": self.name,
+            "definition": "logit of the correct token minus logit of the wrong token at one "
+            "position, averaged over prompts",
+            "correct": as_l(self.correct),
+            "wrong": as_l(self.wrong),
+            "position": self.position,
+        }
+
+
+class KLToClean(_OutputReadout):
+    """KL(clean || patched) of the next-token distribution (nats), mean over positions and
+    prompts; ``positions=None``: every position."""
+
+    name = "kl_to_clean"
+
+    def __init__(self, positions: Sequence[int] | None = None) -> None:
+        self.positions = None if positions is None else tuple(int(p) for p in positions)
+
+    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+        super().validate(model, tokens)
+        t = tokens.shape[1]
+        if self.positions is not None and any(not -t <= p < t for p in self.positions):
+            raise UsageError(f"KL positions {self.positions} outside 0..{t - 1}")
+
+    def needs_clean(self) -> bool:
+        return True
+
+    def key(self) -> Any:
+        return (self.name, self.positions)
+
+    def _rows(self, resid: Tensor) -> Tensor:
+        return resid if self.positions is None else resid[:, list(self.positions)]
+
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+        assert clean is not None
+        ref = logits_of(self.model, self._rows(clean)).float().log_softmax(dim=-1)
+        out = []
+        for resid in acts:
+            logp = logits_of(self.model, self._rows(resid)).float().log_softmax(dim=-1)
+            out.append(F.kl_div(logp, ref, log_target=True, reduction="none").sum(-1).mean())
+        return torch.stack(out)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "definition": "KL(clean || patched) of the next-token distribution in nats, averaged "
+            "over prompts and positions",
+            "positions": None if self.positions is None else list(self.positions),
+        }
