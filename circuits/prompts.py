@@ -10,20 +10,27 @@ import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
 from circuits.core.errors import UsageError
-from circuits.zoo.model import ZooModel
+from circuits.zoo.model import ZooModel, as_zoo_model
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 
-def check_tokens(tokens: Any, cfg: Any) -> Int[Tensor, "batch pos"]:
+def check_tokens(
+    tokens: Any, cfg: Any, *, pad_token_id: int | None = None
+) -> Int[Tensor, "batch pos"]:
     """``tokens`` if they are valid input for a model with config ``cfg``: an integer
-    ``[batch, pos]`` tensor with 2 <= pos <= n_ctx and every id in [0, d_vocab); otherwise a
-    one-line ``UsageError`` naming what is wrong."""
+    ``[batch, pos]`` tensor with 2 <= pos <= n_ctx, every id in [0, d_vocab) and, given the
+    tokenizer's ``pad_token_id``, no padding (rows whose runs of pad tokens at either end
+    differ: TransformerLens' ``to_tokens`` pads a list of texts silently, and a padded row's
+    position 0 or last positions are not its text); otherwise a one-line ``UsageError``."""
     if (
         not isinstance(tokens, Tensor)
         or tokens.ndim != 2
@@ -42,7 +49,25 @@ def check_tokens(tokens: Any, cfg: Any) -> Int[Tensor, "batch pos"]:
     if low < 0 or high >= cfg.d_vocab:
         bad = low if low < 0 else high
         raise UsageError(f"token id {bad} is outside the model's vocabulary (0..{cfg.d_vocab - 1})")
+    if pad_token_id is not None and tokens.shape[0] > 1:
+        for end, runs in (
+            ("end", _pad_runs(tokens.flip(1), pad_token_id)),
+            ("start", _pad_runs(tokens, pad_token_id)),
+        ):
+            if int(runs.min()) != int(runs.max()):
+                row = int(runs.argmax())
+                raise UsageError(
+                    f"prompt {row} is padded at its {end} ({int(runs.max())} pad tokens, id "
+                    f"{pad_token_id}): give prompts of equal length without padding, e.g. "
+                    "circuits.prompts.prompt_set(...) or texts cut to the same number of tokens"
+                )
     return tokens.long()
+
+
+def _pad_runs(tokens: Tensor, pad: int) -> Tensor:
+    """Per row, how many leading tokens are the pad token."""
+    is_pad = (tokens == pad).long()
+    return is_pad.cumprod(dim=1).sum(dim=1)
 
 
 def default_text() -> str:
@@ -71,7 +96,7 @@ class TokenizedText:
 
 
 def tokenize_text(
-    zm: ZooModel,
+    zm: ZooModel | HookedTransformer,
     text: str,
     *,
     bos: bool,
@@ -82,8 +107,10 @@ def tokenize_text(
 
     ``max_tokens`` (e.g. Gu et al.'s T = 64) cuts the sequence deliberately. A text longer than
     the model's context is an error unless ``truncate`` is set, in which case the first
-    ``n_ctx`` tokens are used and the result says so.
+    ``n_ctx`` tokens are used and the result says so. ``zm``: a ``ZooModel`` or any
+    HookedTransformer with a tokenizer.
     """
+    zm = as_zoo_model(zm)
     tokens = zm.encode(text, bos=bos)
     n_total = tokens.shape[1]
     if n_total < 2:
@@ -114,7 +141,7 @@ def sentence_starts(text: str) -> list[int]:
 
 
 def prompt_set(
-    zm: ZooModel,
+    zm: ZooModel | HookedTransformer,
     *,
     n_prompts: int = 8,
     n_tokens: int = 64,
@@ -126,8 +153,10 @@ def prompt_set(
     in their first 4 tokens; their first tokens can repeat (on the default text, 8 windows
     start with 6 different tokens: two begin "The", two "A").
 
-    With ``bos`` each window is BOS followed by ``n_tokens - 1`` text tokens.
+    With ``bos`` each window is BOS followed by ``n_tokens - 1`` text tokens. ``zm``: a
+    ``ZooModel`` or any HookedTransformer with a tokenizer.
     """
+    zm = as_zoo_model(zm)
     text = default_text() if text is None else text
     if n_tokens < 2:
         raise UsageError(f"prompts need at least 2 tokens, got n_tokens={n_tokens}")

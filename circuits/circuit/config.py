@@ -48,6 +48,9 @@ class DiscoverConfig:
     """For ``first_pass="attribution"``: 1, the gradient at the clean run; k > 1, integrated
     gradients along the clean -> counterfactual path in k steps."""
     shift_token: int | None = None
+    prediction_random_sets: int = 8
+    """Random component sets the prediction step compares the circuit with (0: skip the step,
+    ``circuits.circuit.prediction``)."""
     max_rows: int = 64
     progress: bool = True
 
@@ -69,6 +72,8 @@ class DiscoverConfig:
             raise UsageError(f"sufficiency must lie in (0, 1], got {self.sufficiency}")
         if self.max_backups < 0:
             raise UsageError("max_backups must be >= 0")
+        if self.prediction_random_sets < 0:
+            raise UsageError("prediction_random_sets must be >= 0 (0: skip the prediction step)")
         if self.exact_top_k is not None and self.exact_top_k < 0:
             raise UsageError("exact_top_k must be >= 0")
         if (

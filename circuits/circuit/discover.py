@@ -15,16 +15,20 @@ receiver layers (default: every layer from ``first_receiver = 2`` on, Gu et al.'
 6. ``backups``: the sufficiency search for redundant components;
 7. ``path_patching``: IOI-style paths between the circuit's nodes (into MLP inputs and keys);
 8. ``attribution_agreement``: Pearson r of attribution vs the exact effects;
-9. ``graph``: the ``CircuitGraph``;
-10. ``verdict``: a one-line reading of the numbers, and whether the circuit has the shape the
+9. ``prediction_effect``: the circuit's effect on the next-token loss and KL, against random
+   component sets of its size (``circuits.circuit.prediction``);
+10. ``graph``: the ``CircuitGraph``;
+11. ``verdict``: a one-line reading of the numbers, and whether the circuit has the shape the
     paper predicts (layer-0 attention and an MLP in block 0 or 1).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jaxtyping import Int
@@ -34,6 +38,9 @@ from transformer_lens import HookedTransformer
 from circuits.circuit import steps as S
 from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.graph import CircuitGraph
+from circuits.circuit.prediction import prediction_effect
+from circuits.circuit.save import graph_attributes, save_discovery
+from circuits.core.outputs import output_dir
 from circuits.patching.engine import Patcher
 from circuits.patching.readouts import SinkMetric
 from circuits.patching.sites import Receiver, Site
@@ -64,6 +71,14 @@ class Discovery:
     @property
     def verdict(self) -> str:
         return self.record["verdict"]
+
+    def save(self, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the record and the circuit's JSON / GraphML / DOT (self-describing, with a
+        manifest) into ``out_dir``, all or nothing; no figures or report (``p0-circuits render
+        DIR`` or ``circuits.viz.report.build_report`` draws them)."""
+        with output_dir(out_dir, overwrite=overwrite) as tmp:
+            save_discovery(tmp, self.record, self.graph)
+        return Path(out_dir)
 
 
 def _node_attrs(state: S.DiscoveryState, site: Site) -> dict[str, Any]:
@@ -160,6 +175,7 @@ STEPS: tuple[Step, ...] = (
     S.backups,
     S.path_patching,
     S.attribution_agreement,
+    prediction_effect,
     verdict,
 )
 """The pipeline, in order (the graph is built from the state after the last step)."""
@@ -218,6 +234,6 @@ def discover(
         n_prompts=record["n_prompts"],
         n_tokens=record["n_tokens"],
         parallel_attn_mlp=bool(model.cfg.parallel_attn_mlp),
-        record="patching.json",
     )
+    g.g.graph.update({k: v for k, v in graph_attributes(record).items() if v is not None})
     return Discovery(g, record, timings)

@@ -42,7 +42,27 @@ GRAPH_SCHEMA = (
     "record",
     "bos",
     "seed",
+    # self-describing (circuits.circuit.save.graph_attributes)
+    "counterfactual_definition",
+    "metric_definition",
+    "clean_sink",
+    "circuit",
+    "verdict",
+    "faithfulness_kept",
+    "faithfulness_ablated",
+    "faithfulness_floor",
+    "prediction_clean_loss",
+    "prediction_circuit_loss_increase",
+    "prediction_circuit_kl",
+    "prediction_random_kl_mean",
+    "prediction_random_loss_increase_mean",
+    "command_line",
+    "p0_circuits_version",
+    "transformer_lens_version",
+    "torch_version",
 )
+"""Every graph carries these attributes (None where unknown): the experiment, the circuit's
+faithfulness and verdict, its effect on predictions, and provenance."""
 
 
 def plain(value: Any) -> Any:

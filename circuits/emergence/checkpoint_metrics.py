@@ -17,13 +17,13 @@ its own seed stream, identical for every checkpoint):
     (None when sum_l g_l < log 1.5, i.e. P0 never outgrows the rest by 1.5x);
     ``jump_layer`` = argmax_l g_l (None in the same case);
   - ``ablation_share_l01``: for every block l and component c in (attn_out, mlp_out), the
-    component's output at P0 is mean-ablated (replaced, row by row, by its mean over positions
-    >= 1: P0 is made to look like an ordinary position for that component only) and the
-    downstream sink D = mean over layers >= 2 of attn_to_p0 is re-measured; effect = D_clean -
-    D_ablated. The share is sum over l <= 1 of |effect| / sum over all of |effect| (None when the
-    total is < 0.01). This is a per-component activation-patching experiment done with plain
-    hooks (``transformer_lens.utils.get_act_name`` names), documented here so traces do not
-    depend on the patching engine.
+    component's output at P0 is mean-ablated with the patching engine's ``mean``
+    counterfactual (its mean over every prompt and position >= 1: P0 is made to look like an
+    ordinary position for that component only; the one definition ``discover`` uses too) and the
+    downstream sink D = attention to P0 (queries q >= 1) of discover's default receiver layers
+    (``DiscoverConfig.receiver_layers``: layers >= 2, or the last layer of a 2-layer model) is
+    re-measured; effect = D_clean - D_ablated. The share is sum over l <= 1 of |effect| / sum
+    over all of |effect| (None when the total is < 0.01, or for a 1-layer model).
 * **where the attention goes** (``destinations``, per layer; ``attention_destinations``): for
   queries q >= 2, the attention to P0, to the query itself, to the previous token, the rest, and
   the key token id receiving the most attention with its share -- the sink's substitute in a
@@ -44,8 +44,12 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuits.metrics.attention import attention_destinations, attn_to_p0, key_attention
+from circuits.circuit.config import DiscoverConfig
+from circuits.metrics.attention import attention_destinations, key_attention
 from circuits.metrics.measure import measure_sinks
+from circuits.patching.engine import Patcher
+from circuits.patching.readouts import AttentionToP0
+from circuits.patching.sites import Site
 
 COMPONENTS = ("attn_out", "mlp_out")
 
@@ -55,40 +59,23 @@ def downstream_layers(n_layers: int) -> list[int]:
     return list(range(2, n_layers)) if n_layers >= 3 else list(range(n_layers))
 
 
-def _downstream_sink(model: HookedTransformer, tokens: Tensor, fwd_hooks: list) -> float:
-    layers = downstream_layers(model.cfg.n_layers)
-    got: dict[int, float] = {}
-
-    def on_pattern(pattern: Tensor, hook) -> None:
-        got[hook.layer()] = attn_to_p0(pattern.float()).mean().item()
-
-    hooks = list(fwd_hooks) + [(get_act_name("pattern", layer), on_pattern) for layer in layers]
-    with torch.inference_mode():
-        model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks)
-    return sum(got[layer] for layer in layers) / len(layers)
-
-
-def _mean_ablate_p0(act: Tensor, hook) -> Tensor:
-    act = act.clone()
-    act[:, 0] = act[:, 1:].mean(dim=1)
-    return act
-
-
 def ablation_effects(
     model: HookedTransformer, tokens: Int[Tensor, "batch pos"]
-) -> tuple[float, list[dict[str, float]]]:
-    """D_clean and, per block, the effect on D of mean-ablating attn_out / mlp_out at P0."""
-    clean = _downstream_sink(model, tokens, [])
-    effects = []
-    for layer in range(model.cfg.n_layers):
-        row = {}
-        for comp in COMPONENTS:
-            name = get_act_name(comp, layer)
-            if name not in model.hook_dict:
-                raise KeyError(f"hook {name} not found on the model")
-            row[comp] = clean - _downstream_sink(model, tokens, [(name, _mean_ablate_p0)])
-        effects.append(row)
-    return clean, effects
+) -> tuple[float | None, list[dict[str, float]]]:
+    """D_clean and, per block, the effect on D of mean-ablating attn_out / mlp_out at P0 (the
+    engine's ``mean`` counterfactual, discover's receiver layers); (None, []) for 1 layer."""
+    n = model.cfg.n_layers
+    if n < 2:
+        return None, []
+    kinds = {"attn_out": "attn", "mlp_out": "mlp"}
+    comps = [c for c in COMPONENTS if not (model.cfg.attn_only and c == "mlp_out")]
+    sites = [Site(kinds[c], layer) for layer in range(n) for c in comps]
+    readout = AttentionToP0(DiscoverConfig().receiver_layers(n))
+    result = Patcher(model, tokens, "mean").patch(sites, readout, desc="")
+    effects = [{c: 0.0 for c in comps} for _ in range(n)]
+    for site, effect in zip(sites, result.effects.tolist(), strict=True):
+        effects[site.layer][site.act] = -effect  # D_clean - D_ablated
+    return result.clean, effects
 
 
 def measure_checkpoint(
@@ -136,7 +123,7 @@ def measure_checkpoint(
                 "p0_norm_growth": growth[lm.layer],
                 "key_attention": keys[lm.layer].tolist(),
                 "destinations": destinations[lm.layer],
-                "ablation_effect": effects[lm.layer],
+                "ablation_effect": effects[lm.layer] if effects else None,
                 "heads": [asdict(h) for h in lm.heads],
             }
         )

@@ -87,7 +87,9 @@ def circuit_over_training(
     """``discover`` at every checkpoint of ``series`` (see the module docstring)."""
     config = config or DiscoverConfig(exact_top_k=None, progress=False)
     tokens = series.tokens[:n_prompts]
-    if config.counterfactual == "shift":  # it runs the prompt one position later: room for it
+    if config.counterfactual.startswith(
+        "shift"
+    ):  # it runs the prompt one position later: room for it
         n_ctx = series.load(series.steps[0]).cfg.n_ctx
         tokens = tokens[:, : min(tokens.shape[1], n_ctx - 1)]
     rows: list[dict[str, Any]] = []

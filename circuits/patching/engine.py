@@ -100,7 +100,8 @@ class Patcher:
     ) -> None:
         cf = resolve_counterfactual(counterfactual, model, shift_token=shift_token)
         keep_freed_memory()
-        tokens = check_tokens(tokens, model.cfg)
+        pad = getattr(model.tokenizer, "pad_token_id", None)
+        tokens = check_tokens(tokens, model.cfg, pad_token_id=pad)
         if max_rows < 1:
             raise UsageError("max_rows must be >= 1")
         self.model = model

@@ -22,6 +22,7 @@ from circuits.viz.patching_figures import (
     head_patching_heatmap_figure,
     path_figure,
 )
+from circuits.viz.prediction_figure import prediction_figure
 from circuits.viz.view_data import load_view_data
 from circuits.viz.views import NO_VIEWS_NOTE, View, p0_norm_view, sink_heads_view, views_section
 
@@ -78,6 +79,13 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
             "Faithfulness per receiver layer: clean, circuit kept (rest patched), circuit patched, "
             "everything patched.",
         ),
+        (
+            prediction_figure,
+            "prediction",
+            "Does the circuit matter for the model's predictions? Next-token loss increase and "
+            "KL to the clean distribution when the circuit is patched, against random sets of as "
+            "many P0 components (dots; bar: their mean) and every P0 component patched.",
+        ),
     )
     for make, stem, caption in drawings:
         figs.add(functools.partial(make, record), stem, caption)
@@ -99,6 +107,28 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
     return f"P0 sink circuit: {record.get('model', '?')}", sections, views
 
 
+def _prediction_rows(pred: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if not pred:
+        return []
+    rand = pred["random"]
+    return [
+        (
+            "circuit patched: next-token loss increase / KL (nats)",
+            f"{fmt(pred['circuit']['loss_increase'], '.4f')} / {fmt(pred['circuit']['kl'], '.4f')}",
+        ),
+        (
+            f"{rand['n_sets']} random sets of {rand['size']} P0 components: mean loss increase / "
+            "mean KL (max KL)",
+            f"{fmt(rand['loss_increase_mean'], '.4f')} / {fmt(rand['kl_mean'], '.4f')} "
+            f"({fmt(rand['kl_max'], '.4f')})",
+        ),
+        (
+            "every P0 component patched: loss increase / KL",
+            f"{fmt(pred['all_p0']['loss_increase'], '.4f')} / {fmt(pred['all_p0']['kl'], '.4f')}",
+        ),
+    ]
+
+
 def _discover_summary(record: dict[str, Any]) -> list[list[str]]:
     faith = record.get("faithfulness") or {}
     metric = record.get("metric") or {}
@@ -108,6 +138,7 @@ def _discover_summary(record: dict[str, Any]) -> list[list[str]]:
         ("faithfulness_ablated (the circuit patched)", fmt(faith.get("ablated"))),
         ("every P0 component patched", fmt(faith.get("floor"))),
         *_backup_rows(record.get("backups")),
+        *_prediction_rows(record.get("prediction")),
         ("clean sink", fmt((record.get("clean") or {}).get("sink"), ".4f")),
         (
             "metric",

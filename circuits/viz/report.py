@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from circuits.circuit.save import save_discovery
 from circuits.core.atomic import write_json, write_text
 from circuits.core.conventions import (
-    CIRCUIT_DOT,
     CIRCUIT_GRAPHML,
     CIRCUIT_JSON,
     MEASURE_FILE,
@@ -59,6 +59,9 @@ def build_report(
     if kind != "compare":  # every file read below is checked against the manifest first
         load_result(path, kind, CIRCUIT_JSON, CIRCUIT_GRAPHML, VIEWS_FILE)
     if zm is not None and kind != "compare":
+        from circuits.zoo.model import as_zoo_model  # torch only when views are computed
+
+        zm = as_zoo_model(zm)
         write_views(path, zm, top_k=top_k, view_tokens=view_tokens)
         write_manifest(path)
     figs = FigureCollector(path, write_figures)
@@ -79,12 +82,11 @@ def write_result(
     (with ``zm``: views too). The one way results are saved, by the CLI and in notebooks."""
     path = Path(out_dir)
     path.mkdir(parents=True, exist_ok=True)
-    write_json(path / RECORD_FILES[kind], finite({"format": RECORD_FORMATS[kind], **record}))
     if graph is not None:
-        graph.write_json(path / CIRCUIT_JSON)
-        graph.write_graphml(path / CIRCUIT_GRAPHML)
-        graph.write_dot(path / CIRCUIT_DOT)
-    write_manifest(path)
+        save_discovery(path, record, graph)
+    else:
+        write_json(path / RECORD_FILES[kind], finite({"format": RECORD_FORMATS[kind], **record}))
+        write_manifest(path)
     return build_report(path, zm=zm)
 
 

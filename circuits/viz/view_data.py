@@ -19,6 +19,7 @@ from circuits.core.errors import UsageError
 from circuits.core.manifest import verify_files
 from circuits.core.records import read_record
 from circuits.metrics.attention import attn_to_p0
+from circuits.zoo.model import as_zoo_model
 
 
 def _rounded(x: Tensor, digits: int) -> list:
@@ -122,6 +123,9 @@ def load_view_data(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 def view_data_for_text(
     zm, text: str, *, bos: bool | None = None, top_k: int = 6, max_tokens: int = 32
 ) -> dict[str, Any]:
+    """``view_data_for_ids`` for a text (``zm``: a ``ZooModel`` or a HookedTransformer with a
+    tokenizer)."""
+    zm = as_zoo_model(zm)
     bos = zm.natural_bos if bos is None else bos
     return view_data_for_ids(
         zm, zm.encode(text, bos=bos), bos=bos, top_k=top_k, max_tokens=max_tokens
@@ -131,7 +135,9 @@ def view_data_for_text(
 def view_data_for_ids(
     zm, ids, *, bos: bool, top_k: int = 6, max_tokens: int = 32
 ) -> dict[str, Any]:
-    """``compute_view_data`` for a zoo model's token ids ``[1, pos]`` (first ``max_tokens``)."""
+    """``compute_view_data`` for a model's token ids ``[1, pos]`` (first ``max_tokens``;
+    ``zm``: a ``ZooModel`` or any HookedTransformer)."""
+    zm = as_zoo_model(zm)
     ids = ids[:, :max_tokens]
     return compute_view_data(
         zm.model,

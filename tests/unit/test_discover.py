@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -293,9 +294,20 @@ def test_discover_command_writes_its_contract(tmp_path):
     g_json = CircuitGraph.load(out / "circuit.json")
     g_xml = CircuitGraph.load(out / "circuit.graphml")
     assert g_json.same_as(g_xml)
+    attrs = g_json.graph_attrs
     for key in ("model", "counterfactual", "receiver_layers", "record"):
-        assert key in g_json.graph_attrs  # the experiment; its numbers are in patching.json only
-    assert "faithfulness_kept" not in g_json.graph_attrs and "kept" in rec["faithfulness"]
+        assert key in attrs
+    # self-describing: faithfulness, circuit, verdict, definitions, clean value, provenance
+    assert attrs["faithfulness_kept"] == pytest.approx(rec["faithfulness"]["kept"])
+    assert attrs["faithfulness_ablated"] == pytest.approx(rec["faithfulness"]["ablated"])
+    assert attrs["faithfulness_floor"] == pytest.approx(rec["faithfulness"]["floor"])
+    assert attrs["circuit"] == ", ".join(rec["circuit"]) and attrs["verdict"] == rec["verdict"]
+    assert attrs["counterfactual_definition"] == rec["counterfactual_definition"]
+    assert attrs["metric_definition"] == rec["metric"]["definition"]
+    assert attrs["clean_sink"] == pytest.approx(rec["clean"]["sink"])
+    assert attrs["command_line"].startswith("p0-circuits discover --model tiny")
+    assert attrs["p0_circuits_version"] == rec["provenance"]["versions"]["p0_circuits"]
+    _igraph_reads_the_graph_attributes(out / "circuit.graphml", rec)
     html = (out / "report.html").read_text()
     assert "data:image/svg+xml;base64," in html and "faithfulness" in html.lower()
 
@@ -442,3 +454,87 @@ def test_ig_steps_needs_the_attribution_first_pass(circuit_model, circuit_tokens
     with pytest.raises(UsageError, match="first_pass must be one of"):
         DiscoverConfig(first_pass="gradient").check()
     DiscoverConfig(first_pass="attribution", ig_steps=4).check()
+
+
+def _igraph_reads_the_graph_attributes(path, rec):
+    """A second reader (python-igraph) sees the graph attributes of the GraphML as they are."""
+    import igraph
+
+    g = igraph.Graph.Read_GraphML(str(path))
+    names = set(g.attributes())
+    assert {"faithfulness_kept", "faithfulness_ablated", "verdict", "counterfactual"} <= names
+    assert g["faithfulness_kept"] == pytest.approx(rec["faithfulness"]["kept"])
+    assert g["verdict"] == rec["verdict"] and g["counterfactual"] == rec["counterfactual"]
+    assert g["circuit"] == ", ".join(rec["circuit"])
+
+
+def test_prediction_effect_equals_a_plain_hook_loop(circuit_model, circuit_tokens):
+    """The circuit's loss increase and KL under its counterfactual (mean), and a random set's,
+    equal the model run with those P0 outputs replaced by plain hooks."""
+    import torch.nn.functional as F
+    from transformer_lens.utilities import get_act_name
+
+    config = DiscoverConfig(counterfactual="mean", first_receiver=1, progress=False)
+    found = discover(circuit_model, circuit_tokens, config, model_name="planted")
+    pred = found.record["prediction"]
+    _, cache = circuit_model.run_with_cache(circuit_tokens)
+    with torch.no_grad():
+        clean_logits = circuit_model(circuit_tokens)
+
+    def hook_of(site_name):
+        """(hook, head) of a site name such as embed@p0, attn0@p0, attn0.h1@p0, mlp1@p0."""
+        kind = site_name.split("@")[0]
+        if kind == "embed":
+            return "hook_embed", None
+        head = re.fullmatch(r"attn(\d+)\.h(\d+)", kind)
+        if head:
+            return get_act_name("z", int(head.group(1))), int(head.group(2))
+        match = re.fullmatch(r"(attn|mlp)(\d+)", kind)
+        assert match, site_name
+        act = {"attn": "attn_out", "mlp": "mlp_out"}[match.group(1)]
+        return get_act_name(act, int(match.group(2))), None
+
+    def run(sites):
+        hooks = []
+        for name in sites:
+            h, head = hook_of(name)
+            mean = cache[h][:, 1:].mean(dim=(0, 1))
+
+            def setter(act, hook, mean=mean, head=head):
+                if head is None:
+                    act[:, 0] = mean
+                else:
+                    act[:, 0, head] = mean[head]
+                return act
+
+            hooks.append((h, setter))
+        with torch.no_grad():
+            logits = circuit_model.run_with_hooks(circuit_tokens, fwd_hooks=hooks)
+        logp = logits.log_softmax(-1)
+        loss = -logp[:, :-1].gather(-1, circuit_tokens[:, 1:, None]).mean()
+        kl = F.kl_div(logp, clean_logits.log_softmax(-1), log_target=True, reduction="none")
+        return float(loss), float(kl.sum(-1).mean())
+
+    clean_loss, _ = run([])
+    assert pred["clean_loss"] == pytest.approx(clean_loss, abs=1e-5)
+    loss, kl = run(pred["circuit"]["sites"])
+    assert pred["circuit"]["loss_increase"] == pytest.approx(loss - clean_loss, abs=1e-5)
+    assert pred["circuit"]["kl"] == pytest.approx(kl, abs=1e-5)
+    loss, kl = run(pred["random"]["sets"][0])
+    assert pred["random"]["loss_increase"][0] == pytest.approx(loss - clean_loss, abs=1e-5)
+    assert pred["random"]["kl"][0] == pytest.approx(kl, abs=1e-5)
+    assert not set(pred["random"]["sets"][0]) & set(pred["circuit"]["sites"])
+    assert len(pred["random"]["sets"]) == config.prediction_random_sets
+
+
+def test_discovery_saves_without_rendering(circuit_model, circuit_tokens, tmp_path):
+    found = discover(
+        circuit_model, circuit_tokens, DiscoverConfig(first_receiver=1, progress=False)
+    )
+    out = found.save(tmp_path / "saved")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["patching.json", "circuit.json", "circuit.graphml", "circuit.dot", "manifest.json"]
+    )
+    with pytest.raises(UsageError, match="exists"):
+        found.save(tmp_path / "saved")

@@ -89,9 +89,9 @@ def test_ablation_effects_match_a_manual_patch(tiny, tokens):
     d_clean = sum(cache["pattern", layer][:, :, 1:, 0].mean().item() for layer in (2, 3)) / 2
     assert clean == pytest.approx(d_clean, abs=1e-6)
 
-    def patch(act, hook):
+    def patch(act, hook):  # the mean over every prompt and position >= 1 (mean ablation)
         out = act.clone()
-        out[:, 0] = torch.stack([act[b, 1:].mean(0) for b in range(act.shape[0])])
+        out[:, 0] = act[:, 1:].mean(dim=(0, 1))
         return out
 
     patterns = {}

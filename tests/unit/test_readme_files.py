@@ -96,9 +96,12 @@ def test_discover_and_render_write_what_readme_lists(table, tmp_path):
     args = ["--n-prompts", "2", "--n-tokens", "12", "--quiet"]
     assert main(["discover", "--model", "tiny", "--out", str(out), *args]) == 0
     always, optional = _row(table, "discover")
-    assert optional == {"paths_k.png", "paths_k.svg"}
-    has_paths = bool(json.loads((out / "patching.json").read_text()).get("paths_k"))
-    assert written(out) == always | (optional if has_paths else set())
+    assert optional == {"paths_k.png", "paths_k.svg", "prediction.png", "prediction.svg"}
+    record = json.loads((out / "patching.json").read_text())
+    present = (set() if not record.get("paths_k") else {"paths_k.png", "paths_k.svg"}) | (
+        set() if not record.get("prediction") else {"prediction.png", "prediction.svg"}
+    )
+    assert written(out) == always | present
     # render rewrites the same files; with --views it (re)computes views.json and nothing else
     before = written(out)
     (out / "views.json").unlink()

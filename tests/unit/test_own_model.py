@@ -1,0 +1,105 @@
+"""A model of one's own, as a first-class citizen: prompts, views, saving and the engine work from
+a bare HookedTransformer and its tokenizer; padded batches and BOS counterfactuals are handled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _hf_helpers import tokenizer
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from circuits.core.errors import UsageError
+from circuits.metrics import measure_sinks
+from circuits.patching import Patcher, SinkMetric, Site
+from circuits.prompts import default_text, prompt_set, tokenize_text
+from circuits.viz.report import write_result
+from circuits.viz.view_data import view_data_for_text
+from circuits.zoo.model import ZooModel
+
+
+@pytest.fixture(scope="module")
+def own():
+    tok = tokenizer()
+    tok.pad_token = tok.eos_token  # GPT-2 style: pad = eos = bos
+    cfg = HookedTransformerConfig(
+        n_layers=3,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        d_mlp=64,
+        n_ctx=64,
+        d_vocab=len(tok),
+        act_fn="gelu",
+        normalization_type="LN",
+        default_prepend_bos=True,
+        model_name="own-3L",
+        seed=0,
+        device="cpu",
+    )
+    model = HookedTransformer(cfg, move_to_device=False)
+    model.tokenizer = tok  # set_tokenizer would re-fetch it from the hub by name
+    model.cfg.tokenizer_prepends_bos = False
+    return model
+
+
+def test_prompts_views_and_saving_from_a_bare_hooked_transformer(own, tmp_path):
+    tokens = prompt_set(own, n_prompts=3, n_tokens=12, bos=True)
+    bos = own.tokenizer.bos_token_id
+    assert tokens.shape == (3, 12) and (tokens[:, 0] == bos).all()
+    direct = own.tokenizer("The", add_special_tokens=False)["input_ids"]
+    text = tokenize_text(own, "The quick brown fox jumps over the lazy dog.", bos=False)
+    assert text.tokens[0, : len(direct)].tolist() == direct
+    data = view_data_for_text(own, "The quick brown fox jumps over the lazy dog.", bos=True)
+    assert data["tokens"][0] == "<|endoftext|>" and data["model"] == "own-3L"
+    zm = ZooModel.from_hooked(own)
+    assert zm.name == "own-3L" and zm.bos_token_id == bos and zm.natural_bos
+    measured = tokenize_text(own, default_text(), bos=True, max_tokens=24)
+    report = measure_sinks(own, measured.tokens, bos=True)
+    record = {
+        "model": "own-3L",
+        "args": {"text": None},
+        "tokens": zm.str_tokens(measured.tokens[0]),
+        **report.to_dict(),
+    }
+    out = write_result(tmp_path / "m", "measure", record, zm=own)
+    assert (tmp_path / "m" / "views.json").is_file()
+    assert out.name == "report.html"
+
+
+def test_padded_batches_are_refused_with_the_fix(own):
+    texts = ["The quick brown fox jumps over the lazy dog.", "A short one."]
+    padded = own.to_tokens(texts, prepend_bos=True)  # TransformerLens pads silently
+    with pytest.raises(UsageError, match="padded at its end.*equal length without padding"):
+        Patcher(own, padded)
+    same = own.to_tokens([texts[0], texts[0]], prepend_bos=True)
+    Patcher(own, same, "zero")  # equal prompts: no padding, accepted
+
+
+def test_bos_counterfactual_is_the_tokenizer_bos_and_equals_a_plain_hook_loop(own):
+    tokens = prompt_set(own, n_prompts=3, n_tokens=12, bos=False)
+    patcher = Patcher(own, tokens, "token:<bos>")
+    assert patcher.counterfactual_record()["first_token"] == own.tokenizer.bos_token_id
+    res = patcher.patch([Site("mlp", 0)], SinkMetric([2]))
+    bos_tokens = tokens.clone()
+    bos_tokens[:, 0] = own.tokenizer.bos_token_id
+    _, cf = own.run_with_cache(bos_tokens)
+    store = {}
+
+    def setter(act, hook):
+        act[:, 0] = cf["blocks.0.hook_mlp_out"][:, 0]
+        return act
+
+    def keep(act, hook):
+        store["p"] = act
+
+    with torch.no_grad():
+        own.run_with_hooks(
+            tokens,
+            fwd_hooks=[("blocks.0.hook_mlp_out", setter), ("blocks.2.attn.hook_pattern", keep)],
+        )
+    assert float(res.values[0]) == pytest.approx(float(store["p"][..., 0].mean()), abs=1e-6)
+    saved = json.loads(json.dumps(res.to_dict()))
+    assert saved["counterfactual"] == "token:<bos>"
+    assert saved["counterfactual_params"]["first_token"] == own.tokenizer.bos_token_id
