@@ -8,13 +8,13 @@ receiver layers (default: every layer from ``first_receiver = 2`` on, Gu et al.'
 ``STEPS`` (each ``step(state) -> None``, in ``circuits.circuit.steps`` unless defined here):
 
 1. ``clean_runs``: the clean sink;
-2. ``attribution``: a linear estimate for every component and head (one forward + backward);
+2. ``first_pass``: an estimate for every component and head (the P0-stream estimate or attribution);
 3. ``component_sweep``: exact patching of the embedding, attention and MLP outputs at P0;
 4. ``head_sweep``: each head of the selected attention layers;
 5. ``faithfulness_step``: kept / ablated / floor of the core circuit, and where it loses the sink;
 6. ``backups``: the sufficiency search for redundant components;
 7. ``path_patching``: IOI-style paths between the circuit's nodes (into MLP inputs and keys);
-8. ``attribution_agreement``: Pearson r of attribution vs the exact effects;
+8. ``first_pass_agreement``: Pearson r of the first pass vs the exact effects;
 9. ``prediction_effect``: the circuit's effect on the next-token loss and KL, against random
    component sets of its size (``circuits.circuit.prediction``);
 10. ``graph``: the ``CircuitGraph``;
@@ -90,7 +90,7 @@ def _node_attrs(state: S.DiscoveryState, site: Site) -> dict[str, Any]:
         CircuitGraph.from_site(site),
         effect=exact.get(site.name),
         relative=state.relative.get(site.name),
-        attribution=state.attribution.get(site.name),
+        first_pass=state.first_pass_effects.get(site.name),
         role="backup" if site in state.backups else "core",
     )
     if site.kind == "attn" and str(site.layer) in state.record["head_layers"]:
@@ -168,13 +168,13 @@ def verdict(state: S.DiscoveryState) -> None:
 
 STEPS: tuple[Step, ...] = (
     S.clean_runs,
-    S.attribution,
+    S.first_pass,
     S.component_sweep,
     S.head_sweep,
     S.faithfulness_step,
     S.backups,
     S.path_patching,
-    S.attribution_agreement,
+    S.first_pass_agreement,
     prediction_effect,
     verdict,
 )

@@ -22,7 +22,7 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 from circuits.circuit.faithfulness import all_p0_components
-from circuits.patching.output_readouts import KLToClean, NextTokenLoss
+from circuits.patching.output_readouts import KLToClean, LossAndKL, NextTokenLoss
 from circuits.patching.sites import Site
 
 if TYPE_CHECKING:
@@ -54,10 +54,10 @@ def prediction_effect(state: DiscoveryState) -> None:
     randoms = random_component_sets(pool, size, state.config.prediction_random_sets)
     patches = [circuit, *randoms, tuple(everything)]
     patcher = state.patcher
-    loss = patcher.patch(patches, NextTokenLoss(), desc="prediction: next-token loss")
-    kl = patcher.patch(patches, KLToClean(), desc="prediction: KL to clean")
-    rise = (loss.values - loss.clean).tolist()
-    kls = kl.values.tolist()
+    res = patcher.patch(patches, LossAndKL(), desc="prediction: next-token loss and KL")
+    assert res.detail is not None
+    rise = (res.values - res.clean).tolist()
+    kls = res.detail[:, 1].tolist()
     n = len(randoms)
 
     def summary(i: int) -> dict[str, Any]:
@@ -67,9 +67,9 @@ def prediction_effect(state: DiscoveryState) -> None:
     state.record["prediction"] = {
         "question": "does patching the circuit change the model's next-token predictions more "
         "than patching as many random P0 components?",
-        "readouts": {"loss": loss.metric, "kl": kl.metric},
-        "counterfactual": loss.counterfactual["name"],
-        "clean_loss": loss.clean,
+        "readouts": {"loss": NextTokenLoss().describe(), "kl": KLToClean().describe()},
+        "counterfactual": res.counterfactual["name"],
+        "clean_loss": res.clean,
         "circuit": summary(0),
         "random": {
             "n_sets": n,

@@ -23,7 +23,7 @@ NODE_SCHEMA = (
     "position",
     "effect",
     "relative",
-    "attribution",
+    "first_pass",
     "role",
     "sink_clean",
     "head_relative_effects",

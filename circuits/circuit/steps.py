@@ -42,7 +42,7 @@ class DiscoveryState:
     record: dict[str, Any]
     say: Callable[[str], None]
     clean: float = 0.0
-    attribution: dict[str, float] = field(default_factory=dict)
+    first_pass_effects: dict[str, float] = field(default_factory=dict)
     relative: dict[str, float] = field(default_factory=dict)
     """Exact sink change / clean sink of every component and head patched."""
     components: PatchingResult | None = None
@@ -93,9 +93,9 @@ def _component_sites(state: DiscoveryState) -> list[Site]:
     return component_sites(state.cfg.n_layers, state.sweep_layers, kinds=kinds)
 
 
-def attribution(state: DiscoveryState) -> None:
+def first_pass(state: DiscoveryState) -> None:
     """The first-pass estimate of every component's and head's effect at P0 (recorded as
-    ``attribution``; its ``kind`` names the method): by default the P0-stream estimate (exact on
+    ``first_pass``; its ``kind`` names the method): by default the P0-stream estimate (exact on
     P0's keys, other positions clean: one one-token forward per patch), or with
     ``first_pass="attribution"`` attribution patching (one forward and one backward; ``ig_steps``
     of each with integrated gradients)."""
@@ -106,8 +106,8 @@ def attribution(state: DiscoveryState) -> None:
         result = attribution_patch(
             state.patcher, sites, state.metric, ig_steps=state.config.ig_steps
         )
-    state.attribution = dict(zip(result.names, result.effects.tolist(), strict=True))
-    state.record["attribution"] = result.to_dict()
+    state.first_pass_effects = dict(zip(result.names, result.effects.tolist(), strict=True))
+    state.record["first_pass"] = result.to_dict()
 
 
 def component_sweep(state: DiscoveryState) -> None:
@@ -120,7 +120,7 @@ def component_sweep(state: DiscoveryState) -> None:
         first = config.first_receiver_layer(state.cfg.n_layers)
         early = [s for s in comp_sites if s.kind == "embed" or s.layer <= first]
         rest = [s for s in comp_sites if s not in early]
-        rest.sort(key=lambda s: -abs(state.attribution[s.name]))
+        rest.sort(key=lambda s: -abs(state.first_pass_effects[s.name]))
         exact_sites = early + rest[: config.exact_top_k]
     result = state.patcher.patch(exact_sites, state.metric, desc="component sweep")
     state.components = result
@@ -270,7 +270,7 @@ def path_patching(state: DiscoveryState) -> None:
     )
 
 
-def attribution_agreement(state: DiscoveryState) -> None:
+def first_pass_agreement(state: DiscoveryState) -> None:
     """Pearson r between the first-pass estimates and the exact effects measured, and the
     components' additivity: the sum of their single-patch effects over the joint effect of
     patching every P0 component (the floor run). 1: the effects add up; above 1: components
@@ -282,8 +282,8 @@ def attribution_agreement(state: DiscoveryState) -> None:
     exact = [r for r in (state.components, state.heads) if r is not None]
     names = [n for r in exact for n in r.names]
     exact_eff = torch.cat([r.effects for r in exact])
-    estimate = torch.tensor([state.attribution[n] for n in names])
-    state.record["attribution_exact_pearson"] = pearson(estimate, exact_eff)
+    estimate = torch.tensor([state.first_pass_effects[n] for n in names])
+    state.record["first_pass_exact_pearson"] = pearson(estimate, exact_eff)
     if state.components is not None and state.faith is not None:
         single = float(state.components.effects.sum())
         joint = (state.faith.floor - 1.0) * state.clean

@@ -19,6 +19,7 @@ __getattr__, __dir__ = lazy_exports(
         "NextTokenLoss": "output_readouts",
         "LogitDifference": "output_readouts",
         "KLToClean": "output_readouts",
+        "LossAndKL": "output_readouts",
         "Counterfactual": "counterfactuals",
         "Shift": "counterfactuals",
         "MeanAblation": "counterfactuals",

@@ -39,8 +39,17 @@ def final_residual_hook(model: HookedTransformer) -> str:
 
 
 def logits_of(model: HookedTransformer, resid: Tensor, columns: Tensor | None = None) -> Tensor:
-    """Logits from the final normalised residual ``[..., d_model]`` (only ``columns`` of the
-    vocabulary when given), as the model's forward computes them."""
+    """Logits from the final normalised residual ``[..., d_model]`` as read at
+    ``final_residual_hook`` (only ``columns`` of the vocabulary when given), as the model's
+    forward computes them: ``ln_final``'s weight and bias (applied after ``hook_normalized``;
+    none on a folded ``LNPre`` / ``RMSPre`` norm), the unembedding, the output softcap."""
+    norm = getattr(model, "ln_final", None)
+    if norm is not None and "ln_final.hook_normalized" in model.hook_dict:
+        resid = resid.to(model.cfg.dtype)
+        if getattr(norm, "w", None) is not None:
+            resid = resid * norm.w
+        if getattr(norm, "b", None) is not None:
+            resid = resid + norm.b
     w, b = model.W_U, model.b_U
     if columns is not None:
         w, b = w[:, columns], b[columns]
@@ -202,4 +211,47 @@ class KLToClean(_OutputReadout):
             "definition": "KL(clean || patched) of the next-token distribution in nats, averaged "
             "over prompts and positions",
             "positions": None if self.positions is None else list(self.positions),
+        }
+
+
+class LossAndKL(_OutputReadout):
+    """``NextTokenLoss`` as the value and ``(loss, KL(clean || patched))`` as the detail, from one
+    unembedding per patch: the two questions of ``circuits.circuit.prediction`` in one run."""
+
+    name = "next_token_loss_and_kl"
+    per_layer_detail = False
+
+    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+        if tokens.shape[1] < 2:
+            raise UsageError("the next-token loss needs prompts of at least 2 tokens")
+        super().validate(model, tokens)
+
+    def needs_clean(self) -> bool:
+        return True
+
+    def key(self) -> Any:
+        return (self.name,)
+
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+        assert clean is not None and self._tokens is not None
+        targets = self._tokens[:, 1:, None]
+        ref = logits_of(self.model, clean).float().log_softmax(dim=-1)
+        out = []
+        for resid in acts:
+            logp = logits_of(self.model, resid).float().log_softmax(dim=-1)
+            loss = -logp[:, :-1].gather(-1, targets).mean()
+            kl = F.kl_div(logp, ref, log_target=True, reduction="none").sum(-1).mean()
+            out.append(torch.stack([loss, kl]))
+        return torch.stack(out)  # [n, 2]
+
+    def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        both = reduced[final_residual_hook(self.model)].float()
+        return both[:, 0], both
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "definition": "value: mean next-token cross-entropy (nats) at positions 0..T-2; "
+            "detail: (that loss, KL(clean || patched) of the next-token distribution in nats at "
+            "every position), averaged over prompts and positions",
         }

@@ -156,9 +156,9 @@ def _discover_summary(record: dict[str, Any]) -> list[list[str]]:
             f"BOS at P0: {esc(str(record.get('bos')))}",
         ),
         (
-            f"first pass ({esc(str((record.get('attribution') or {}).get('kind', '?')))}) vs exact "
+            f"first pass ({esc(str((record.get('first_pass') or {}).get('kind', '?')))}) vs exact "
             "patching (Pearson r)",
-            fmt(record.get("attribution_exact_pearson")),
+            fmt(record.get("first_pass_exact_pearson")),
         ),
         (
             "additivity: sum of single effects / joint effect (1 additive, >1 AND, <1 OR)",
@@ -233,7 +233,7 @@ def _graph_tables(graph) -> str:
             fmt(d.get("head"), "d"),
             fmt(d.get("effect"), "+.4f"),
             fmt(d.get("relative"), "+.1%"),
-            fmt(d.get("attribution"), "+.4f"),
+            fmt(d.get("first_pass"), "+.4f"),
         ]
         for n, d in nodes
     ]

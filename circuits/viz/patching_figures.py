@@ -43,10 +43,10 @@ def _cells(
     record: dict[str, Any], exact_block: str
 ) -> dict[str, tuple[dict[str, Any], float, bool]]:
     """Per site name: (site, sink change / clean sink, exact?). The exact patching of
-    ``exact_block`` where it ran, the first-pass estimate (``attribution`` block) everywhere else."""
+    ``exact_block`` where it ran, the first-pass estimate (``first_pass`` block) everywhere else."""
     clean = float(record["clean"]["sink"])
     cells = {}
-    for block, is_exact in (("attribution", False), (exact_block, True)):
+    for block, is_exact in (("first_pass", False), (exact_block, True)):
         for name, row in _effects_by_name(record.get(block)).items():
             value = _relative(row, clean) if is_exact else float(row["effect"]) / clean
             cells[name] = (row["sites"][0], value, is_exact)
@@ -240,10 +240,10 @@ def clean_sink_figure(record: dict[str, Any]) -> Figure:
 
 
 def first_pass_figure(record: dict[str, Any]) -> Figure:
-    """The first-pass estimate (``attribution`` block; its ``kind`` names the method) against
+    """The first-pass estimate (``first_pass`` block; its ``kind`` names the method) against
     exact patching, one point per component or head patched exactly, both as sink change /
     clean sink; the diagonal is perfect agreement, the largest exact effects are labelled."""
-    estimate = _effects_by_name(record.get("attribution"))
+    estimate = _effects_by_name(record.get("first_pass"))
     exact = {**_effects_by_name(record.get("components")), **_effects_by_name(record.get("heads"))}
     names = [n for n in exact if n in estimate]
     if not names:
@@ -262,8 +262,8 @@ def first_pass_figure(record: dict[str, Any]) -> Figure:
         ax.scatter(xs[sel], ys[sel], s=14, color=KIND_COLORS.get(kind, "#444444"), label=kind)
     for i in np.argsort(-np.abs(xs))[:6]:
         ax.annotate(names[i], (xs[i], ys[i]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    r = record.get("attribution_exact_pearson")
-    method = (record.get("attribution") or {}).get("kind", "first pass")
+    r = record.get("first_pass_exact_pearson")
+    method = (record.get("first_pass") or {}).get("kind", "first pass")
     ax.set_xlabel("exact patching: sink change / clean sink")
     ax.set_ylabel(f"{method}: sink change / clean sink")
     ax.set_title(

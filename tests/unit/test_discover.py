@@ -436,9 +436,9 @@ def test_first_pass_is_recorded_and_ranks_the_planted_circuit(
     a seventh of its effect."""
     config = DiscoverConfig(first_receiver=1, first_pass=first_pass, progress=False)
     rec = discover(circuit_model, circuit_tokens, config, model_name="planted").record
-    kind = rec["attribution"]["kind"]
+    kind = rec["first_pass"]["kind"]
     assert kind == ("p0-stream estimate" if first_pass == "p0-stream" else "attribution")
-    est = {r["name"]: r["effect"] for r in rec["attribution"]["effects"]}
+    est = {r["name"]: r["effect"] for r in rec["first_pass"]["effects"]}
     exact = {r["name"]: r["effect"] for r in rec["components"]["effects"]}
     assert exact["mlp0@p0"] < -0.5 and exact["attn0@p0"] < -0.5
     for name, effect in exact.items():

@@ -39,7 +39,14 @@ N_LAYERS = 3
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model(seed=3, n_layers=N_LAYERS, n_key_value_heads=2)
+    model = tiny_model(seed=3, n_layers=N_LAYERS, n_key_value_heads=2)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():  # norm weights away from their init of 1: the readouts must apply them
+        for name, p in model.named_parameters():
+            if "ln" in name:
+                p.copy_(1.0 + 0.5 * torch.randn(p.shape, generator=gen))
+    assert model.ln_final.w.std() > 0.1
+    return model
 
 
 @pytest.fixture(scope="module")

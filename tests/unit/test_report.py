@@ -211,9 +211,9 @@ def test_first_pass_figure_plots_each_exact_patch_against_its_estimate():
     exact = [_row("attn", 0, -0.4), _row("mlp", 0, -0.3)]  # mlp1 only estimated: no point
     record = {
         "clean": {"sink": 0.5},
-        "attribution": {"kind": "p0-stream estimate", "effects": estimate},
+        "first_pass": {"kind": "p0-stream estimate", "effects": estimate},
         "components": {"effects": exact},
-        "attribution_exact_pearson": 1.0,
+        "first_pass_exact_pearson": 1.0,
     }
     fig = R.first_pass_figure(record)
     ax = fig.axes[0]
@@ -242,7 +242,7 @@ def test_component_heatmap_shows_every_layer_and_marks_estimates():
     ]
     record = {
         "clean": {"sink": 0.5},
-        "attribution": {"effects": attribution},
+        "first_pass": {"effects": attribution},
         "components": {"effects": exact},
     }
     fig = R.component_heatmap_figure(record)
