@@ -28,6 +28,7 @@ _EXPORTS = {
     "P0NormMetric": "patching.readouts",
     "CacheMetric": "patching.readouts",
     "CircuitGraph": "circuit.graph",
+    "explore": "panel.widget",
     "DiscoverConfig": "circuit.config",
     "discover": "circuit.discover",
 }

@@ -42,8 +42,11 @@ def prediction_figure(record: dict[str, Any]) -> Figure:
         values = [pred["circuit"][key], rand[mean_key], pred["all_p0"][key]]
         ax.bar(range(3), values, color=[LOWERS, RANDOM_GREY, ALL_GREY], width=0.6)
         ax.scatter([1] * len(rand[key]), rand[key], s=12, color="black", zorder=3)
-        for x, v in enumerate(values):
-            ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=7)
+        top = max([*values, *rand[key]])
+        for x, v in enumerate(values):  # above the bar and, for the random sets, their dots
+            y = max(v, max(rand[key])) if x == 1 else v
+            ax.annotate(f"{v:.3g}", (x, y + 0.02 * top), ha="center", va="bottom", fontsize=7)
+        ax.set_ylim(top=1.12 * top)
         ax.set_xticks(range(3), labels, fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.axhline(0, color="black", lw=0.6)

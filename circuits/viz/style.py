@@ -46,6 +46,18 @@ def effect_color(effect: float | None) -> str:
     return LOWERS if (effect or 0.0) < 0 else RAISES
 
 
+def effect_rgb(value: float | None, limit: float) -> str:
+    """The effect colour map's colour (hex) for ``value`` on a symmetric scale of ``limit``
+    (blue: lowers the sink; grey for None)."""
+    if value is None or not math.isfinite(value):
+        return "#dddddd"
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    x = 0.5 + 0.5 * max(-1.0, min(1.0, value / (limit or 1.0)))
+    return to_hex(colormaps[EFFECT_CMAP](x))
+
+
 def effect_limit(values: Iterable[float]) -> tuple[float, str]:
     """(limit, extend) of a symmetric colour scale for effects.
 

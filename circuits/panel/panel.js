@@ -1,0 +1,205 @@
+// The P0 patching panel's front end (anywidget ES module). It draws what Python sends and
+// reports clicks and control changes; every number is computed in Python (circuits.panel).
+const SVG = "http://www.w3.org/2000/svg";
+const LOWERS = "#2166ac";
+
+function el(tag, attrs = {}, text = null) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+function fmt(x, digits = 4) {
+  return x === null || x === undefined ? "–" : Number(x).toFixed(digits);
+}
+
+function toggle(model, name) {
+  const selected = [...model.get("selected")];
+  const i = selected.indexOf(name);
+  if (i >= 0) selected.splice(i, 1);
+  else selected.push(name);
+  model.set("selected", selected);
+  model.save_changes();
+}
+
+function drawMap(model, root) {
+  root.innerHTML = "";
+  const comps = model.get("components");
+  const nLayers = model.get("n_layers");
+  const nHeads = model.get("n_heads");
+  const selected = new Set(model.get("selected"));
+  const layers = Math.max(...comps.map((c) => c.layer)) + 1;
+  const cell = 16, hw = Math.max(6, Math.min(12, 120 / Math.max(nHeads, 1)));
+  const width = 60 + 3 * cell + 10 + nHeads * hw + 40;
+  const height = (layers + 1) * (cell + 3) + 24;
+  const map = svg("svg", { width, height, class: "p0-map" });
+  const y = (layer) => height - 20 - (layer + 2) * (cell + 3);
+  for (let layer = -1; layer < layers; layer++) {
+    const label = svg("text", { x: 4, y: y(layer) + cell - 4, class: "p0-axis" });
+    label.textContent = layer < 0 ? "embed" : `L${layer}`;
+    map.appendChild(label);
+  }
+  const headX = 60 + 3 * cell + 10;
+  for (const c of comps) {
+    let x, w = cell;
+    if (c.kind === "embed") x = 60;
+    else if (c.kind === "attn") x = 60;
+    else if (c.kind === "mlp") x = 60 + 2 * cell;
+    else { x = headX + c.head * hw; w = hw - 1; }
+    const rect = svg("rect", {
+      x, y: y(c.layer), width: w, height: cell, fill: c.color,
+      class: "p0-cell" + (c.circuit ? " p0-circuit" : "") + (selected.has(c.name) ? " p0-selected" : ""),
+      "data-name": c.name,
+    });
+    const tip = svg("title");
+    const rel = c.relative === null ? "not measured" : `${(100 * c.relative).toFixed(1)}% of the clean sink`;
+    tip.textContent = `${c.name}: ${rel}${c.circuit ? " (in the circuit)" : ""}; click to patch`;
+    rect.appendChild(tip);
+    rect.addEventListener("click", () => toggle(model, c.name));
+    map.appendChild(rect);
+  }
+  for (const [x, text] of [[60, "attn"], [60 + 2 * cell, "mlp"], [headX, "heads"]]) {
+    const t = svg("text", { x, y: height - 4, class: "p0-axis" });
+    t.textContent = text;
+    map.appendChild(t);
+  }
+  root.appendChild(map);
+  const kind = model.get("effects_kind");
+  root.appendChild(el("div", { class: "p0-note" },
+    `colour: single-component effect on the sink (${kind === "exact" ? "exact" : "P0-stream estimate"}); ` +
+    "blue: the patch lowers the sink; thick outline: the circuit; black: selected"));
+}
+
+function drawCurve(result) {
+  const layers = result.layers || [];
+  const width = 320, height = 160, pad = 30;
+  const box = svg("svg", { width, height, class: "p0-curve" });
+  const series = [["clean", result.clean, "#222"]];
+  if (result.patched) series.push(["patched", result.patched, LOWERS]);
+  const all = series.flatMap((s) => s[1]);
+  const hi = Math.max(...all, 1e-9), lo = Math.min(0, ...all);
+  const px = (i) => pad + (layers.length > 1 ? (i * (width - 2 * pad)) / (layers.length - 1) : (width - 2 * pad) / 2);
+  const py = (v) => height - pad - ((v - lo) * (height - 2 * pad)) / (hi - lo || 1);
+  for (const [name, values, color] of series) {
+    const pts = values.map((v, i) => `${px(i)},${py(v)}`).join(" ");
+    box.appendChild(svg("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2, class: `p0-line-${name}` }));
+  }
+  const t = svg("text", { x: pad, y: height - 6, class: "p0-axis" });
+  t.textContent = layers.length > 1 ? `receiver layers ${layers[0]}–${layers[layers.length - 1]}` : "value";
+  box.appendChild(t);
+  return box;
+}
+
+function drawPattern(values, title) {
+  const wrap = el("div", { class: "p0-pattern" });
+  wrap.appendChild(el("div", { class: "p0-note" }, title));
+  if (!values) return wrap;
+  const n = values.length, px = Math.max(3, Math.floor(140 / n));
+  const canvas = el("canvas", { width: n * px, height: n * px });
+  const ctx = canvas.getContext("2d");
+  for (let q = 0; q < n; q++) for (let k = 0; k < n; k++) {
+    const v = Math.sqrt(Math.max(0, values[q][k]));
+    ctx.fillStyle = `rgb(${255 - 200 * v},${255 - 150 * v},255)`;
+    ctx.fillRect(k * px, q * px, px, px);
+  }
+  wrap.appendChild(canvas);
+  return wrap;
+}
+
+function drawReadout(model, root) {
+  root.innerHTML = "";
+  const r = model.get("result") || {};
+  const mean = (xs) => (xs && xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
+  const lines = el("div", { class: "p0-readout-values" });
+  const sel = r.selection || [];
+  lines.appendChild(el("div", {}, `patched: ${sel.length ? sel.join(", ") : "(nothing selected: click a component)"}`));
+  lines.appendChild(el("div", {}, `clean: ${fmt(mean(r.clean))}`));
+  if (r.estimate !== null && r.estimate !== undefined && !r.patched)
+    lines.appendChild(el("div", { class: "p0-estimate" }, `estimate (sum of P0-stream single effects): ${fmt(r.estimate)}`));
+  if (r.patched) lines.appendChild(el("div", { class: "p0-exact", "data-value": mean(r.patched) }, `patched (exact): ${fmt(mean(r.patched))}`));
+  if (r.kept !== undefined) lines.appendChild(el("div", {}, `selection as a circuit: kept ${fmt(100 * r.kept, 1)}%, ablated ${fmt(100 * r.ablated, 1)}%`));
+  if (r.paths) for (const [k, v] of Object.entries(r.paths)) lines.appendChild(el("div", {}, `path ${k}: ${fmt(v)}`));
+  root.appendChild(lines);
+  if (r.clean) root.appendChild(drawCurve(r));
+  const pats = el("div", { class: "p0-patterns" });
+  const [hl, hh] = model.get("head");
+  pats.appendChild(drawPattern(r.pattern_clean, `head ${hl}.${hh} clean`));
+  pats.appendChild(drawPattern(r.pattern_patched, `head ${hl}.${hh} patched`));
+  root.appendChild(pats);
+}
+
+function control(label, input) {
+  const wrap = el("label", { class: "p0-control" }, label + " ");
+  wrap.appendChild(input);
+  return wrap;
+}
+
+function drawControls(model, root) {
+  const cf = el("input", { type: "text", value: model.get("counterfactual"), size: 12, class: "p0-cf" });
+  cf.addEventListener("change", () => { model.set("counterfactual", cf.value); model.save_changes(); });
+  const readout = el("select", { class: "p0-readout-select" });
+  for (const name of ["sink score", "attention to P0", "next-token loss"]) {
+    const o = el("option", { value: name }, name);
+    if (name === model.get("readout")) o.selected = true;
+    readout.appendChild(o);
+  }
+  readout.addEventListener("change", () => { model.set("readout", readout.value); model.save_changes(); });
+  const recv = el("input", { type: "text", value: model.get("receivers").join(","), size: 14 });
+  recv.addEventListener("change", () => {
+    model.set("receivers", recv.value.split(",").map((x) => parseInt(x, 10)).filter((x) => !isNaN(x)));
+    model.save_changes();
+  });
+  const head = el("input", { type: "text", value: model.get("head").join("."), size: 5 });
+  head.addEventListener("change", () => { model.set("head", head.value.split(".").map((x) => parseInt(x, 10))); model.save_changes(); });
+  const mode = el("select");
+  for (const [v, t] of [["", "activation patch"], ["k", "paths → K"], ["q", "paths → Q"], ["v", "paths → V"], ["mlp_in", "paths → MLP input"]]) {
+    const o = el("option", { value: v }, t);
+    if (v === model.get("path_mode")) o.selected = true;
+    mode.appendChild(o);
+  }
+  mode.addEventListener("change", () => { model.set("path_mode", mode.value); model.save_changes(); });
+  const layer = el("input", { type: "number", value: model.get("path_layer"), style: "width:4em" });
+  layer.addEventListener("change", () => { model.set("path_layer", parseInt(layer.value, 10)); model.save_changes(); });
+  const clear = el("button", { class: "p0-clear" }, "clear");
+  clear.addEventListener("click", () => { model.set("selected", []); model.save_changes(); });
+  const exp = el("button", { class: "p0-export" }, "export selection");
+  exp.addEventListener("click", () => { model.set("export_request", model.get("export_request") + 1); model.save_changes(); });
+  root.append(control("counterfactual", cf), control("readout", readout), control("receivers", recv),
+    control("head", head), control("mode", mode), control("receiver layer", layer), clear, exp);
+}
+
+function render({ model, el: host }) {
+  host.classList.add("p0-panel");
+  const title = el("div", { class: "p0-title" });
+  const status = el("div", { class: "p0-status", id: "p0-status" });
+  const controls = el("div", { class: "p0-controls" });
+  const body = el("div", { class: "p0-body" });
+  const map = el("div", { class: "p0-mapbox" });
+  const readout = el("div", { class: "p0-readout" });
+  body.append(map, readout);
+  host.append(title, controls, status, body);
+  const update = () => {
+    title.textContent = model.get("title");
+    const err = model.get("error");
+    status.textContent = (model.get("busy") ? "⏳ " : "") + (err ? "error: " + err : model.get("status"))
+      + (model.get("exported") ? ` — exported to ${model.get("exported")}` : "");
+    status.classList.toggle("p0-busy", model.get("busy"));
+  };
+  drawControls(model, controls);
+  drawMap(model, map);
+  drawReadout(model, readout);
+  update();
+  model.on("change:components", () => drawMap(model, map));
+  model.on("change:selected", () => drawMap(model, map));
+  model.on("change:result", () => drawReadout(model, readout));
+  for (const name of ["status", "busy", "error", "exported", "title"]) model.on(`change:${name}`, update);
+}
+
+export default { render };

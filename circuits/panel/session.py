@@ -1,0 +1,286 @@
+"""What the live patching panel computes: one ``Patcher`` and the questions a click asks of it.
+
+``PatchSession`` holds a model, its prompts, a counterfactual and a readout, and answers, for a
+*selection* of P0 components (the set being patched):
+
+* the readout per receiver layer, clean and with the selection patched jointly (exact);
+* the selection's faithfulness as a candidate circuit: ``kept`` = the readout with every other
+  P0 component patched and only the selection clean, ``ablated`` = with the selection patched,
+  both over the clean value (``circuits.circuit.faithfulness``'s definitions);
+* the attention pattern of one receiver head before and after (prompt 0), exact;
+* in path mode, the selected senders' paths into one receiver input (``q`` / ``k`` / ``v`` /
+  ``mlp_in`` of a layer), each alone.
+
+Before any exact number the session can give an *estimate*, labelled as one: the sum of the
+selected components' single P0-stream estimates (``circuits.patching.stream``), computed once for
+every component when the session opens (no forward at click time). Every other number is an
+exact patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
+
+from circuits.circuit.config import DiscoverConfig
+from circuits.circuit.faithfulness import all_p0_components
+from circuits.circuit.graph import CircuitGraph
+from circuits.core.errors import UsageError
+from circuits.patching.counterfactuals import Counterfactual
+from circuits.patching.engine import Patcher
+from circuits.patching.output_readouts import NextTokenLoss
+from circuits.patching.readouts import AttentionToP0, Metric, SinkMetric
+from circuits.patching.sites import Receiver, Site, head_sites
+from circuits.patching.stream import p0_stream_estimate
+
+READOUTS = ("sink score", "attention to P0", "next-token loss")
+PATH_KINDS = ("k", "q", "v", "mlp_in")
+
+
+class HeadPattern(Metric):
+    """One head's attention pattern on prompt ``prompt`` (the detail, ``[query, key]``); its
+    value is that head's attention to P0 (mean over queries q >= 1)."""
+
+    name = "head_pattern"
+
+    def __init__(self, layer: int, head: int, prompt: int = 0) -> None:
+        self.layer, self.head, self.prompt = int(layer), int(head), int(prompt)
+
+    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+        if not 0 <= self.layer < model.cfg.n_layers or not 0 <= self.head < model.cfg.n_heads:
+            raise UsageError(
+                f"head {self.layer}.{self.head} does not exist: layers 0..{model.cfg.n_layers - 1}, "
+                f"heads 0..{model.cfg.n_heads - 1}"
+            )
+
+    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+        return (get_act_name("pattern", self.layer),)
+
+    def key(self) -> Any:
+        return (self.name, self.layer, self.head, self.prompt)
+
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+        return acts[:, self.prompt, self.head].float().clone()  # [n, query, key]
+
+    def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        pattern = reduced[get_act_name("pattern", self.layer)]
+        return pattern[:, 1:, 0].mean(dim=-1), pattern
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "definition": f"attention pattern of head {self.layer}.{self.head} on prompt "
+            f"{self.prompt}; value: its mean attention of queries q>=1 to P0",
+        }
+
+
+@dataclass
+class Readout:
+    """The panel's answer for one selection (every number exact unless ``estimate``)."""
+
+    selection: list[str]
+    layers: list[int]
+    clean: list[float]
+    patched: list[float] | None = None
+    estimate: float | None = None
+    kept: float | None = None
+    ablated: float | None = None
+    pattern_clean: list[list[float]] | None = None
+    pattern_patched: list[list[float]] | None = None
+    paths: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class PatchSession:
+    """A model, prompts, a counterfactual and a readout, and the panel's questions of them."""
+
+    def __init__(
+        self,
+        model: HookedTransformer,
+        tokens: Tensor,
+        *,
+        counterfactual: str | Counterfactual = "shift",
+        receivers: Sequence[int] | None = None,
+        readout: str = "sink score",
+        head: tuple[int, int] | None = None,
+        max_rows: int = 64,
+    ) -> None:
+        self.model = model
+        self.patcher = Patcher(model, tokens, counterfactual, max_rows=max_rows)
+        n = model.cfg.n_layers
+        self.receivers = list(DiscoverConfig(receivers=receivers).receiver_layers(n))
+        self.set_readout(readout)
+        self.components = all_p0_components(model.cfg, range(max(self.receivers)))
+        self.heads = head_sites(range(max(self.receivers)), model.cfg.n_heads)
+        self.head = head if head is not None else (self.receivers[0], 0)
+        self._estimates: dict[str, float] | None = None
+        self._clean_pattern: list[list[float]] | None = None
+
+    # -- the question ------------------------------------------------------------------------
+
+    def set_readout(self, readout: str) -> None:
+        if readout not in READOUTS:
+            raise UsageError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
+        self.readout_name = readout
+        self.readout: Metric = self._readout_on(self.receivers)
+
+    def _readout_on(self, layers: Sequence[int]) -> Metric:
+        if self.readout_name == "sink score":
+            return SinkMetric(layers)
+        if self.readout_name == "attention to P0":
+            return AttentionToP0(layers)
+        return NextTokenLoss()
+
+    @property
+    def per_layer(self) -> bool:
+        return self.readout.per_layer_detail
+
+    def site(self, name: str) -> Site:
+        for s in [*self.components, *self.heads]:
+            if s.name == name:
+                return s
+        raise UsageError(f"unknown component {name!r}: the panel patches P0 components and heads")
+
+    # -- estimates -----------------------------------------------------------------------------
+
+    def single_estimates(self) -> dict[str, float]:
+        """P0-stream estimate of every component's and head's single effect on the sink score
+        (once per session; the estimate is for the sink score only)."""
+        if self._estimates is None:
+            sites = [*self.components, *self.heads]
+            res = p0_stream_estimate(self.patcher, sites, SinkMetric(self.receivers))
+            self._estimates = res.as_dict()
+        return self._estimates
+
+    def estimate(self, selection: Sequence[str]) -> float | None:
+        """Clean sink plus the sum of the selection's single P0-stream estimates (labelled an
+        estimate: single effects need not add up); None for other readouts."""
+        if self.readout_name != "sink score" or not selection:
+            return None
+        est = self.single_estimates()
+        clean, _ = self.patcher.clean_value(SinkMetric(self.receivers))
+        return clean + sum(est[n] for n in selection)
+
+    # -- exact answers -------------------------------------------------------------------------
+
+    def clean_curve(self) -> tuple[float, list[float]]:
+        clean, detail = self.patcher.clean_value(self.readout)
+        return clean, ([clean] if detail is None else [float(x) for x in detail])
+
+    def curve(self, selection: Sequence[str]) -> list[float]:
+        """The readout per receiver layer (or its one value) with the selection patched."""
+        sites = tuple(self.site(n) for n in selection)
+        res = self.patcher.patch([sites], self.readout, desc="")
+        return [float(res.values[0])] if res.detail is None else res.detail[0].tolist()
+
+    def faithfulness(self, selection: Sequence[str]) -> tuple[float, float]:
+        """(kept, ablated) of the selection as a circuit, over the clean value."""
+        chosen = {self.site(n) for n in selection}
+        rest = tuple(s for s in self.components if s not in chosen and s.kind != "head")
+        if any(s.kind == "head" for s in chosen):  # a head kept: its layer's others ablated
+            layers = {s.layer for s in chosen if s.kind == "head"}
+            rest = tuple(s for s in rest if not (s.kind == "attn" and s.layer in layers))
+            rest += tuple(h for h in self.heads if h.layer in layers and h not in chosen)
+        patches = [rest if rest else (), tuple(chosen)]
+        clean, _ = self.patcher.clean_value(self.readout)
+        res = self.patcher.patch([p for p in patches if p], self.readout, desc="")
+        values = res.values.tolist()
+        kept = values[0] / clean if rest else 1.0
+        ablated = values[-1] / clean
+        return kept, ablated
+
+    def patterns(self, selection: Sequence[str]) -> tuple[list[list[float]], list[list[float]]]:
+        """The chosen receiver head's pattern (prompt 0) clean and with the selection patched."""
+        readout = HeadPattern(*self.head)
+        if self._clean_pattern is None:
+            _, pattern = self.patcher.clean_value(readout)
+            assert pattern is not None
+            self._clean_pattern = pattern.tolist()
+        sites = tuple(self.site(n) for n in selection)
+        last = max(-1 if s.kind == "embed" else s.layer for s in sites)
+        if last >= self.head[0]:
+            return self._clean_pattern, self._clean_pattern
+        res = self.patcher.patch([sites], readout, desc="")
+        assert res.detail is not None
+        return self._clean_pattern, res.detail[0].tolist()
+
+    def paths(self, selection: Sequence[str], kind: str, layer: int) -> dict[str, float]:
+        """Each selected sender's path into ``kind`` of ``layer``: its effect on the readout."""
+        if kind not in PATH_KINDS:
+            raise UsageError(f"path mode must be one of {', '.join(PATH_KINDS)}, got {kind!r}")
+        receiver = Receiver(kind, layer)
+        pairs = [(self.site(n), receiver) for n in selection if self.site(n).order < receiver.order]
+        if not pairs:
+            return {}
+        metric = self.readout
+        if self.per_layer:  # the receiver layers the path can reach
+            later = [r for r in self.receivers if r > layer or (kind in ("q", "k") and r == layer)]
+            if not later:
+                return {}
+            metric = self._readout_on(later)
+        res = self.patcher.path_patch(pairs, metric, desc="")
+        return res.as_dict()
+
+    def answer(self, selection: Sequence[str]) -> Readout:
+        """Everything the panel shows for a selection, exact (the slow path, for tests)."""
+        _, clean = self.clean_curve()
+        out = Readout(list(selection), self.layers(), clean)
+        if selection:
+            out.patched = self.curve(selection)
+            out.kept, out.ablated = self.faithfulness(selection)
+            out.pattern_clean, out.pattern_patched = self.patterns(selection)
+        return out
+
+    def layers(self) -> list[int]:
+        return list(self.receivers) if self.per_layer else [-1]
+
+    # -- keeping what you found ----------------------------------------------------------------
+
+    def export_graph(self, selection: Sequence[str], effects: dict[str, float]) -> CircuitGraph:
+        """The selection as a ``CircuitGraph`` with its faithfulness and the question asked."""
+        kept, ablated = self.faithfulness(selection) if selection else (None, None)
+        clean, _ = self.patcher.clean_value(self.readout)
+        floor = self.patcher.patch([tuple(self.components)], self.readout, desc="")
+        g = CircuitGraph(
+            model=str(self.model.cfg.model_name),
+            counterfactual=self.patcher.counterfactual.spec,
+            counterfactual_definition=self.patcher.counterfactual.definition,
+            metric=self.readout.name,
+            metric_definition=self.readout.describe()["definition"],
+            receiver_layers=list(self.receivers),
+            position=0,
+            n_prompts=self.patcher.batch,
+            n_tokens=self.patcher.n_pos,
+            clean_sink=clean if self.readout_name == "sink score" else None,
+            circuit=", ".join(selection),
+            faithfulness_kept=kept,
+            faithfulness_ablated=ablated,
+            faithfulness_floor=float(floor.values[0]) / clean,
+            verdict="selected by hand in the p0-circuits patching panel",
+        )
+        for name in selection:
+            site = self.site(name)
+            effect = effects.get(name)
+            g.add_node(
+                name,
+                **CircuitGraph.from_site(site),
+                effect=effect,
+                relative=None if effect is None else effect / clean,
+                role="core",
+            )
+        return g
+
+
+def selection_effects(session: PatchSession, names: Sequence[str]) -> dict[str, float]:
+    """Exact single effects of ``names`` on the session's readout (one batched sweep)."""
+    if not names:
+        return {}
+    res = session.patcher.patch([session.site(n) for n in names], session.readout, desc="")
+    return {n: float(e) for n, e in zip(res.names, res.effects.tolist(), strict=True)}

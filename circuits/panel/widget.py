@@ -1,0 +1,265 @@
+"""``explore(...)``: the live P0 patching panel, an anywidget.
+
+Why anywidget: one small, well-kept library whose widgets run unchanged in JupyterLab 4,
+Notebook 7, VS Code and Colab; the front end is one ES module shipped inside this package
+(``panel.js``, ``panel.css``), so nothing loads from a CDN. The Python side (this module) owns
+every number: the front end only draws what it is sent and reports clicks.
+
+A click changes ``selected``; the panel then answers in stages on a worker thread (the kernel
+stays responsive and the controls stay live; a newer click supersedes an older one):
+
+1. the estimate (labelled as such): clean sink + the selection's single P0-stream estimates;
+2. the exact per-layer readout with the selection patched;
+3. the selection's faithfulness (kept / ablated) and the chosen receiver head's pattern before
+   and after, or in path mode each sender's path into the chosen receiver input.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+from torch import Tensor
+
+from circuits.core.errors import UsageError
+from circuits.panel.session import PatchSession, selection_effects
+from circuits.panel.sources import PanelSource, panel_source
+from circuits.viz.style import effect_limit, effect_rgb
+
+HERE = Path(__file__).parent
+
+
+class ExplorePanel(anywidget.AnyWidget):
+    """The widget (``explore`` builds it). Synced state, all plain JSON."""
+
+    _esm = HERE / "panel.js"
+    _css = HERE / "panel.css"
+
+    title = traitlets.Unicode("").tag(sync=True)
+    n_layers = traitlets.Int(0).tag(sync=True)
+    n_heads = traitlets.Int(0).tag(sync=True)
+    components: traitlets.List = traitlets.List().tag(sync=True)
+    effects_kind = traitlets.Unicode("").tag(sync=True)
+    selected: traitlets.List = traitlets.List().tag(sync=True)
+    counterfactual = traitlets.Unicode("shift").tag(sync=True)
+    readout = traitlets.Unicode("sink score").tag(sync=True)
+    receivers: traitlets.List = traitlets.List().tag(sync=True)
+    head = traitlets.List([0, 0]).tag(sync=True)
+    path_mode = traitlets.Unicode("").tag(sync=True)
+    path_layer = traitlets.Int(0).tag(sync=True)
+    result = traitlets.Dict().tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    busy = traitlets.Bool(False).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    export_request = traitlets.Int(0).tag(sync=True)
+    exported = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, source: PanelSource, *, export_dir: str | os.PathLike | None = None):
+        super().__init__()
+        self.source = source
+        self.export_dir = Path(export_dir) if export_dir is not None else Path("panel_selection")
+        self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._restoring = False
+        self._generation = 0
+        self._workers: list[threading.Thread] = []
+        self.session = source.session()
+        cfg = self.session.model.cfg
+        self.title = f"{source.name}: {self.session.patcher.batch} prompts x {self.session.patcher.n_pos} tokens"
+        self.n_layers, self.n_heads = cfg.n_layers, cfg.n_heads
+        self.counterfactual = self.session.patcher.counterfactual.spec
+        self.receivers = list(self.session.receivers)
+        self.head = list(self.session.head)
+        self.path_layer = max(self.session.receivers)
+        self._effects: dict[str, float] = dict(source.effects)
+        self._set_components("exact" if source.effects else "estimate")
+        self.observe(self._on_question, names=["selected", "path_mode", "path_layer", "head"])
+        self.observe(self._on_rebuild, names=["counterfactual", "readout", "receivers"])
+        self.observe(self._on_export, names=["export_request"])
+        self._schedule(first=not source.effects)
+
+    # -- the map -------------------------------------------------------------------------------
+
+    def _set_components(self, kind: str) -> None:
+        effects = self._effects if kind == "exact" else self.session.single_estimates()
+        clean, _ = self.session.patcher.clean_value(self.session.readout)
+        rel = {n: e / clean if clean else 0.0 for n, e in effects.items()}
+        limit, _ = effect_limit(rel.values())
+        rows = []
+        for site in [*self.session.components, *self.session.heads]:
+            r = rel.get(site.name)
+            rows.append(
+                {
+                    "name": site.name,
+                    "kind": site.kind,
+                    "layer": -1 if site.kind == "embed" else site.layer,
+                    "head": site.head,
+                    "relative": r,
+                    "color": effect_rgb(r, limit),
+                    "circuit": site.name in self.source.circuit,
+                }
+            )
+        self.components = rows
+        self.effects_kind = kind
+
+    # -- answering -----------------------------------------------------------------------------
+
+    def _on_question(self, change: dict[str, Any]) -> None:
+        self._schedule()
+
+    def _on_rebuild(self, change: dict[str, Any]) -> None:
+        if not self._restoring:
+            self._schedule(first=True, rebuild=True)
+
+    def _rebuild(self) -> bool:
+        """A new session for the controls' counterfactual, receivers and readout (in the worker,
+        under the model lock); on bad input the old session stays and the error is shown."""
+        try:
+            session = self.source.session(
+                counterfactual=self.counterfactual,
+                receivers=[int(r) for r in self.receivers],
+                readout=self.readout,
+                head=(int(self.head[0]), int(self.head[1])),
+            )
+        except UsageError as err:
+            self._restoring = True  # the controls show the question still asked
+            try:
+                self.counterfactual = self.session.patcher.counterfactual.spec
+                self.receivers = list(self.session.receivers)
+                self.readout = self.session.readout_name
+            finally:
+                self._restoring = False
+            self.error, self.status = str(err), "error: the previous question is kept"
+            return False
+        self.session, self.error, self._effects = session, "", {}
+        return True
+
+    def _schedule(self, first: bool = False, rebuild: bool = False) -> None:
+        with self._lock:
+            self._generation += 1
+            gen = self._generation
+        selection = list(self.selected)
+        self.busy = True
+        worker = threading.Thread(
+            target=self._answer, args=(gen, selection, first, rebuild), daemon=True
+        )
+        self._workers.append(worker)
+        worker.start()
+
+    def _current(self, gen: int) -> bool:
+        return gen == self._generation
+
+    def _answer(self, gen: int, selection: list[str], first: bool, rebuild: bool) -> None:
+        # one model, one forward at a time: hooks live on the model's modules
+        with self._model_lock:
+            try:
+                if rebuild and not self._rebuild():
+                    return
+                if self._current(gen) or rebuild:
+                    self._answer_stages(gen, selection, first)
+            except UsageError as err:
+                if self._current(gen):
+                    self.error, self.status = str(err), "error"
+            finally:
+                if self._current(gen):
+                    self.busy = False
+
+    def _answer_stages(self, gen: int, selection: list[str], first: bool) -> None:
+        s = self.session
+        if first:
+            self.status = "P0-stream estimates of every component (labelled estimate)"
+            self._set_components("estimate")
+        s.head = (int(self.head[0]), int(self.head[1]))
+        _, clean = s.clean_curve()
+        result: dict[str, Any] = {"selection": selection, "layers": s.layers(), "clean": clean}
+        result["estimate"] = s.estimate(selection)
+        result["stage"] = "estimate" if selection else "clean"
+        self._push(gen, result, "estimate shown; exact patch running" if selection else "clean")
+        if selection and self._current(gen):
+            result = {**result, "patched": s.curve(selection), "stage": "exact curve"}
+            self._push(gen, result, "exact per-layer readout; faithfulness running")
+        if selection and self._current(gen):
+            kept, ablated = s.faithfulness(selection)
+            result = {**result, "kept": kept, "ablated": ablated}
+            if self.path_mode:
+                result["paths"] = s.paths(selection, self.path_mode, int(self.path_layer))
+            before, after = s.patterns(selection)
+            result = {**result, "pattern_clean": before, "pattern_patched": after}
+            result["stage"] = "exact"
+            self._push(gen, result, "exact")
+        if first and self._current(gen) and not self._effects:
+            self.status = "exact single effects of every component running"
+            self._effects = selection_effects(s, [c.name for c in s.components])
+            self._set_components("exact")
+            self.status = "exact"
+
+    def _push(self, gen: int, result: dict[str, Any], status: str) -> None:
+        if self._current(gen):
+            self.result = result
+            self.status = status
+
+    def wait(self, timeout: float = 600.0) -> ExplorePanel:
+        """Block until the current answer is complete (tests and scripts)."""
+        while self._workers:
+            self._workers.pop(0).join(timeout)
+        return self
+
+    # -- keeping what you found ----------------------------------------------------------------
+
+    def export(self, out_dir: str | os.PathLike | None = None) -> Path:
+        """Write the selection as ``circuit.json`` and ``circuit.graphml`` (with its faithfulness,
+        counterfactual and readout as graph attributes) into ``out_dir``; the folder."""
+        from circuits.core.outputs import output_dir
+
+        if not self.selected:
+            raise UsageError("nothing is selected: click the components of your circuit first")
+        with self._model_lock:
+            effects = self._effects or selection_effects(self.session, list(self.selected))
+            graph = self.session.export_graph(list(self.selected), effects)
+        target = Path(out_dir) if out_dir is not None else self.export_dir
+        with output_dir(target, overwrite=True) as tmp:
+            graph.write_json(tmp / "circuit.json")
+            graph.write_graphml(tmp / "circuit.graphml")
+        return target
+
+    def _on_export(self, change: dict[str, Any]) -> None:
+        try:
+            self.exported = str(self.export())
+            self.error = ""
+        except UsageError as err:
+            self.error = str(err)
+
+
+def explore(
+    model: Any = None,
+    prompts: str | Tensor | None = None,
+    *,
+    discover_dir: str | os.PathLike | None = None,
+    counterfactual: str | None = None,
+    receivers: Sequence[int] | None = None,
+    n_prompts: int = 4,
+    n_tokens: int = 32,
+    export_dir: str | os.PathLike | None = None,
+) -> ExplorePanel:
+    """The live P0 patching panel for ``model`` (a zoo name, a ``ZooModel`` or any
+    HookedTransformer) on ``prompts`` (a text, cut into ``n_prompts`` windows of ``n_tokens``, or
+    a token batch), or on a saved ``discover`` directory (its model, prompts, counterfactual,
+    receivers, exact effects and circuit)."""
+    source = panel_source(
+        model,
+        prompts,
+        discover_dir=discover_dir,
+        counterfactual=counterfactual,
+        receivers=receivers,
+        n_prompts=n_prompts,
+        n_tokens=n_tokens,
+    )
+    return ExplorePanel(source, export_dir=export_dir)
+
+
+__all__ = ["ExplorePanel", "PatchSession", "explore"]
