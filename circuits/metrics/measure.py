@@ -5,6 +5,7 @@ whose ``to_dict()`` is the ``sink_metrics.json`` schema documented in README.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ from circuits.metrics.residual import (
     norm_growth,
     p0_direction_cosine,
     position_norms,
+    processed_residual_note,
     residual_norms,
 )
 from circuits.prompts import check_tokens
@@ -225,6 +227,9 @@ def measure_sinks(
     memory cost is one layer's pattern at a time.
     """
     tokens = check_tokens(tokens, model.cfg)
+    note = processed_residual_note(model)
+    if note:
+        warnings.warn(note, stacklevel=2)
     n_layers = model.cfg.n_layers
     reducer = _Reducer(n_layers, massive_ratio, bool(model.cfg.use_attention_sinks))
     hooks = reducer.hooks()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -127,3 +128,23 @@ def norm_growth(ratios: list[float]) -> NormGrowth:
         return NormGrowth(growth, two, None, None)
     jump = max(range(len(growth)), key=lambda i: growth[i])
     return NormGrowth(growth, two, sum(growth[:2]) / total, jump)
+
+
+def processed_residual_note(model: Any) -> str | None:
+    """Why this model's residual norms are not the raw model's, or None: TransformerLens'
+    ``from_pretrained`` folds LayerNorm and, by default, *centres the writing weights*
+    (``center_writing_weights``), which removes every write's mean over ``d_model``. A folded
+    ``LNPre`` model whose embedding rows all have mean ~0 has been centred: its P0 norms and
+    massive activations differ from the original model's (attention patterns do not)."""
+    cfg = model.cfg
+    if cfg.normalization_type != "LNPre":
+        return None
+    row_means = model.W_E.detach().float().mean(dim=-1).abs()
+    if float(row_means.max()) > 1e-5:
+        return None
+    return (
+        "this model was loaded with centred writing weights (TransformerLens' default "
+        "center_writing_weights=True): residual norms and massive activations are of the "
+        "centred residual stream, not the original model's; load it with "
+        "HookedTransformer.from_pretrained_no_processing(...) for raw norms"
+    )

@@ -197,6 +197,9 @@ function render({ model, el: host }) {
   drawReadout(model, readout);
   update();
   model.on("change:components", () => drawMap(model, map));
+  model.on("change:effects_kind", () => drawMap(model, map));
+  for (const name of ["counterfactual", "readout", "receivers", "head", "path_mode", "path_layer"])
+    model.on(`change:${name}`, () => { controls.innerHTML = ""; drawControls(model, controls); });
   model.on("change:selected", () => drawMap(model, map));
   model.on("change:result", () => drawReadout(model, readout));
   for (const name of ["status", "busy", "error", "exported", "title"]) model.on(`change:${name}`, update);

@@ -77,6 +77,7 @@ class ExplorePanel(anywidget.AnyWidget):
         self.head = list(self.session.head)
         self.path_layer = max(self.session.receivers)
         self._effects: dict[str, float] = dict(source.effects)
+        self._partial: dict[str, float] = {}  # exact single effects computed so far
         self._set_components("exact" if source.effects else "estimate")
         self.observe(self._on_question, names=["selected", "path_mode", "path_layer", "head"])
         self.observe(self._on_rebuild, names=["counterfactual", "readout", "receivers"])
@@ -136,7 +137,7 @@ class ExplorePanel(anywidget.AnyWidget):
                 self._restoring = False
             self.error, self.status = str(err), "error: the previous question is kept"
             return False
-        self.session, self.error, self._effects = session, "", {}
+        self.session, self.error, self._effects, self._partial = session, "", {}, {}
         return True
 
     def _schedule(self, first: bool = False, rebuild: bool = False) -> None:
@@ -192,9 +193,22 @@ class ExplorePanel(anywidget.AnyWidget):
             result = {**result, "pattern_clean": before, "pattern_patched": after}
             result["stage"] = "exact"
             self._push(gen, result, "exact")
-        if first and self._current(gen) and not self._effects:
-            self.status = "exact single effects of every component running"
-            self._effects = selection_effects(s, [c.name for c in s.components])
+        if self._current(gen) and not self._effects:
+            self._exact_map(gen)
+
+    def _exact_map(self, gen: int, chunk: int = 8) -> None:
+        """Replace the map's estimates by exact single effects, a few components at a time; a
+        newer click interrupts it (it resumes after that answer)."""
+        s = self.session
+        todo = [c.name for c in s.components if c.name not in self._partial]
+        while todo and self._current(gen):
+            self.status = (
+                f"exact single effects of the map: {len(self._partial)}/{len(s.components)}"
+            )
+            self._partial.update(selection_effects(s, todo[:chunk]))
+            todo = todo[chunk:]
+        if not todo:
+            self._effects, self._partial = dict(self._partial), {}
             self._set_components("exact")
             self.status = "exact"
 

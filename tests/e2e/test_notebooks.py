@@ -18,7 +18,13 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.i
 
 def test_there_are_notebooks():
     names = [p.stem for p in NOTEBOOKS]
-    assert names == ["01_quickstart", "02_p0_sink_circuit", "03_bos_is_a_crutch", "04_emergence"]
+    assert names == [
+        "01_quickstart",
+        "02_p0_sink_circuit",
+        "03_bos_is_a_crutch",
+        "04_emergence",
+        "05_interactive",
+    ]
     readme = (NOTEBOOKS[0].parents[1] / "README.md").read_text(encoding="utf-8")
     assert all(f"`{name}`" in readme for name in names)  # README lists every notebook
 

@@ -103,3 +103,34 @@ def test_bos_counterfactual_is_the_tokenizer_bos_and_equals_a_plain_hook_loop(ow
     saved = json.loads(json.dumps(res.to_dict()))
     assert saved["counterfactual"] == "token:<bos>"
     assert saved["counterfactual_params"]["first_token"] == own.tokenizer.bos_token_id
+
+
+def test_norms_of_a_centred_model_are_warned_about():
+    """TransformerLens' default processing centres the writing weights: a model with folded
+    LayerNorm and centred embeddings gets a warning where norms are reported."""
+    import warnings
+
+    from circuits.metrics import measure_sinks
+
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=16,
+        n_heads=2,
+        d_head=8,
+        d_mlp=32,
+        n_ctx=16,
+        d_vocab=50,
+        act_fn="gelu",
+        normalization_type="LNPre",
+        seed=0,
+        device="cpu",
+    )
+    model = HookedTransformer(cfg, move_to_device=False)
+    tokens = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        measure_sinks(model, tokens, bos=False)  # raw weights: no warning
+    with torch.no_grad():
+        model.embed.W_E.sub_(model.embed.W_E.mean(dim=-1, keepdim=True))
+    with pytest.warns(UserWarning, match="centred writing weights.*from_pretrained_no_processing"):
+        measure_sinks(model, tokens, bos=False)
