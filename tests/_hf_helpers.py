@@ -13,7 +13,9 @@ FAMILIES = {
     "gpt2": (
         "GPT2Config",
         "GPT2LMHeadModel",
-        dict(n_positions=64, n_ctx=64, n_embd=32, n_layer=2, n_head=4),
+        dict(
+            n_positions=64, n_embd=32, n_layer=2, n_head=4
+        ),  # as transformers 5 writes it: no n_ctx
     ),
     "gpt_neox": (
         "GPTNeoXConfig",

@@ -111,7 +111,7 @@ class CircuitGraph:
         """Node attributes for a ``circuits.patching.Site``."""
         pos = site.positions
         return {
-            "layer": -1 if site.kind == "embed" else site.layer,
+            "layer": site.order[0],
             "kind": site.kind,
             "head": site.head,
             "position": pos[0] if pos is not None and len(pos) == 1 else None,

@@ -76,8 +76,10 @@ def check_counterfactual(spec: str) -> str:
 
 # --- what can be patched, and where a path can end ---------------------------------------------
 
-SITE_KINDS = ("embed", "resid_pre", "attn", "head", "resid_mid", "mlp", "resid_post")
-"""A component's output (or a residual stream) at some positions: ``circuits.patching.Site``."""
+SITE_KINDS = ("embed", "pos_embed", "resid_pre", "attn", "head", "resid_mid", "mlp", "resid_post")
+"""A component's output (or a residual stream) at some positions: ``circuits.patching.Site``.
+``embed`` is the token embedding; ``pos_embed`` the learned positional embedding, on models that
+have one (standard / shortformer positions; rotary models have none)."""
 RECEIVER_KINDS = ("q", "k", "v", "mlp_in")
 """The input a path ends in (``circuits.patching.Receiver``): the query, key or value input of a
 later layer's heads, or an MLP's input. The same names are the graph's receiver node kinds and

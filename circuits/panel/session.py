@@ -204,7 +204,7 @@ class PatchSession:
             assert pattern is not None
             self._clean_pattern = pattern.tolist()
         sites = tuple(self.site(n) for n in selection)
-        last = max(-1 if s.kind == "embed" else s.layer for s in sites)
+        last = max(s.order[0] for s in sites)
         if last >= self.head[0]:
             return self._clean_pattern, self._clean_pattern
         res = self.patcher.patch([sites], readout, desc="")

@@ -52,7 +52,7 @@ def _check(
         raise UsageError(
             f"ig_steps must be an integer >= 1 (1: plain attribution), got {ig_steps!r}"
         )
-    last = max(-1 if s.kind == "embed" else s.layer for s in sites)
+    last = max(s.order[0] for s in sites)
     readout = patcher.prepare(metric, last)
     if readout.sink_layers() is None:
         raise UsageError(

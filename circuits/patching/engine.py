@@ -66,6 +66,8 @@ def cached_hooks(model: HookedTransformer) -> list[str]:
     site), in forward order."""
     cfg = model.cfg
     names = [get_act_name("embed")]
+    if cfg.positional_embedding_type == "standard":  # a learned embedding added to the stream
+        names.append("hook_pos_embed")
     for layer in range(cfg.n_layers):
         for act in _CACHED_ACTS:
             if act in ("resid_mid", "mlp_out") and cfg.attn_only:
@@ -326,7 +328,7 @@ class Patcher:
         for sites in plist:
             for s in sites:
                 self.check_site(s)
-        last = max(max(-1 if s.kind == "embed" else s.layer for s in sites) for sites in plist)
+        last = max(max(s.order[0] for s in sites) for sites in plist)
         readout = self.prepare(metric, last, clean=False)  # nothing runs before the checks
         inert = [i for i, sites in enumerate(plist) if not can_change(sites, readout, self.model)]
         if len(inert) == len(plist):

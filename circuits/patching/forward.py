@@ -29,7 +29,8 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuits.patching.readouts import Metric, read_position
+from circuits.patching.hook_order import known_position, read_position
+from circuits.patching.readouts import Metric
 from circuits.patching.sites import Site
 
 Hook = tuple[str, Callable]
@@ -92,8 +93,11 @@ class ReadPlan:
         self.reduced: dict[str, Tensor] = {}
         n = model.cfg.n_layers
         self.last = max(self.names, key=lambda h: read_position(h, n))
-        last_layer = read_position(self.last, n)[0]
-        self.stop_layer = None if last_layer >= n else last_layer + 1
+        last_pos = read_position(self.last, n)
+        self.stop_layer = None if last_pos[0] >= n else last_pos[0] + 1
+        # cut the forward at the last read only where that read is known to come last
+        ties = [h for h in self.names if read_position(h, n) == last_pos]
+        self.cut = len(ties) == 1 and known_position(self.last)
 
     def _on_read(self, act: Tensor, hook) -> None:
         chunks = act.reshape(-1, self.batch, *act.shape[1:])
@@ -105,7 +109,7 @@ class ReadPlan:
 
     def hooks(self) -> list[Hook]:
         hooks: list[Hook] = [(name, self._on_read) for name in self.names]
-        return hooks + [(self.last, stop_forward)]
+        return hooks + ([(self.last, stop_forward)] if self.cut else [])
 
     def finish(self, n_patches: int) -> dict[str, Tensor]:
         """Every read hook's reduction for all ``n_patches`` (clean where a patch's rows were

@@ -26,7 +26,7 @@ from circuits.patching.sites import Site, patch_name
 
 
 def _layer(site: Site) -> int:
-    return -1 if site.kind == "embed" else site.layer
+    return site.order[0]
 
 
 def patch_nested(

@@ -30,36 +30,7 @@ from transformer_lens.utilities import get_act_name
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import attn_to_p0, check_pattern, sink_score
 from circuits.metrics.residual import residual_norms
-
-# where a hook is read inside a block, comparable with ``Site.order`` (a site acts on a read iff
-# site.order < read position): a read at the hook a site writes sees the patch (hence +0.05)
-_STAGE = {
-    "hook_resid_pre": 0.05,
-    "ln1": 0.5,
-    "attn.hook": 0.9,  # q, k, v, rot_q, rot_k, attn_scores, pattern: before z
-    "attn.hook_z": 1.05,
-    "hook_attn_out": 1.05,
-    "hook_resid_mid": 2.05,
-    "ln2": 2.5,
-    "hook_mlp_in": 2.9,
-    "mlp.": 2.9,
-    "hook_mlp_out": 3.05,
-    "hook_resid_post": 4.05,
-}
-
-
-def read_position(name: str, n_layers: int) -> tuple[int, float]:
-    """Where hook ``name`` is computed in the forward, as ``(layer, stage)``: the embedding is
-    layer -1, ``ln_final`` layer ``n_layers``."""
-    if name.startswith("blocks."):
-        layer_s, rest = name.split(".", 2)[1:]
-        for prefix, stage in sorted(_STAGE.items(), key=lambda kv: -len(kv[0])):
-            if rest.startswith(prefix):
-                return int(layer_s), stage
-        return int(layer_s), 4.0
-    if name.startswith("ln_final"):
-        return n_layers, 0.0
-    return -1, 0.0
+from circuits.patching.hook_order import read_position
 
 
 class Metric:
@@ -260,6 +231,12 @@ class P0NormMetric(Metric):
 
 class _MissingHook(dict):
     def __missing__(self, key: str) -> Tensor:
+        if key in ("logits", "hook_logits") or key.startswith("unembed."):
+            raise UsageError(
+                "logits are not a hook: use an output readout (NextTokenLoss, LogitDifference, "
+                "KLToClean), or read ln_final.hook_normalized and apply "
+                "circuits.patching.output_readouts.logits_of"
+            )
         raise UsageError(
             f"the cache callable read {key!r}, which its readout does not capture: "
             f"name it in CacheMetric(fn, hooks=[...]) (captured: {sorted(self)[:4]}...)"
@@ -301,8 +278,15 @@ class CacheMetric(Metric):
             unknown = [h for h in self.hooks if h not in model.hook_dict]
             if unknown:
                 raise UsageError(f"hook(s) {unknown[:3]} are not hooks of this model")
-            if "hook_logits" in self.hooks or not self.hooks:
+            if not self.hooks:
                 raise UsageError("name at least one hook; for logits use an output readout")
+            unembed = [h for h in self.hooks if h.startswith("unembed.")]
+            if unembed:
+                raise UsageError(
+                    f"{unembed[0]}: the engine never runs the unembedding of the stacked batch; "
+                    "read ln_final.hook_normalized (with circuits.patching.output_readouts."
+                    "logits_of) or use an output readout (NextTokenLoss, LogitDifference, KLToClean)"
+                )
 
     def reads(self, model: HookedTransformer) -> tuple[str, ...]:
         if self.hooks is not None:
@@ -352,7 +336,8 @@ class CacheMetric(Metric):
         values = []
         for k in range(n):
             cache = _MissingHook({name: acts[k] for name, acts in reduced.items()})
-            values.append(self.to_scalar(self.fn(ActivationCache(cache, self._model))))
+            with torch.inference_mode():  # the cached tensors are inference tensors
+                values.append(self.to_scalar(self.fn(ActivationCache(cache, self._model))))
         return torch.tensor(values), None
 
 

@@ -21,6 +21,7 @@ from circuits.core.errors import UsageError
 
 _ACT = {
     "embed": "embed",
+    "pos_embed": "pos_embed",
     "resid_pre": "resid_pre",
     "attn": "attn_out",
     "head": "z",
@@ -31,6 +32,7 @@ _ACT = {
 # Order of sites inside one block (embed comes before block 0).
 _STAGE = {
     "embed": -1,
+    "pos_embed": -1,
     "resid_pre": 0,
     "attn": 1,
     "head": 1,
@@ -70,25 +72,25 @@ class Site:
 
     @property
     def hook_name(self) -> str:
-        if self.kind == "embed":
-            return get_act_name("embed")
+        if self.kind in ("embed", "pos_embed"):
+            return f"hook_{self.kind}"
         return get_act_name(self.act, self.layer)
 
     @property
     def start_layer(self) -> int | None:
         """The block the patched forward starts at (None: from the tokens, for the embedding)."""
-        return None if self.kind == "embed" else self.layer
+        return None if self.kind in ("embed", "pos_embed") else self.layer
 
     @property
     def order(self) -> tuple[int, float]:
         """Where the site is written inside the model, for ordering checks."""
-        return (-1 if self.kind == "embed" else self.layer, float(_STAGE[self.kind]))
+        return (-1 if self.kind in ("embed", "pos_embed") else self.layer, float(_STAGE[self.kind]))
 
     @property
     def name(self) -> str:
         where = _positions_label(self.positions)
-        if self.kind == "embed":
-            return f"embed@{where}"
+        if self.kind in ("embed", "pos_embed"):
+            return f"{self.kind}@{where}"
         if self.kind == "head":
             return f"attn{self.layer}.h{self.head}@{where}"
         return f"{self.kind}{self.layer}@{where}"
@@ -196,7 +198,13 @@ def check_site(site: Site, cfg: HookedTransformerConfig, n_pos: int) -> None:
     """A one-line ``UsageError`` unless ``site`` exists on a model with ``cfg`` and ``n_pos`` tokens."""
     if site.kind not in SITE_KINDS:
         raise UsageError(f"unknown site kind {site.kind!r}; choose one of {', '.join(SITE_KINDS)}")
-    if site.kind != "embed" and not 0 <= site.layer < cfg.n_layers:
+    if site.kind == "pos_embed" and cfg.positional_embedding_type not in ("standard",):
+        raise UsageError(
+            f"{site.name}: this model's positions are {cfg.positional_embedding_type}, not a "
+            "learned embedding added to the residual stream: there is no pos_embed to patch "
+            "(embed@p0 is the token embedding)"
+        )
+    if site.kind not in ("embed", "pos_embed") and not 0 <= site.layer < cfg.n_layers:
         raise UsageError(
             f"layer {site.layer} out of range: the model has layers 0..{cfg.n_layers - 1}"
         )

@@ -58,7 +58,7 @@ def _check(patcher: PatchEngine, sites: list[Site], metric: Metric | None) -> Me
                 f"site {s.name}: the P0-stream estimate patches position 0 only "
                 f"(positions=(0,)), got positions={s.positions}; use Patcher.patch for others"
             )
-    last = max(-1 if s.kind == "embed" else s.layer for s in sites)
+    last = max(s.order[0] for s in sites)
     readout = patcher.prepare(metric, last)
     if readout.sink_layers() is None:
         raise UsageError(
@@ -187,7 +187,7 @@ def _start_groups(sites: list[Site], batch: int) -> dict[int, list[int]]:
     ``_MIN_ROWS`` rows."""
     by_layer: dict[int, list[int]] = {}
     for i, s in enumerate(sites):
-        by_layer.setdefault(0 if s.kind == "embed" else s.layer, []).append(i)
+        by_layer.setdefault(max(0, s.order[0]), []).append(i)
     groups: dict[int, list[int]] = {}
     start: int | None = None
     for layer in sorted(by_layer):

@@ -39,7 +39,19 @@ def load_hf_tokenizer(folder: Path, gguf_file: str | None = None):
     from ``name_or_path``, which must then be a real local path)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    files = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+    if gguf_file is None and not any((folder / f).is_file() for f in files):
+        raise UsageError(
+            f"{folder} has no tokenizer (none of {', '.join(files)}): save one into it, e.g. "
+            "tokenizer.save_pretrained(folder) with the tokenizer the model was trained with"
+        )
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    if len(tok) == 0 or not tok("The", add_special_tokens=False)["input_ids"]:
+        raise UsageError(
+            f"{folder}'s tokenizer is empty (it encodes text to no tokens): save the model's "
+            "tokenizer into the folder (tokenizer.save_pretrained(folder))"
+        )
+    return tok
 
 
 def load_hf_model(folder: Path, gguf_file: str | None = None, *, eager: bool = True):

@@ -93,8 +93,10 @@ def _olmo_config(hf_config: Any, architecture: str) -> dict[str, Any]:
     }
 
 
-def _missing_fields(hf_config: Any) -> dict[str, Any]:
-    """Config fields TransformerLens 3.x reads that transformers 5 configs may lack."""
+def missing_config_fields(hf_config: Any) -> dict[str, Any]:
+    """Config fields TransformerLens 3.x reads from a folder's ``config.json`` that configs
+    written by transformers 5 lack (GPT-2's ``n_ctx``); the loader adds them to the copy of
+    ``config.json`` TransformerLens reads (the user's folder is never written)."""
     if hf_config.model_type == "gpt2" and not hasattr(hf_config, "n_ctx"):
         return {"n_ctx": hf_config.n_positions}
     return {}
@@ -113,9 +115,7 @@ def transformer_lens_config(folder: Path, hf_config: Any, n_ctx: int) -> HookedT
         elif architecture == "PhiForCausalLM":
             cfg = HookedTransformerConfig(**_phi_config(hf_config), **common)
         else:
-            cfg = tl_loading.get_pretrained_model_config(
-                str(folder), fold_ln=False, **common, **_missing_fields(hf_config)
-            )
+            cfg = tl_loading.get_pretrained_model_config(str(folder), fold_ln=False, **common)
     except (NotImplementedError, ValueError, AttributeError, KeyError, TypeError) as err:
         version = importlib.metadata.version("transformer-lens")
         raise UsageError(

@@ -15,9 +15,12 @@ Every ``ZooModel`` knows its BOS token and its training regime (``natural_bos``)
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer
@@ -30,6 +33,7 @@ from circuits.training.corpus import load_text_corpus
 from circuits.training.tasks import SyntheticTokenizer, make_task
 from circuits.zoo import convert
 from circuits.zoo.converted import converted_cache_dir, load_or_convert
+from circuits.zoo.families import missing_config_fields
 from circuits.zoo.fetch import fetch_gguf
 from circuits.zoo.model import ZooModel
 from circuits.zoo.names import resolve_model
@@ -127,6 +131,24 @@ def _model_type(path: Path) -> str:
     return model_type
 
 
+def _neutral_view(path: Path, view: Path, hf_config: Any) -> Path:
+    """``view``: a folder of links to ``path``'s files under a neutral name, its
+    ``config.json`` a copy with the fields TransformerLens reads that transformers 5 no longer
+    writes (``missing_config_fields``)."""
+    if view.is_symlink() or view.is_file():
+        view.unlink()
+    elif view.is_dir():
+        shutil.rmtree(view)
+    view.mkdir(parents=True)
+    for entry in path.resolve().iterdir():
+        if entry.name != "config.json":
+            (view / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    config = json.loads((path / "config.json").read_text())
+    config.update(missing_config_fields(hf_config))
+    (view / "config.json").write_text(json.dumps(config, indent=2))
+    return view
+
+
 def _from_hf_folder(path: Path, progress: bool) -> ZooModel:
     """A local Hugging Face folder. TransformerLens reads its config by path and guesses some
     families from the path's name ("llama", "gemma"), so it is given a link with a neutral name."""
@@ -138,11 +160,7 @@ def _from_hf_folder(path: Path, progress: bool) -> ZooModel:
     with cache_lock(f"hf-{key}"):
         tok_dir = cache_root() / "local" / "tokenizers" / key
         tok_dir.mkdir(parents=True, exist_ok=True)
-        link = cache_root() / "local" / "hf" / key
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(path.resolve(), target_is_directory=True)
+        link = _neutral_view(path, cache_root() / "local" / "hf" / key, hf_model.config)
         model = convert.hf_to_hooked(hf_model, tokenizer, tok_dir, folder=link)
     return ZooModel(
         name=str(path),

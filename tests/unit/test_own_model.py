@@ -134,3 +134,44 @@ def test_norms_of_a_centred_model_are_warned_about():
         model.embed.W_E.sub_(model.embed.W_E.mean(dim=-1, keepdim=True))
     with pytest.warns(UserWarning, match="centred writing weights.*from_pretrained_no_processing"):
         measure_sinks(model, tokens, bos=False)
+
+
+def test_a_folder_without_a_tokenizer_says_so(tmp_path):
+    """transformers gives a folder without tokenizer files an empty tokenizer; the loader names
+    what is missing and how to add it instead of failing later on a 0-token text."""
+    from circuits.zoo.convert import load_hf_tokenizer
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(UsageError, match="has no tokenizer.*save_pretrained"):
+        load_hf_tokenizer(tmp_path)
+    tokenizer().save_pretrained(tmp_path)
+    assert len(load_hf_tokenizer(tmp_path)) > 0
+
+
+def test_learned_positions_at_p0_are_a_site(own):
+    """pos_embed@p0 under shift is "P0 with position 1's embedding": equal to a plain hook loop
+    writing W_pos[1] into position 0; models without a learned embedding refuse it by name."""
+    from circuits.zoo import tiny_model
+
+    tokens = prompt_set(own, n_prompts=3, n_tokens=12, bos=False)
+    res = Patcher(own, tokens, "shift").patch([Site("pos_embed")], SinkMetric([1, 2]))
+    store = {}
+
+    def setter(act, hook):
+        act[:, 0] = own.W_pos[1]
+        return act
+
+    def keep(act, hook):
+        store[hook.layer()] = float(act[..., 0].mean())
+
+    with torch.no_grad():
+        own.run_with_hooks(
+            tokens,
+            fwd_hooks=[("hook_pos_embed", setter)]
+            + [(f"blocks.{la}.attn.hook_pattern", keep) for la in (1, 2)],
+        )
+    assert res.names == ["pos_embed@p0"]
+    assert float(res.values[0]) == pytest.approx((store[1] + store[2]) / 2, abs=1e-6)
+    rotary = tiny_model(seed=0, n_layers=2)
+    with pytest.raises(UsageError, match="no pos_embed to patch"):
+        Patcher(rotary, tokens % 200).patch([Site("pos_embed")], SinkMetric([1]))

@@ -333,3 +333,44 @@ def _hand_path_patch(model, clean, corrupt_cache, metric):
     finally:
         model.cfg.use_split_qkv_input = False
     return float(metric(logits))
+
+
+def test_every_hook_a_cache_readout_can_name_reflects_the_patch(model, tokens):
+    """Each hook kind a readout may read (every block hook, the embedding hooks, ln_final), with
+    mlp1@p0 zeroed, equals a plain hook loop; logits are refused with the fix; a cached tensor
+    can be passed to the model's own modules (model.unembed)."""
+    patcher = Patcher(model, tokens, "zero")
+    name_mlp = "blocks.1.hook_mlp_out"
+    zero = torch.zeros_like(patcher.clean[name_mlp])
+    store = {}
+
+    def keep(act, hook):
+        store[hook.name] = act.detach().clone()
+
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=[_setter(name_mlp, zero), (lambda n: True, keep)])
+    names = sorted(store)
+    kinds = {n.split(".")[-1] for n in names}
+    assert {"hook_pattern", "hook_resid_post", "hook_normalized", "hook_scale", "hook_z"} <= kinds
+    assert any(n.startswith("ln_final") for n in names) and "hook_embed" in names
+    assert "unembed.hook_in" in names  # TransformerLens' unembedding hook: refused by name
+    with pytest.raises(UsageError, match="never runs the unembedding.*output readout"):
+        patcher.patch([Site("mlp", 1)], CacheMetric(lambda c: 0.0, hooks=["unembed.hook_in"]))
+    names = [n for n in names if not n.startswith("unembed.")]
+    for name in names:
+        res = patcher.patch([Site("mlp", 1)], CacheMetric(lambda c, n=name: c[n].double().sum()))
+        assert float(res.values[0]) == pytest.approx(
+            float(store[name].double().sum()), rel=1e-5, abs=1e-5
+        ), name
+    with pytest.raises(UsageError, match="logits are not a hook.*output readout"):
+        patcher.patch([Site("mlp", 1)], CacheMetric(lambda c: c["logits"].sum()))
+    res = patcher.patch(
+        [Site("mlp", 1)],
+        CacheMetric(
+            lambda c: model.unembed(c["ln_final.hook_normalized"] * model.ln_final.w).sum(),
+            hooks=["ln_final.hook_normalized"],
+        ),
+    )
+    assert float(res.values[0]) == pytest.approx(
+        float(model.unembed(store["ln_final.hook_normalized"] * model.ln_final.w).sum()), rel=1e-4
+    )
