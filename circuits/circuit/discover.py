@@ -140,8 +140,17 @@ def verdict(state: S.DiscoveryState) -> None:
     shape = paper_shape(state.nodes)
     state.record["circuit"] = names
     state.record["paper_prediction_shape"] = shape
+    base = state.record.get("sink_baseline") or {}
+    no_sink = (
+        ""
+        if base.get("present", True)
+        else (
+            f"no sink to explain (clean sink {state.clean:.3f}, {base['clean_over_uniform']:.2f}x the "
+            f"{base['uniform_attention_sink']:.3f} of uniform attention): "
+        )
+    )
     if not names:
-        state.record["verdict"] = (
+        state.record["verdict"] = no_sink + (
             "no circuit: no single P0 component moves the sink by the threshold"
         )
         return
@@ -159,7 +168,7 @@ def verdict(state: S.DiscoveryState) -> None:
     else:
         quality = "weak"
     match = "matches" if shape else "differs from"
-    state.record["verdict"] = (
+    state.record["verdict"] = no_sink + (
         f"{quality} circuit {{{circuit}}}: keeping only it keeps {kept:.0%} of the clean sink, "
         f"ablating it leaves {ablated:.0%} (all P0 components ablated: {floor:.0%}); {match} "
         "the paper's prediction (layer-0 attention + an early MLP at P0; docs/science.md)"

@@ -84,8 +84,27 @@ def clean_runs(state: DiscoveryState) -> None:
         "per_receiver_layer": dict(zip(state.receivers, detail.tolist(), strict=True)),
     }
     state.record["clean_sink_all_layers"] = state.patcher.clean_sink_per_layer()
+    state.record["sink_baseline"] = no_sink_baseline(state.patcher.n_pos, clean)
     recv = state.receivers
     state.say(f"clean sink {clean:.4f} over receiver layers {recv[0]}..{recv[-1]}")
+
+
+SINK_FACTOR = 2.0
+"""A sink is there when the clean sink is at least this many times the uniform-attention one."""
+
+
+def no_sink_baseline(n_pos: int, clean: float) -> dict[str, Any]:
+    """The sink score attention with no sink would give: uniform causal attention puts 1/(q+1)
+    on P0 at query q, so alpha_0 = mean over q of 1/(q+1); ``present`` when the clean sink is
+    at least ``SINK_FACTOR`` times that."""
+    uniform = sum(1.0 / (q + 1) for q in range(n_pos)) / n_pos
+    return {
+        "uniform_attention_sink": uniform,
+        "clean_over_uniform": clean / uniform,
+        "present": clean >= SINK_FACTOR * uniform,
+        "definition": f"uniform causal attention's alpha_0 = mean over q of 1/(q+1) over {n_pos} "
+        f"positions; a sink is present when the clean sink is >= {SINK_FACTOR}x that",
+    }
 
 
 def _component_sites(state: DiscoveryState) -> list[Site]:

@@ -209,8 +209,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"faithfulness_kept={found.faithfulness_kept:.3f} faithfulness_ablated={found.faithfulness_ablated:.3f}"
         )
+        files = sorted(p.name for p in Path(args.out).iterdir() if p.is_file())
         print(
-            f"wrote {args.out}/circuit.json, circuit.graphml, circuit.dot, patching.json, report.html "
-            f"and figures; discovery took {record['timings_s']['total']:.1f}s"
+            f"wrote {len(files)} files in {args.out}: {', '.join(files)}; discovery took "
+            f"{record['timings_s']['total']:.1f}s"
         )
     return 0

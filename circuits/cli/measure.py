@@ -20,7 +20,6 @@ from circuits.cli.common import (
 from circuits.core.conventions import (
     DEFAULT_EPS,
     MASSIVE_RATIO_THRESHOLD,
-    MEASURE_FILE,
 )
 from circuits.core.errors import UsageError
 from circuits.core.outputs import check_out
@@ -137,4 +136,5 @@ def _print_summary(data: dict, out: Path, figures: list[str]) -> None:
             f"{row['sink_rate']:>5.2f} {row['p0_norm']:>10.1f} {row['rest_norm_median']:>8.1f} "
             f"{row['p0_norm_ratio']:>7.1f}"
         )
-    print(f"wrote {out / MEASURE_FILE} and {', '.join(figures)} in {out}")
+    files = sorted(p.name for p in Path(out).iterdir() if p.is_file())
+    print(f"wrote {len(files)} files in {out}: {', '.join(files)}")

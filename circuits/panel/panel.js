@@ -59,7 +59,8 @@ function drawMap(model, root) {
       "data-name": c.name,
     });
     const tip = svg("title");
-    const rel = c.relative === null ? "not measured" : `${(100 * c.relative).toFixed(1)}% of the clean sink`;
+    const rel = c.relative === null ? "not measured"
+      : `${(100 * c.relative).toFixed(1)}% of the clean sink (${c.exact ? "exact" : "P0-stream estimate"})`;
     tip.textContent = `${c.name}: ${rel}${c.circuit ? " (in the circuit)" : ""}; click to patch`;
     rect.appendChild(tip);
     rect.addEventListener("click", () => toggle(model, c.name));
@@ -73,7 +74,7 @@ function drawMap(model, root) {
   root.appendChild(map);
   const kind = model.get("effects_kind");
   root.appendChild(el("div", { class: "p0-note" },
-    `colour: single-component effect on the sink (${kind === "exact" ? "exact" : "P0-stream estimate"}); ` +
+    `colour: single-component effect on the sink (${kind === "exact" ? "exact; heads not patched exactly show their P0-stream estimate" : "P0-stream estimate"}); ` +
     "blue: the patch lowers the sink; thick outline: the circuit; black: selected"));
 }
 
@@ -94,6 +95,50 @@ function drawCurve(result) {
   const t = svg("text", { x: pad, y: height - 6, class: "p0-axis" });
   t.textContent = layers.length > 1 ? `receiver layers ${layers[0]}–${layers[layers.length - 1]}` : "value";
   box.appendChild(t);
+  return box;
+}
+
+let cvLoaded = null;
+
+function circuitsvis(model) {
+  // run circuitsvis' IIFE bundle once, in the page's global scope (it defines CircuitsVis)
+  if (cvLoaded === null) {
+    try {
+      if (!window.CircuitsVis && model.get("circuitsvis_js")) {
+        const script = document.createElement("script");
+        script.textContent = model.get("circuitsvis_js");
+        document.head.appendChild(script);
+      }
+      cvLoaded = !!window.CircuitsVis;
+    } catch (e) {
+      cvLoaded = false;
+    }
+  }
+  return cvLoaded ? window.CircuitsVis : null;
+}
+
+let cvCount = 0;
+
+function drawHeads(model, r) {
+  // the receiver head before and after, as circuitsvis AttentionHeads (two "heads")
+  const cv = circuitsvis(model);
+  if (!cv || !r.pattern_clean) return null;
+  const n = r.pattern_clean.length;
+  const id = `p0-cv-${++cvCount}`;
+  const box = el("div", { id, class: "p0-cv" });
+  const [hl, hh] = model.get("head");
+  setTimeout(() => {
+    try {
+      cv.render(id, cv.AttentionHeads, {
+        attention: [r.pattern_clean, r.pattern_patched],
+        tokens: model.get("tokens").slice(0, n),
+        attentionHeadNames: [`L${hl}H${hh} clean`, `L${hl}H${hh} patched`],
+        maxValue: 1.0, minValue: 0.0, maskUpperTri: true,
+      });
+    } catch (e) {
+      box.textContent = "circuitsvis could not draw the pattern: " + e;
+    }
+  }, 0);
   return box;
 }
 
@@ -128,11 +173,16 @@ function drawReadout(model, root) {
   if (r.paths) for (const [k, v] of Object.entries(r.paths)) lines.appendChild(el("div", {}, `path ${k}: ${fmt(v)}`));
   root.appendChild(lines);
   if (r.clean) root.appendChild(drawCurve(r));
-  const pats = el("div", { class: "p0-patterns" });
-  const [hl, hh] = model.get("head");
-  pats.appendChild(drawPattern(r.pattern_clean, `head ${hl}.${hh} clean`));
-  pats.appendChild(drawPattern(r.pattern_patched, `head ${hl}.${hh} patched`));
-  root.appendChild(pats);
+  const heads = drawHeads(model, r);
+  if (heads) {
+    root.appendChild(heads);
+  } else {  // circuitsvis unavailable: the panel's own heat maps
+    const pats = el("div", { class: "p0-patterns" });
+    const [hl, hh] = model.get("head");
+    pats.appendChild(drawPattern(r.pattern_clean, `head ${hl}.${hh} clean`));
+    pats.appendChild(drawPattern(r.pattern_patched, `head ${hl}.${hh} patched`));
+    root.appendChild(pats);
+  }
 }
 
 function control(label, input) {

@@ -30,6 +30,7 @@ from circuits.core.errors import UsageError
 from circuits.panel.session import PatchSession, selection_effects
 from circuits.panel.sources import PanelSource, panel_source
 from circuits.viz.style import effect_limit, effect_rgb
+from circuits.viz.views import bundle_js, mark_p0
 
 HERE = Path(__file__).parent
 
@@ -58,6 +59,10 @@ class ExplorePanel(anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
     export_request = traitlets.Int(0).tag(sync=True)
     exported = traitlets.Unicode("").tag(sync=True)
+    tokens: traitlets.List = traitlets.List().tag(sync=True)
+    # circuitsvis' own browser bundle from its wheel, sent once: the head patterns are drawn with
+    # its AttentionHeads element, offline
+    circuitsvis_js = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, source: PanelSource, *, export_dir: str | os.PathLike | None = None):
         super().__init__()
@@ -76,6 +81,8 @@ class ExplorePanel(anywidget.AnyWidget):
         self.receivers = list(self.session.receivers)
         self.head = list(self.session.head)
         self.path_layer = max(self.session.receivers)
+        self.tokens = mark_p0(source.zm.str_tokens(source.tokens[0]))
+        self.circuitsvis_js = bundle_js()
         self._effects: dict[str, float] = dict(source.effects)
         self._partial: dict[str, float] = {}  # exact single effects computed so far
         self._set_components("exact" if source.effects else "estimate")
@@ -87,7 +94,9 @@ class ExplorePanel(anywidget.AnyWidget):
     # -- the map -------------------------------------------------------------------------------
 
     def _set_components(self, kind: str) -> None:
-        effects = self._effects if kind == "exact" else self.session.single_estimates()
+        estimates = self.session.single_estimates()
+        exact = self._effects if kind == "exact" else {}
+        effects = {**estimates, **exact}  # heads the exact sweep did not patch: their estimate
         clean, _ = self.session.patcher.clean_value(self.session.readout)
         rel = {n: e / clean if clean else 0.0 for n, e in effects.items()}
         limit, _ = effect_limit(rel.values())
@@ -101,6 +110,7 @@ class ExplorePanel(anywidget.AnyWidget):
                     "layer": -1 if site.kind == "embed" else site.layer,
                     "head": site.head,
                     "relative": r,
+                    "exact": site.name in exact,
                     "color": effect_rgb(r, limit),
                     "circuit": site.name in self.source.circuit,
                 }

@@ -107,6 +107,18 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
     return f"P0 sink circuit: {record.get('model', '?')}", sections, views
 
 
+def _baseline_rows(base: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if not base:
+        return []
+    verdict = "a sink" if base["present"] else "<b>no sink</b> (below 2x uniform attention)"
+    return [
+        (
+            "clean sink / uniform attention's sink score",
+            f"{fmt(base['clean_over_uniform'], '.2f')}x of {fmt(base['uniform_attention_sink'], '.3f')}: {verdict}",
+        )
+    ]
+
+
 def _prediction_rows(pred: dict[str, Any] | None) -> list[tuple[str, str]]:
     if not pred:
         return []
@@ -140,6 +152,7 @@ def _discover_summary(record: dict[str, Any]) -> list[list[str]]:
         *_backup_rows(record.get("backups")),
         *_prediction_rows(record.get("prediction")),
         ("clean sink", fmt((record.get("clean") or {}).get("sink"), ".4f")),
+        *_baseline_rows(record.get("sink_baseline")),
         (
             "metric",
             esc(metric.get("definition", str(metric)) if isinstance(metric, dict) else str(metric)),

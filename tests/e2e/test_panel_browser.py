@@ -164,6 +164,15 @@ def test_panel_runs_in_jupyterlab_and_a_click_changes_the_readout(lab):
         for d in shots:
             driver.save_screenshot(str(d / "panel_after_click.png"))
         assert "patched (exact)" in after and after != before
+        # the receiver head before / after, drawn by circuitsvis' own element (offline bundle)
+        _wait(
+            driver,
+            lambda: driver.execute_script(
+                "const b = document.querySelector('.p0-cv'); return !!b && b.childElementCount > 0"
+            ),
+            60,
+            "the circuitsvis head patterns",
+        )
         assert "unpkg.com" not in driver.page_source  # nothing from a CDN
     finally:
         driver.quit()

@@ -538,3 +538,25 @@ def test_discovery_saves_without_rendering(circuit_model, circuit_tokens, tmp_pa
     )
     with pytest.raises(UsageError, match="exists"):
         found.save(tmp_path / "saved")
+
+
+def test_a_circuit_for_a_sink_that_is_not_there_is_called_that():
+    """A random small model whose attention is near uniform: the verdict says there is no sink,
+    against uniform causal attention's alpha_0 = mean over q of 1/(q+1), computed here."""
+    from circuits.zoo import tiny_model
+
+    model = tiny_model(seed=1, n_layers=3)
+    tokens = torch.randint(1, 200, (3, 16), generator=torch.Generator().manual_seed(3))
+    found = discover(model, tokens, DiscoverConfig(first_receiver=1, progress=False))
+    base = found.record["sink_baseline"]
+    uniform = sum(1 / (q + 1) for q in range(16)) / 16
+    assert base["uniform_attention_sink"] == pytest.approx(uniform)
+    assert base["clean_over_uniform"] == pytest.approx(found.record["clean"]["sink"] / uniform)
+    assert not base["present"] and found.verdict.startswith("no sink to explain")
+    # the planted model has a sink: no such prefix
+    planted = discover(
+        build_circuit_model(),
+        torch.randint(0, 8, (4, 12), generator=torch.Generator().manual_seed(2)),
+        DiscoverConfig(first_receiver=1, progress=False),
+    )
+    assert planted.record["sink_baseline"]["present"] and not planted.verdict.startswith("no sink")
