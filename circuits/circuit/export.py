@@ -114,6 +114,64 @@ def read_graphml(path: str | os.PathLike) -> nx.DiGraph:
     return g
 
 
+GEXF_META_PREFIX = "p0-circuits graph attributes: "
+
+
+def write_gexf(graph: nx.DiGraph, path: str | os.PathLike) -> Path:
+    """GEXF 1.3 for Gephi: node and edge attributes as GraphML holds them (plain scalars, lists
+    numbered), and the graph attributes, which GEXF has no place for, as JSON in the file's
+    ``<meta><description>`` (Gephi shows it as the graph's description)."""
+    import xml.etree.ElementTree as ET
+
+    g = nx.DiGraph()
+    for n, d in graph.nodes(data=True):
+        g.add_node(n, label=n, **_encode_attrs(d, f"node {n}"))
+    for u, v, d in graph.edges(data=True):
+        g.add_edge(u, v, **_encode_attrs(d, f"edge {u} -> {v}"))
+    g.graph["name"] = str(graph.graph.get("model") or "circuit")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        nx.write_gexf(g, tmp, version="1.2draft")
+        ET.register_namespace("", "http://www.gexf.net/1.2draft")
+        ET.register_namespace("viz", "http://www.gexf.net/1.2draft/viz")
+        tree = ET.parse(tmp)
+        root = tree.getroot()
+        ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+        meta = root.find(f"{ns}meta")
+        if meta is None:
+            meta = ET.Element(f"{ns}meta")
+            root.insert(0, meta)
+        for tag, text in (
+            ("creator", "p0-circuits"),
+            ("description", GEXF_META_PREFIX + json.dumps(graph.graph, allow_nan=False)),
+        ):
+            old = meta.find(f"{ns}{tag}")
+            if old is not None:
+                meta.remove(old)
+            ET.SubElement(meta, f"{ns}{tag}").text = text
+        tree.write(tmp, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def read_gexf(path: str | os.PathLike) -> nx.DiGraph:
+    """The inverse of ``write_gexf``: nodes, edges and the graph attributes from ``<meta>``."""
+    import xml.etree.ElementTree as ET
+
+    raw = nx.read_gexf(path)
+    g = nx.DiGraph()
+    for n, d in raw.nodes(data=True):
+        d = {k: v for k, v in d.items() if k != "label"}
+        g.add_node(n, **_decode_attrs(d, NODE_SCHEMA))
+    for u, v, d in raw.edges(data=True):
+        d = {k: v for k, v in d.items() if k not in ("id", "label")}
+        g.add_edge(u, v, **_decode_attrs(d, EDGE_SCHEMA))
+    for el in ET.parse(path).getroot().iter():
+        text = el.text or ""
+        if el.tag.endswith("description") and text.startswith(GEXF_META_PREFIX):
+            g.graph.update(json.loads(text[len(GEXF_META_PREFIX) :]))
+    return g
+
+
 def to_dot(graph: nx.DiGraph) -> str:
     """DOT text: nodes coloured by kind and labelled with their effect, edges by path type and
     effect."""
@@ -153,4 +211,6 @@ def load_graph(path: str | os.PathLike) -> nx.DiGraph:
         return from_node_link(json.loads(path.read_text()))
     if path.suffix in (".graphml", ".xml"):
         return read_graphml(path)
-    raise UsageError(f"cannot load {path}: use a .json (node-link) or .graphml file")
+    if path.suffix == ".gexf":
+        return read_gexf(path)
+    raise UsageError(f"cannot load {path}: use a .json (node-link), .graphml or .gexf file")

@@ -194,6 +194,10 @@ class CircuitGraph:
         """GraphML with every attribute surviving a round trip (``circuits.circuit.export``)."""
         return export.write_graphml(self.g, path)
 
+    def write_gexf(self, path: str | os.PathLike) -> Path:
+        """GEXF for Gephi, graph attributes in its ``<meta>`` (``circuits.circuit.export``)."""
+        return export.write_gexf(self.g, path)
+
     def to_dot(self) -> str:
         """Graphviz DOT text (render with ``dot -Tsvg circuit.dot`` if Graphviz is installed)."""
         return export.to_dot(self.g)
@@ -203,7 +207,7 @@ class CircuitGraph:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CircuitGraph:
-        """Read ``circuit.json`` (node-link) or ``circuit.graphml`` back."""
+        """Read ``circuit.json`` (node-link), ``circuit.graphml`` or ``circuit.gexf`` back."""
         return cls(export.load_graph(path))
 
     def same_as(self, other: CircuitGraph) -> bool:

@@ -165,3 +165,27 @@ def test_graphml_reads_cleanly_in_another_tool(tmp_path):
     ]
     assert edge["path_type"] == "k" and edge["effect"] == pytest.approx(-0.35)
     assert CircuitGraph.load(path).same_as(g)  # and it still comes back whole
+
+
+def test_gexf_for_gephi_keeps_the_graph_attributes(tmp_path):
+    """networkx's own write_gexf fails on None attributes and drops graph attributes; the
+    toolkit's GEXF holds them in <meta><description>, read here by a second reader (the XML
+    parser, no networkx) and back into an equal CircuitGraph."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    import networkx as nx
+
+    g = _example()
+    g.g.graph.update(faithfulness_kept=0.87, circuit="attn0@p0, mlp1@p0", verdict="faithful")
+    with pytest.raises(TypeError, match="NoneType"):  # the plain networkx export the issue tried
+        nx.write_gexf(g.g, tmp_path / "plain.gexf")
+    path = g.write_gexf(tmp_path / "circuit.gexf")
+    root = ET.parse(path).getroot()
+    ns = root.tag.split("}")[0] + "}"
+    text = root.find(f"{ns}meta/{ns}description").text
+    attrs = json.loads(text.split(": ", 1)[1])
+    assert attrs["faithfulness_kept"] == 0.87 and attrs["verdict"] == "faithful"
+    ids = {n.get("id") for n in root.iter(f"{ns}node")}
+    assert ids == set(g.g.nodes)
+    assert CircuitGraph.load(path).same_as(g)
