@@ -29,7 +29,7 @@ from transformer_lens.utilities import get_act_name
 
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import sink_score
-from circuits.patching.forward import PatchEngine
+from circuits.patching.forward import PatchEngine, prepare_sink_estimate
 from circuits.patching.readouts import Metric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site
@@ -52,14 +52,7 @@ def _check(
         raise UsageError(
             f"ig_steps must be an integer >= 1 (1: plain attribution), got {ig_steps!r}"
         )
-    last = max(s.order[0] for s in sites)
-    readout = patcher.prepare(metric, last)
-    if readout.sink_layers() is None:
-        raise UsageError(
-            f"attribution patching here differentiates the sink score only, not {readout.name}: "
-            "use exact patching (Patcher.patch) for this readout"
-        )
-    return readout
+    return prepare_sink_estimate(patcher, sites, metric, "attribution patching here differentiates")
 
 
 def _interpolated(sites: list[Site]) -> list[Site]:

@@ -29,6 +29,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
+from circuits.core.errors import UsageError
 from circuits.patching.hook_order import known_position, read_position
 from circuits.patching.readouts import Metric
 from circuits.patching.sites import Site
@@ -66,6 +67,20 @@ def prefix_exact(
         if pos[0] == layer and pos >= first_order:
             return False
     return True
+
+
+def prepare_sink_estimate(
+    patcher: PatchEngine, sites: Sequence[Site], metric: Metric | None, method: str
+) -> Metric:
+    """The readout of an estimate that computes the sink score only (the P0-stream estimate,
+    attribution patching), prepared for ``sites``; any other readout refused by name."""
+    readout = patcher.prepare(metric, max(s.order[0] for s in sites))
+    if readout.sink_layers() is None:
+        raise UsageError(
+            f"{method} the sink score only, not {readout.name}: use exact patching "
+            "(Patcher.patch) for this readout"
+        )
+    return readout
 
 
 class ReadPlan:

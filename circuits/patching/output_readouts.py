@@ -81,6 +81,17 @@ class _OutputReadout(Metric):
         return self._model
 
 
+def _next_token_loss(logp: Tensor, tokens: Tensor) -> Tensor:
+    """Mean cross-entropy of ``logp`` ``[batch, T-1, vocab]`` (positions 0..T-2) against the
+    next prompt tokens."""
+    return -logp.gather(-1, tokens[:, 1:, None]).mean()
+
+
+def _kl_to(ref: Tensor, logp: Tensor) -> Tensor:
+    """KL(ref || patched) of log-probabilities, summed over the vocabulary, mean over rows."""
+    return F.kl_div(logp, ref, log_target=True, reduction="none").sum(-1).mean()
+
+
 class NextTokenLoss(_OutputReadout):
     """Mean next-token cross-entropy (nats) over positions 0..T-2 and prompts."""
 
@@ -96,11 +107,10 @@ class NextTokenLoss(_OutputReadout):
 
     def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
         assert self._tokens is not None
-        targets = self._tokens[:, 1:]
         out = []
         for resid in acts:  # one patch at a time: [batch, pos - 1, vocab] at most
             logp = logits_of(self.model, resid[:, :-1]).float().log_softmax(dim=-1)
-            out.append(-logp.gather(-1, targets[..., None]).mean())
+            out.append(_next_token_loss(logp, self._tokens))
         return torch.stack(out)
 
     def describe(self) -> dict[str, Any]:
@@ -202,7 +212,7 @@ class KLToClean(_OutputReadout):
         out = []
         for resid in acts:
             logp = logits_of(self.model, self._rows(resid)).float().log_softmax(dim=-1)
-            out.append(F.kl_div(logp, ref, log_target=True, reduction="none").sum(-1).mean())
+            out.append(_kl_to(ref, logp))
         return torch.stack(out)
 
     def describe(self) -> dict[str, Any]:
@@ -214,34 +224,23 @@ class KLToClean(_OutputReadout):
         }
 
 
-class LossAndKL(_OutputReadout):
+class LossAndKL(NextTokenLoss):
     """``NextTokenLoss`` as the value and ``(loss, KL(clean || patched))`` as the detail, from one
     unembedding per patch: the two questions of ``circuits.circuit.prediction`` in one run."""
 
     name = "next_token_loss_and_kl"
-    per_layer_detail = False
-
-    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
-        if tokens.shape[1] < 2:
-            raise UsageError("the next-token loss needs prompts of at least 2 tokens")
-        super().validate(model, tokens)
 
     def needs_clean(self) -> bool:
         return True
 
-    def key(self) -> Any:
-        return (self.name,)
-
     def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
         assert clean is not None and self._tokens is not None
-        targets = self._tokens[:, 1:, None]
         ref = logits_of(self.model, clean).float().log_softmax(dim=-1)
         out = []
         for resid in acts:
             logp = logits_of(self.model, resid).float().log_softmax(dim=-1)
-            loss = -logp[:, :-1].gather(-1, targets).mean()
-            kl = F.kl_div(logp, ref, log_target=True, reduction="none").sum(-1).mean()
-            out.append(torch.stack([loss, kl]))
+            loss = _next_token_loss(logp[:, :-1], self._tokens)
+            out.append(torch.stack([loss, _kl_to(ref, logp)]))
         return torch.stack(out)  # [n, 2]
 
     def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

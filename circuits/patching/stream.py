@@ -34,7 +34,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuits.core.errors import UsageError
-from circuits.patching.forward import PatchEngine
+from circuits.patching.forward import PatchEngine, prepare_sink_estimate
 from circuits.patching.readouts import Metric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site
@@ -58,14 +58,7 @@ def _check(patcher: PatchEngine, sites: list[Site], metric: Metric | None) -> Me
                 f"site {s.name}: the P0-stream estimate patches position 0 only "
                 f"(positions=(0,)), got positions={s.positions}; use Patcher.patch for others"
             )
-    last = max(s.order[0] for s in sites)
-    readout = patcher.prepare(metric, last)
-    if readout.sink_layers() is None:
-        raise UsageError(
-            f"the P0-stream estimate computes the sink score only, not {readout.name}: "
-            "use exact patching (Patcher.patch) for this readout"
-        )
-    return readout
+    return prepare_sink_estimate(patcher, sites, metric, "the P0-stream estimate computes")
 
 
 def _names(patcher: PatchEngine, layer: int) -> tuple[str, str]:

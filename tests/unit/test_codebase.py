@@ -103,25 +103,16 @@ def private_reaches(package: Path) -> list[str]:
     found = []
     for path in sorted(package.rglob("*.py")):
         tree = ast.parse(path.read_text())
-        own = {
-            n.name
-            for n in ast.walk(tree)
-            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-        }
-        own |= {
-            t.attr
-            for n in ast.walk(tree)
-            if isinstance(n, ast.Assign | ast.AnnAssign)
-            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
-            if isinstance(t, ast.Attribute)
-        }
-        own |= {
-            t.id
-            for n in ast.walk(tree)
-            if isinstance(n, ast.Assign | ast.AnnAssign)
-            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
-            if isinstance(t, ast.Name)
-        }
+        own = set()  # names this module defines: functions, classes, assigned names/attributes
+        for n in ast.walk(tree):
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                own.add(n.name)
+            elif isinstance(n, ast.Assign | ast.AnnAssign):
+                for target in n.targets if isinstance(n, ast.Assign) else [n.target]:
+                    if isinstance(target, ast.Attribute):
+                        own.add(target.attr)
+                    elif isinstance(target, ast.Name):
+                        own.add(target.id)
         rel = path.relative_to(ROOT)
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute):
