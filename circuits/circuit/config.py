@@ -51,6 +51,11 @@ class DiscoverConfig:
     prediction_random_sets: int = 8
     """Random component sets the prediction step compares the circuit with (0: skip the step,
     ``circuits.circuit.prediction``)."""
+    curve: bool = True
+    """Measure the faithfulness curve of every ranking (CPR / CMD, ``circuits.circuit.curve``):
+    about one patched run per size per ranking."""
+    curve_random_rankings: int = 2
+    """Seeded random rankings the curve measures as the control."""
     max_rows: int = 64
     progress: bool = True
 
@@ -74,6 +79,8 @@ class DiscoverConfig:
             raise UsageError("max_backups must be >= 0")
         if self.prediction_random_sets < 0:
             raise UsageError("prediction_random_sets must be >= 0 (0: skip the prediction step)")
+        if self.curve_random_rankings < 0:
+            raise UsageError("curve_random_rankings must be >= 0")
         if self.exact_top_k is not None and self.exact_top_k < 0:
             raise UsageError("exact_top_k must be >= 0")
         if (

@@ -15,10 +15,12 @@ receiver layers (default: every layer from ``first_receiver = 2`` on, Gu et al.'
 6. ``backups``: the sufficiency search for redundant components;
 7. ``path_patching``: IOI-style paths between the circuit's nodes (into MLP inputs and keys);
 8. ``first_pass_agreement``: Pearson r of the first pass vs the exact effects;
-9. ``prediction_effect``: the circuit's effect on the next-token loss and KL, against random
+9. ``faithfulness_curve``: f(k) of the exact, first-pass and random rankings, CPR and CMD
+   (``circuits.circuit.curve``);
+10. ``prediction_effect``: the circuit's effect on the next-token loss and KL, against random
    component sets of its size (``circuits.circuit.prediction``);
-10. ``graph``: the ``CircuitGraph``;
-11. ``verdict``: a one-line reading of the numbers, and whether the circuit has the shape the
+11. ``graph``: the ``CircuitGraph``;
+12. ``verdict``: a one-line reading of the numbers, and whether the circuit has the shape the
     paper predicts (layer-0 attention and an MLP in block 0 or 1).
 """
 
@@ -37,6 +39,7 @@ from transformer_lens import HookedTransformer
 
 from circuits.circuit import steps as S
 from circuits.circuit.config import DiscoverConfig
+from circuits.circuit.curve import faithfulness_curve
 from circuits.circuit.graph import CircuitGraph
 from circuits.circuit.prediction import prediction_effect
 from circuits.circuit.save import graph_attributes, save_discovery
@@ -184,6 +187,7 @@ STEPS: tuple[Step, ...] = (
     S.backups,
     S.path_patching,
     S.first_pass_agreement,
+    faithfulness_curve,
     prediction_effect,
     verdict,
 )
@@ -224,6 +228,11 @@ def discover(
         "str_tokens": str_tokens,
         "config": config.to_dict(),
         "block_structure": "parallel" if model.cfg.parallel_attn_mlp else "sequential",
+        "model_shape": {
+            "n_layers": model.cfg.n_layers,
+            "n_heads": model.cfg.n_heads,
+            "d_model": model.cfg.d_model,
+        },
     }
     say = print if config.progress else (lambda *a, **k: None)
     state = S.DiscoveryState(patcher, config, metric, record, say)

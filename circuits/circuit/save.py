@@ -13,9 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from circuits.circuit.attribution_graph import write_attribution_graph
 from circuits.circuit.graph import CircuitGraph
 from circuits.core.atomic import write_json
 from circuits.core.conventions import (
+    CIRCUIT_ATTRIBUTION_GRAPH,
     CIRCUIT_DOT,
     CIRCUIT_GRAPHML,
     CIRCUIT_JSON,
@@ -34,6 +36,7 @@ def graph_attributes(record: dict[str, Any]) -> dict[str, Any]:
     versions = prov.get("versions") or {}
     metric = record.get("metric") or {}
     clean = record.get("clean") or {}
+    curve = (record.get("faithfulness_curve") or {}).get("summary") or {}
     return {
         "model": record.get("model"),
         "counterfactual": record.get("counterfactual"),
@@ -47,6 +50,12 @@ def graph_attributes(record: dict[str, Any]) -> dict[str, Any]:
         "faithfulness_kept": faith.get("kept"),
         "faithfulness_ablated": faith.get("ablated"),
         "faithfulness_floor": faith.get("floor"),
+        "faithfulness_cpr": (curve.get("exact") or {}).get("cpr"),
+        "faithfulness_cmd": (curve.get("exact") or {}).get("cmd"),
+        "first_pass_cpr": (curve.get("first_pass") or {}).get("cpr"),
+        "first_pass_cmd": (curve.get("first_pass") or {}).get("cmd"),
+        "random_cpr_mean": (curve.get("random_mean") or {}).get("cpr"),
+        "random_cmd_mean": (curve.get("random_mean") or {}).get("cmd"),
         "prediction_clean_loss": pred.get("clean_loss"),
         "prediction_circuit_loss_increase": (pred.get("circuit") or {}).get("loss_increase"),
         "prediction_circuit_kl": (pred.get("circuit") or {}).get("kl"),
@@ -67,7 +76,8 @@ def save_discovery(
     out_dir: str | os.PathLike, record: dict[str, Any], graph: CircuitGraph
 ) -> list[Path]:
     """Write ``patching.json`` (with its ``format``), ``circuit.json`` / ``.graphml`` / ``.dot``
-    with the graph attributes above, and the manifest, into an existing folder; the files."""
+    with the graph attributes above, ``circuit.attribution_graph.json`` (circuit-tracer /
+    Neuronpedia), and the manifest, into an existing folder; the files."""
     path = Path(out_dir)
     graph.g.graph.update({k: v for k, v in graph_attributes(record).items() if v is not None})
     written = [
@@ -75,6 +85,7 @@ def save_discovery(
         graph.write_json(path / CIRCUIT_JSON),
         graph.write_graphml(path / CIRCUIT_GRAPHML),
         graph.write_dot(path / CIRCUIT_DOT),
+        write_attribution_graph(path / CIRCUIT_ATTRIBUTION_GRAPH, graph, record),
     ]
     write_manifest(path)
     return written

@@ -116,6 +116,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most backup nodes the sufficiency search may add (default 3; 0: no search)",
     )
     parser.add_argument(
+        "--curve-random",
+        type=int,
+        default=D.curve_random_rankings,
+        help="seeded random rankings the faithfulness curve measures as its control (default 2; "
+        "-1: no curve)",
+    )
+    parser.add_argument(
         "--max-rows",
         type=int,
         default=D.max_rows,
@@ -137,6 +144,7 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
         ("--max-rows", args.max_rows, 1),
         ("--first-receiver", args.first_receiver, 1),
         ("--seed", args.seed, 0),
+        ("--curve-random", args.curve_random, -1),
     ):
         if value is not None:
             check_range(flag, value, low)
@@ -162,6 +170,8 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
         ig_steps=args.ig_steps,
         sufficiency=args.sufficiency,
         max_backups=args.max_backups,
+        curve=args.curve_random >= 0,
+        curve_random_rankings=max(args.curve_random, 0),
         max_rows=args.max_rows,
         progress=not args.quiet,
     )
@@ -179,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     from circuits.circuit.discover import discover
     from circuits.core.outputs import output_dir
     from circuits.prompts import prompt_set, read_text
-    from circuits.viz.report import write_result
+    from circuits.viz.report import write_result_files
 
     text = read_text(args.text)
     with output_dir(args.out, overwrite=args.overwrite) as out:
@@ -203,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         record["timings_s"]["load_model"] = round(loaded - started, 3)
         record["timings_s"]["total"] = round(time.perf_counter() - started, 3)
         found.graph.g.graph.update(bos=bos, seed=args.seed)
-        write_result(out, "discover", record, graph=found.graph, zm=zm)
+        write_result_files(out, "discover", record, graph=found.graph, zm=zm)
     if not args.quiet:
         print(found.verdict)
         print(

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from circuits.metrics.measure import measure_sinks
     from circuits.prompts import read_text, tokenize_text
     from circuits.viz.files import save_figure
-    from circuits.viz.report import write_result
+    from circuits.viz.report import write_result_files
     from circuits.viz.sink_figures import layer_profile_figure
 
     text = read_text(args.text)
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             **report.to_dict(),
         }
         figure = save_figure(layer_profile_figure(data), out / "sink_profile")
-        write_result(out, "measure", data, zm=zm)
+        write_result_files(out, "measure", data, zm=zm)
     if not args.quiet:
         _print_summary(data, args.out, [f.name for f in figure] + ["report.html"])
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from circuits.cli.common import check_model
-from circuits.core.errors import UsageError
+from circuits.core.errors import UnknownModelError, UsageError
 from circuits.core.records import result_kind
 
 NAME = "render"
@@ -63,13 +63,13 @@ def run(args: argparse.Namespace) -> int:
     if args.views and args.model is not None:
         check_model(args.model)
 
-    from circuits.viz.report import build_report, model_name_of
+    from circuits.viz.report import build_report
 
     zm = None
     if args.views:
         from circuits.zoo.load import load_model
 
-        zm = load_model(args.model or model_name_of(args.dir), progress=not args.quiet)
+        zm = load_model(args.model or _loadable_model_of(args.dir), progress=not args.quiet)
     path = build_report(
         args.dir,
         zm=zm,
@@ -80,3 +80,20 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _loadable_model_of(folder) -> str:
+    """The model named in ``folder``'s record, refused with the fix when it cannot be loaded by
+    name (a model built in Python, say)."""
+    from circuits.viz.report import model_name_of
+
+    name = model_name_of(folder)
+    try:
+        check_model(name)
+    except UnknownModelError:
+        raise UsageError(
+            f"{folder} was made by model '{name}', which cannot be loaded by name (a model "
+            "built in Python?): pass --model NAME|PATH, or add the views from Python with "
+            "circuits.viz.build_report(DIR, zm=model)"
+        ) from None
+    return name

@@ -16,6 +16,8 @@ __getattr__, __dir__ = lazy_exports(
         "faithfulness_figure": "patching_figures",
         "clean_sink_figure": "patching_figures",
         "first_pass_figure": "patching_figures",
+        "faithfulness_curve_figure": "curve_figure",
+        "prediction_figure": "prediction_figure",
         "circuit_graph_figure": "graph_figure",
         "circuit_layout": "graph_figure",
         "trace_figure": "trace_figure",

@@ -10,8 +10,15 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.figure import Figure
 
 from circuits.circuit.graph import CircuitGraph
-from circuits.core.conventions import CIRCUIT_DOT, CIRCUIT_GRAPHML, CIRCUIT_JSON, PATCHING_FILE
+from circuits.core.conventions import (
+    CIRCUIT_ATTRIBUTION_GRAPH,
+    CIRCUIT_DOT,
+    CIRCUIT_GRAPHML,
+    CIRCUIT_JSON,
+    PATCHING_FILE,
+)
 from circuits.core.records import load_result
+from circuits.viz.curve_figure import faithfulness_curve_figure
 from circuits.viz.graph_figure import circuit_graph_figure
 from circuits.viz.html import esc, fmt, provenance_html, table
 from circuits.viz.patching_figures import (
@@ -30,6 +37,57 @@ if TYPE_CHECKING:
     from circuits.viz.files import FigureCollector
 
 
+# The record figures of a discover page: (figure, file stem or None for inline only, caption).
+DRAWINGS: tuple[tuple[Callable[[dict], Figure], str | None, str], ...] = (
+    (
+        component_heatmap_figure,
+        "patching_components",
+        "Layer × component: sink change / clean sink when one component's output at P0 is set "
+        "to its counterfactual (blue: the patch lowers the sink); exact patching (bold) for "
+        "the components the sweep patched, the first-pass estimate (hatched) elsewhere.",
+    ),
+    (
+        head_patching_heatmap_figure,
+        "patching_heads",
+        "Layer × head: exact head patching (bold) where the head sweep ran, the first-pass "
+        "estimate (hatched) elsewhere.",
+    ),
+    (clean_sink_figure, None, "Clean sink score per layer (mean over heads and prompts)."),
+    (
+        path_figure,
+        "paths_k",
+        "Path patching: sender at P0 -> K input of each later layer (direct path); sink change "
+        "at that layer / its clean sink (blue: the path carries the sink).",
+    ),
+    (
+        first_pass_figure,
+        "first_pass",
+        "First pass vs exact patching: each exactly patched component or head, its estimated "
+        "against its exact sink change (both / clean sink); on the dashed diagonal they agree.",
+    ),
+    (
+        faithfulness_figure,
+        "faithfulness",
+        "Faithfulness per receiver layer: clean, circuit kept (rest patched), circuit patched, "
+        "everything patched.",
+    ),
+    (
+        faithfulness_curve_figure,
+        "faithfulness_curve",
+        "Faithfulness curve: f(k) with the first k P0 components of a ranking kept clean and "
+        "the rest at the counterfactual, normalised by the clean and all-patched sinks; CPR "
+        "= area under f, CMD = area between f and 1 (MIB; docs/science.md).",
+    ),
+    (
+        prediction_figure,
+        "prediction",
+        "Does the circuit matter for the model's predictions? Next-token loss increase and "
+        "KL to the clean distribution when the circuit is patched, against random sets of as "
+        "many P0 components (dots; bar: their mean) and every P0 component patched.",
+    ),
+)
+
+
 def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], list[View]]:
     record = load_result(path, "discover", CIRCUIT_JSON)
     graph = CircuitGraph.load(path / CIRCUIT_JSON) if (path / CIRCUIT_JSON).is_file() else None
@@ -46,48 +104,7 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
             "The circuit layer by layer, P0's embedding at the bottom; edge width = |sink "
             "change| / clean sink of the path's receiver; blue: patching the path lowers the sink.",
         )
-    drawings: tuple[tuple[Callable[[dict], Figure], str | None, str], ...] = (
-        (
-            component_heatmap_figure,
-            "patching_components",
-            "Layer × component: sink change / clean sink when one component's output at P0 is set "
-            "to its counterfactual (blue: the patch lowers the sink); exact patching (bold) for "
-            "the components the sweep patched, the first-pass estimate (hatched) elsewhere.",
-        ),
-        (
-            head_patching_heatmap_figure,
-            "patching_heads",
-            "Layer × head: exact head patching (bold) where the head sweep ran, the first-pass "
-            "estimate (hatched) elsewhere.",
-        ),
-        (clean_sink_figure, None, "Clean sink score per layer (mean over heads and prompts)."),
-        (
-            path_figure,
-            "paths_k",
-            "Path patching: sender at P0 -> K input of each later layer (direct path); sink change "
-            "at that layer / its clean sink (blue: the path carries the sink).",
-        ),
-        (
-            first_pass_figure,
-            "first_pass",
-            "First pass vs exact patching: each exactly patched component or head, its estimated "
-            "against its exact sink change (both / clean sink); on the dashed diagonal they agree.",
-        ),
-        (
-            faithfulness_figure,
-            "faithfulness",
-            "Faithfulness per receiver layer: clean, circuit kept (rest patched), circuit patched, "
-            "everything patched.",
-        ),
-        (
-            prediction_figure,
-            "prediction",
-            "Does the circuit matter for the model's predictions? Next-token loss increase and "
-            "KL to the clean distribution when the circuit is patched, against random sets of as "
-            "many P0 components (dots; bar: their mean) and every P0 component patched.",
-        ),
-    )
-    for make, stem, caption in drawings:
+    for make, stem, caption in DRAWINGS:
         figs.add(functools.partial(make, record), stem, caption)
     sections.append("<h2>Figures</h2>" + "\n".join(figs.html))
     if graph is not None:
@@ -95,7 +112,13 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
     sections.append(_effects_table(record))
     files = [
         f
-        for f in (CIRCUIT_JSON, CIRCUIT_GRAPHML, CIRCUIT_DOT, PATCHING_FILE)
+        for f in (
+            CIRCUIT_JSON,
+            CIRCUIT_GRAPHML,
+            CIRCUIT_DOT,
+            CIRCUIT_ATTRIBUTION_GRAPH,
+            PATCHING_FILE,
+        )
         if (path / f).is_file()
     ]
     sections.append(
@@ -116,6 +139,20 @@ def _baseline_rows(base: dict[str, Any] | None) -> list[tuple[str, str]]:
             "clean sink / uniform attention's sink score",
             f"{fmt(base['clean_over_uniform'], '.2f')}x of {fmt(base['uniform_attention_sink'], '.3f')}: {verdict}",
         )
+    ]
+
+
+def _curve_rows(curve: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if not curve:
+        return []
+    labels = {"exact": "exact effects", "first_pass": "first pass", "random_mean": "random (mean)"}
+    return [
+        (
+            f"faithfulness curve, {label}: CPR / CMD",
+            f"{fmt(curve['summary'][key]['cpr'], '.3f')} / {fmt(curve['summary'][key]['cmd'], '.3f')}",
+        )
+        for key, label in labels.items()
+        if key in curve["summary"]
     ]
 
 
@@ -150,6 +187,7 @@ def _discover_summary(record: dict[str, Any]) -> list[list[str]]:
         ("faithfulness_ablated (the circuit patched)", fmt(faith.get("ablated"))),
         ("every P0 component patched", fmt(faith.get("floor"))),
         *_backup_rows(record.get("backups")),
+        *_curve_rows(record.get("faithfulness_curve")),
         *_prediction_rows(record.get("prediction")),
         ("clean sink", fmt((record.get("clean") or {}).get("sink"), ".4f")),
         *_baseline_rows(record.get("sink_baseline")),

@@ -75,12 +75,35 @@ def build_report(
 
 
 def write_result(
-    out_dir: str | os.PathLike, kind: str, record: dict[str, Any], *, graph=None, zm=None
+    out_dir: str | os.PathLike,
+    kind: str,
+    record: dict[str, Any],
+    *,
+    graph=None,
+    zm=None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a ``measure`` or ``discover`` result folder: the record (with its ``format``, NaN as
     null), for a discovery the circuit graph files, the manifest of checksums, and the report
-    (with ``zm``: views too). The one way results are saved, by the CLI and in notebooks."""
-    path = Path(out_dir)
+    (with ``zm``: views too). The one way results are saved, by the CLI and in notebooks.
+
+    All or nothing (``circuits.core.outputs``): everything is written into a hidden sibling and
+    renamed onto ``out_dir`` at the end, so a failure (a prompt that does not tokenize for the
+    views, say) leaves no ``out_dir``; an existing non-empty ``out_dir`` is refused unless
+    ``overwrite``, then replaced whole. Returns the path of ``out_dir/report.html``."""
+    from circuits.core.outputs import output_dir
+
+    with output_dir(out_dir, overwrite=overwrite) as tmp:
+        write_result_files(tmp, kind, record, graph=graph, zm=zm)
+    return Path(out_dir) / REPORT_FILE
+
+
+def write_result_files(
+    folder: str | os.PathLike, kind: str, record: dict[str, Any], *, graph=None, zm=None
+) -> Path:
+    """What :func:`write_result` writes, into ``folder`` as it is (for a caller that stages its
+    own output folder, as the CLI does); returns the report's path."""
+    path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     if graph is not None:
         save_discovery(path, record, graph)
@@ -111,7 +134,16 @@ def saved_prompt(out_dir: str | os.PathLike, zm) -> tuple[Any, bool]:
     m = load_measure(path)
     args = m.get("args") or {}
     bos = bool(m.get("bos"))
-    ids = zm.encode(read_text(args.get("text")), bos=bos)[:, : m.get("n_tokens")]
+    if m.get("token_ids"):  # a record made in Python may carry the measured prompt's ids
+        return torch.tensor([m["token_ids"]], dtype=torch.long), bos
+    try:
+        ids = zm.encode(read_text(args.get("text")), bos=bos)[:, : m.get("n_tokens")]
+    except UsageError as err:
+        raise UsageError(
+            f"the views re-tokenize the text of {path / MEASURE_FILE}, which model {zm.name} "
+            f"cannot tokenize ({err}); put the measured prompt's ids in the record as "
+            "'token_ids', or save it without a model (no views)"
+        ) from None
     saved = m.get("tokens") or []
     if saved and zm.str_tokens(ids[0])[: len(saved)] != saved[: ids.shape[1]]:
         raise UsageError(

@@ -36,7 +36,8 @@ from circuits.viz.html import esc, page
 P0_MARK = "[P0]"
 NO_VIEWS_NOTE = (
     "No views.json here: run `p0-circuits render DIR --views` (one forward pass of the "
-    "model named in the JSON) to add the attention patterns of the sink heads."
+    "model named in the JSON; for a model built in Python, circuits.viz.build_report(DIR, "
+    "zm=model)) to add the attention patterns of the sink heads."
 )
 VIEW_ELEMENTS = ("AttentionHeads", "AttentionPatterns", "ColoredTokens", "ColoredTokensMulti")
 # circuitsvis writes the tokens of these elements into the page as HTML (innerHTML); the others

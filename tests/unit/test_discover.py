@@ -534,7 +534,14 @@ def test_discovery_saves_without_rendering(circuit_model, circuit_tokens, tmp_pa
     out = found.save(tmp_path / "saved")
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["patching.json", "circuit.json", "circuit.graphml", "circuit.dot", "manifest.json"]
+        [
+            "patching.json",
+            "circuit.json",
+            "circuit.graphml",
+            "circuit.dot",
+            "circuit.attribution_graph.json",
+            "manifest.json",
+        ]
     )
     with pytest.raises(UsageError, match="exists"):
         found.save(tmp_path / "saved")

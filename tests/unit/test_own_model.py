@@ -175,3 +175,56 @@ def test_learned_positions_at_p0_are_a_site(own):
     rotary = tiny_model(seed=0, n_layers=2)
     with pytest.raises(UsageError, match="no pos_embed to patch"):
         Patcher(rotary, tokens % 200).patch([Site("pos_embed")], SinkMetric([1]))
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """A model of one's own with a synthetic-task tokenizer: it cannot tokenize English."""
+    from circuits.training.tasks import SyntheticTokenizer
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, n_ctx=32, d_vocab=24,
+        act_fn="gelu", normalization_type="LN", model_name="own-2L-synthetic", seed=0,
+        device="cpu",
+    )  # fmt: skip
+    model = HookedTransformer(cfg, move_to_device=False)
+    return ZooModel(
+        name="own-2L-synthetic",
+        model=model,
+        tokenizer=SyntheticTokenizer(24, bos_token_id=0),
+        bos_token_id=0,
+        natural_bos=False,
+        source="built in the test",
+    )
+
+
+def test_write_result_is_all_or_nothing_and_its_fix_works(synthetic, tmp_path, capsys):
+    from circuits.cli import main
+    from circuits.viz.report import build_report
+
+    tokens = torch.randint(1, 24, (2, 12), generator=torch.Generator().manual_seed(0))
+    report = measure_sinks(synthetic.model, tokens, bos=False)
+    record = {"model": "own-2L-synthetic", "args": {"text": None}, **report.to_dict()}
+    out = tmp_path / "m"
+    # the views re-tokenize the default English text, which this tokenizer refuses
+    with pytest.raises(UsageError, match="token_ids"):
+        write_result(out, "measure", record, zm=synthetic)
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing left behind
+    # without a model: no views, and the report says how to add them for a Python-built model
+    write_result(out, "measure", record)
+    assert not (out / "views.json").exists()
+    assert "build_report(DIR, zm=model)" in (out / "report.html").read_text()
+    # the CLI cannot load this model by name and says what works instead
+    assert main(["render", str(out), "--views", "--quiet"]) == 2
+    assert "build_report(DIR, zm=model)" in capsys.readouterr().err
+    # ... which is refused for the same reason until the record names its prompt's ids
+    with pytest.raises(UsageError, match="token_ids"):
+        build_report(out, zm=synthetic)
+    assert not (out / "views.json").exists()
+    ids = tokens[0].tolist()
+    write_result(out, "measure", {**record, "token_ids": ids}, zm=synthetic, overwrite=True)
+    views = json.loads((out / "views.json").read_text())
+    assert views["tokens"][: len(ids)] == synthetic.str_tokens(tokens[0])
+    with pytest.raises(UsageError, match="overwrite"):  # an existing folder is kept whole
+        write_result(out, "measure", record)
+    assert (out / "views.json").is_file()
