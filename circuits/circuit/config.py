@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from circuits.core.conventions import check_counterfactual
+from circuits.core.conventions import check_counterfactual, default_receiver_layers
 from circuits.core.errors import UsageError
 
 FIRST_PASSES = ("p0-stream", "attribution")
@@ -102,7 +102,7 @@ class DiscoverConfig:
     def first_receiver_layer(self, n_layers: int) -> int:
         """``first_receiver``, or its default on a model with ``n_layers`` layers."""
         if self.first_receiver is None:
-            return max(1, min(2, n_layers - 1))
+            return default_receiver_layers(n_layers)[0]
         return self.first_receiver
 
     def receiver_layers(self, n_layers: int) -> list[int]:

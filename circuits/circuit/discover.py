@@ -44,6 +44,7 @@ from circuits.circuit.graph import CircuitGraph
 from circuits.circuit.prediction import prediction_effect
 from circuits.circuit.save import graph_attributes, save_discovery
 from circuits.core.outputs import output_dir
+from circuits.core.progress import status
 from circuits.patching.engine import Patcher
 from circuits.patching.readouts import SinkMetric
 from circuits.patching.sites import Receiver, Site
@@ -194,6 +195,16 @@ STEPS: tuple[Step, ...] = (
 """The pipeline, in order (the graph is built from the state after the last step)."""
 
 
+def starts_with_bos(model: HookedTransformer, tokens: Tensor) -> bool | None:
+    """Whether position 0 holds the tokenizer's BOS token: True in every prompt, False in none,
+    None when the prompts disagree or the model has no tokenizer with a BOS id."""
+    bos_id = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
+    if bos_id is None:
+        return None
+    at_p0 = (tokens[:, 0] == int(bos_id)).tolist()
+    return True if all(at_p0) else False if not any(at_p0) else None
+
+
 def discover(
     model: HookedTransformer,
     tokens: Int[Tensor, "batch pos"],
@@ -226,6 +237,7 @@ def discover(
         "n_tokens": int(tokens.shape[1]),
         "tokens": tokens.tolist(),
         "str_tokens": str_tokens,
+        "bos": starts_with_bos(model, tokens),
         "config": config.to_dict(),
         "block_structure": "parallel" if model.cfg.parallel_attn_mlp else "sequential",
         "model_shape": {
@@ -234,7 +246,7 @@ def discover(
             "d_model": model.cfg.d_model,
         },
     }
-    say = print if config.progress else (lambda *a, **k: None)
+    say = status if config.progress else (lambda *a, **k: None)
     state = S.DiscoveryState(patcher, config, metric, record, say)
     timings: dict[str, float] = {}
     for step in steps:

@@ -11,33 +11,22 @@ written here (no pygraphviz needed).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
+from circuits.circuit.colors import effect_color, effect_rgb
 from circuits.circuit.schema import EDGE_SCHEMA, GRAPH_SCHEMA, NODE_SCHEMA
 from circuits.core.atomic import atomic_path, write_json
 from circuits.core.errors import UsageError
 
 _LIST_SEP = "."
 _LIST_ITEM = re.compile(r"^(.+)\.(\d+)$")
-KIND_COLORS = {
-    "embed": "#9e9e9e",
-    "attn": "#1f77b4",
-    "head": "#6baed6",
-    "mlp": "#d62728",
-    "resid_pre": "#bdbdbd",
-    "resid_mid": "#bdbdbd",
-    "resid_post": "#bdbdbd",
-    "q": "#2ca02c",
-    "k": "#ff7f0e",
-    "v": "#9467bd",
-    "mlp_in": "#e377c2",
-}
-"""One colour per node kind, shared by the DOT export and the circuit figure."""
 
 
 def write_node_link(graph: nx.DiGraph, path: str | os.PathLike) -> Path:
@@ -172,32 +161,101 @@ def read_gexf(path: str | os.PathLike) -> nx.DiGraph:
     return g
 
 
+DOT_DARK = 0.55
+"""A node filled past this fraction of the effect scale gets white text."""
+RECEIVER_KINDS = ("q", "k", "v", "mlp_in")
+
+
+def _dot_quote(s: object) -> str:
+    """A DOT string: backslashes and quotes escaped, line breaks as DOT's ``\\n``."""
+    text = str(s).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text.replace("\n", "\\n") + '"'
+
+
+def _percent(relative: float | None) -> str:
+    return "" if relative is None else f"{100.0 * relative:+.1f}% of sink"
+
+
+def _scale(values: Iterable[float | None]) -> float:
+    """The largest finite |value| (1.0 when there is none): one end of a symmetric scale."""
+    return max((abs(v) for v in values if v is not None and math.isfinite(v)), default=0.0) or 1.0
+
+
+def _dot_title(g: nx.DiGraph) -> str | None:
+    """The graph's title: model, faithfulness and the colour key."""
+    parts = [f"{g.graph['model']} P0 sink circuit"] if g.graph.get("model") else []
+    kept, ablated = g.graph.get("faithfulness_kept"), g.graph.get("faithfulness_ablated")
+    if kept is not None and ablated is not None:
+        cf = g.graph.get("counterfactual")
+        parts.append(
+            f"kept {kept:.0%} / ablated {ablated:.0%} of the clean sink"
+            + (f" ({cf} counterfactual)" if cf else "")
+        )
+    if not parts:
+        return None
+    parts.append("blue: patching it lowers the sink, red: raises it; dashed: backup")
+    return "\n".join(parts)
+
+
+def _dot_node(name: str, d: dict[str, Any], limit: float) -> str:
+    rel = d.get("relative")
+    kind = d.get("kind")
+    if (
+        kind in RECEIVER_KINDS
+    ):  # a later layer's input: where the sink is read, no effect of its own
+        sink = d.get("sink_clean")
+        label = name if sink is None else f"{name}\nclean sink {sink:.2f}"
+        return f"  {_dot_quote(name)} [label={_dot_quote(label)}, shape=ellipse, fillcolor=white];"
+    style = "rounded,filled" + (",dashed" if d.get("role") == "backup" else "")
+    lines = [name, f"({kind})" if d.get("role") != "backup" else f"({kind}, backup)"]
+    if rel is not None:
+        lines.append(_percent(rel))
+    font = "white" if rel is not None and abs(rel) >= DOT_DARK * limit else "black"
+    label = "\n".join(lines)
+    attrs = (
+        f"label={_dot_quote(label)}, style={_dot_quote(style)}, "
+        f"fillcolor={_dot_quote(effect_rgb(rel, limit))}, fontcolor={font}, "
+        f"penwidth={2.0 if d.get('role') == 'backup' else 1.0}"
+    )
+    return f"  {_dot_quote(name)} [{attrs}];"
+
+
 def to_dot(graph: nx.DiGraph) -> str:
-    """DOT text: nodes coloured by kind and labelled with their effect, edges by path type and
-    effect."""
-
-    def q(s: str) -> str:
-        return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
+    """DOT text in the toolkit's conventions (``circuits.circuit.colors``): each P0 component
+    filled with the effect colour of its relative effect (blue: patching it at the
+    counterfactual lowers the sink) and labelled with it as a percentage of the clean sink;
+    backups dashed and labelled as such; receivers (a later layer's K/Q/V or MLP input) white
+    with their clean sink; edges coloured by the sign of the path's effect, as wide as its
+    relative effect, labelled with the path type and that percentage (of the receiver layer's
+    own clean sink for a path into a later layer's K/Q/V). The title carries the
+    faithfulness, the counterfactual and the colour key."""
     g = graph
+    limit = _scale(d.get("relative") for _, d in g.nodes(data=True))
+    edge_limit = _scale(d.get("relative", d.get("effect")) for _, _, d in g.edges(data=True))
     lines = [
         "digraph circuit {",
         "  rankdir=LR;",
         '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
     ]
-    title = g.graph.get("model")
+    title = _dot_title(g)
     if title:
-        lines.append(f"  label={q(f'{title} P0 sink circuit')}; labelloc=t;")
-    for n, d in sorted(g.nodes(data=True), key=lambda nd: (nd[1].get("layer", 0), nd[0])):
-        eff = d.get("effect")
-        label = n if eff is None else f"{n}\\neffect {eff:+.3g}"
-        color = KIND_COLORS.get(d.get("kind"), "#ffffff")
-        lines.append(f'  {q(n)} [label="{label}", fillcolor={q(color)}];')
+        lines.append(f"  label={_dot_quote(title)}; labelloc=t;")
+    for n, d in sorted(g.nodes(data=True), key=lambda nd: (nd[1].get("layer") or 0, nd[0])):
+        lines.append(_dot_node(n, d, limit))
     for u, v, d in g.edges(data=True):
-        eff = d.get("effect")
-        label = d.get("path_type", "") + ("" if eff is None else f" {eff:+.3g}")
-        width = 1.0 if eff is None else 1.0 + 4.0 * min(1.0, abs(eff))
-        lines.append(f"  {q(u)} -> {q(v)} [label={q(label)}, penwidth={width:.2f}];")
+        rel, eff = d.get("relative"), d.get("effect")
+        size = rel if rel is not None else eff
+        pct = _percent(rel)
+        if pct and g.nodes[v].get("kind") in RECEIVER_KINDS:  # read at the receiver's layer
+            pct = pct.replace("of sink", "of its layer's sink")
+        label = " ".join(x for x in (d.get("path_type", ""), pct) if x)
+        width = 1.0 if size is None else 1.0 + 5.0 * min(1.0, abs(size) / edge_limit)
+        color = "#777777" if size is None else effect_color(size)
+        lines.append(
+            f"  {_dot_quote(u)} -> {_dot_quote(v)} [label={_dot_quote(label)}, "
+            f"color={_dot_quote(color)}, fontcolor={_dot_quote(color)}, penwidth={width:.2f}];"
+        )
     lines.append("}")
     return "\n".join(lines) + "\n"
 

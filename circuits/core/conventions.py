@@ -18,6 +18,23 @@ MASSIVE_RATIO_THRESHOLD = 1000.0
 NORM_RATIO_SINK_THRESHOLD = 10.0
 """The paper: the first layer where the P0 norm exceeds ~10x the median of the other positions."""
 
+DEFAULT_FIRST_RECEIVER = 2
+"""The first receiver layer of the sink readout unless one is named: the circuit forms in blocks
+0 and 1 and is read in every later layer (docs/science.md, "Discovery")."""
+
+
+def default_receiver_layers(n_layers: int) -> list[int]:
+    """The receiver layers every sink readout and ``discover`` use unless told otherwise:
+    ``DEFAULT_FIRST_RECEIVER`` .. the last layer (layer 1 .. last on a 2-layer model), the same
+    whatever is patched, so a readout's clean value does not change from call to call."""
+    if n_layers < 2:
+        raise UsageError(
+            f"a {n_layers}-layer model has no layer after layer 0 to read the sink in: "
+            "pass receivers=[0] explicitly if you mean layer 0"
+        )
+    return list(range(min(DEFAULT_FIRST_RECEIVER, n_layers - 1), n_layers))
+
+
 # --- counterfactuals for "being at position zero" ----------------------------------------------
 
 COUNTERFACTUALS: dict[str, str] = {

@@ -27,6 +27,7 @@ from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 from transformer_lens.utilities import get_act_name
 
+from circuits.core.conventions import default_receiver_layers
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import attn_to_p0, check_pattern, sink_score
 from circuits.metrics.residual import residual_norms
@@ -88,7 +89,8 @@ class Metric:
 
 class _PatternReadout(Metric):
     """A per-head reduction of the receiver layers' attention patterns, averaged over heads and
-    then over layers; ``receivers=None``: every layer after the last patched one."""
+    then over layers; ``receivers=None``: the default receiver layers
+    (``circuits.core.conventions.default_receiver_layers``: layer 2 .. last, as ``discover``)."""
 
     per_layer_detail = True
     _reduce: Callable[[Tensor], Tensor]
@@ -102,13 +104,7 @@ class _PatternReadout(Metric):
     def resolved(self, last_patched_layer: int, n_layers: int) -> Metric:
         if self.receivers is not None:
             return self
-        layers = list(range(last_patched_layer + 1, n_layers))
-        if not layers:
-            raise UsageError(
-                f"no layer after the last patched layer {last_patched_layer}: "
-                "pass receivers=[...] explicitly"
-            )
-        return type(self)(layers)
+        return type(self)(default_receiver_layers(n_layers))
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -154,8 +150,8 @@ class _PatternReadout(Metric):
 class SinkMetric(_PatternReadout):
     """Gu et al.'s sink score alpha_0 (``circuits.metrics.sink_score``: mean over queries q >= 0
     of A[q, 0], batch-averaged), averaged over the heads of the receiver layers and then over
-    the receiver layers. ``receivers=None``: every layer after the last patched one (resolved
-    per call by the engine). The per-layer values are kept as ``detail``.
+    the receiver layers. ``receivers=None``: the default receiver layers, layer 2 .. last (the
+    same for every patch, as ``discover``). The per-layer values are kept as ``detail``.
     """
 
     name = "sink_score"
@@ -343,7 +339,7 @@ class CacheMetric(Metric):
 
 def as_readout(metric: Metric | Callable | None) -> Metric:
     """A readout from what a caller passed: a readout as is, a callable on the cache wrapped in
-    ``CacheMetric``, None: the sink score of the layers after the last patch."""
+    ``CacheMetric``, None: the sink score of the default receiver layers (2 .. last)."""
     if metric is None:
         return SinkMetric()
     if isinstance(metric, Metric):

@@ -13,9 +13,18 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import PercentFormatter
 
 from circuits.core.errors import MissingDataError
-from circuits.viz.style import EFFECT_CMAP, KIND_COLORS, effect_limit, new_figure
+from circuits.viz.style import (
+    EFFECT_CMAP,
+    KIND_COLORS,
+    effect_limit,
+    integer_ticks,
+    new_figure,
+    percent_label,
+    text_color,
+)
 
 
 def _effects_by_name(block: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -31,12 +40,14 @@ def _relative(row: dict[str, Any], clean: float) -> float:
     return float(rel)
 
 
-def _effect_image(fig: Figure, ax, grid: np.ndarray, label: str):
-    """Draw ``grid`` of relative effects on the shared diverging scale, with its colour bar."""
+def _effect_image(fig: Figure, ax, grid: np.ndarray, label: str) -> float:
+    """Draw ``grid`` of relative effects on the shared diverging scale, with its colour bar in
+    percent of the clean sink; returns the scale's limit."""
     lim, extend = effect_limit(grid.flatten().tolist())
     im = ax.imshow(grid, cmap=EFFECT_CMAP, vmin=-lim, vmax=lim, aspect="auto", origin="lower")
-    fig.colorbar(im, ax=ax, label=label, extend=extend)
-    return im
+    bar = fig.colorbar(im, ax=ax, label=label, extend=extend)
+    bar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+    return lim
 
 
 def _cells(
@@ -53,16 +64,28 @@ def _cells(
     return cells
 
 
-def _mark_cells(ax, marks: list[tuple[int, int, float, bool]], annotate: bool) -> None:
-    """Hatch the first-pass estimates; write the values (exact ones bold) if there is room."""
+def _mark_cells(
+    ax, marks: list[tuple[int, int, float, bool]], limit: float, annotate: bool
+) -> None:
+    """Hatch the first-pass estimates lightly; write each value in percent of the clean sink
+    (exact ones bold), in white on dark cells, if there is room."""
     for i, j, v, is_exact in marks:
         if not is_exact:
             ax.add_patch(
-                Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", lw=0, color="#777777")
+                Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", lw=0, color="#b0b0b0")
             )
         if annotate:
             weight = "bold" if is_exact else "normal"
-            ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=6, fontweight=weight)
+            ax.text(
+                j,
+                i,
+                percent_label(v),
+                ha="center",
+                va="center",
+                fontsize=6,
+                fontweight=weight,
+                color=text_color(v, limit),
+            )
 
 
 def component_heatmap_figure(record: dict[str, Any]) -> Figure:
@@ -87,10 +110,10 @@ def component_heatmap_figure(record: dict[str, Any]) -> Figure:
         j = 0 if site["kind"] == "embed" else site["layer"]
         grid[i, j] = value
         marks.append((i, j, value, is_exact))
-    fig = new_figure(min(2.5 + 0.33 * len(layers), 12), 2.6)
+    fig = new_figure(min(2.5 + 0.45 * len(layers), 15), 2.6)
     ax = fig.subplots()
-    _effect_image(fig, ax, grid, "sink change / clean sink")
-    _mark_cells(ax, marks, annotate=len(layers) <= 24)
+    lim = _effect_image(fig, ax, grid, "sink change, % of the clean sink")
+    _mark_cells(ax, marks, lim, annotate=len(layers) <= 32)
     ax.set_yticks(range(len(kinds) + 1), ["embed", *kinds])
     ax.set_xticks(range(len(layers)), [str(la) for la in layers], fontsize=7)
     ax.set_xlabel("layer")
@@ -121,8 +144,8 @@ def head_patching_heatmap_figure(record: dict[str, Any]) -> Figure:
         marks.append((i, j, value, is_exact))
     fig = new_figure(min(2.5 + 0.6 * n_heads, 9), 1.4 + 0.24 * len(layers))
     ax = fig.subplots()
-    _effect_image(fig, ax, grid, "sink change / clean sink")
-    _mark_cells(ax, marks, annotate=grid.size <= 300)
+    lim = _effect_image(fig, ax, grid, "sink change, % of the clean sink")
+    _mark_cells(ax, marks, lim, annotate=grid.size <= 300)
     ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)], fontsize=7)
     ax.set_yticks(
         range(len(layers)), [str(la) for la in layers], fontsize=6 if len(layers) > 20 else 7
@@ -179,6 +202,7 @@ def _kept_panel(ax, faith: dict[str, Any], backups: list[str]) -> None:
     ax.axhline(faith["floor"], color="#9e9e9e", ls="--", lw=1, label="all P0 components ablated")
     ax.axhline(1.0, color="k", lw=0.8, label="clean")
     ax.set_xlabel("L: non-circuit P0 components ablated in layers <= L")
+    integer_ticks(ax)
     ax.set_ylabel("sink / clean sink")
     ax.set_ylim(0, max(1.05, *ys))
     ax.legend(fontsize=7)
@@ -209,6 +233,7 @@ def faithfulness_figure(record: dict[str, Any]) -> Figure:
     ):
         ax.plot(layers, vals, "-o", ms=3, color=color, label=label)
     ax.set_xlabel("receiver layer")
+    integer_ticks(ax)
     ax.set_ylabel("sink score (mean over heads)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
@@ -233,10 +258,29 @@ def clean_sink_figure(record: dict[str, Any]) -> Figure:
         ax.legend(fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_xlabel("layer")
+    integer_ticks(ax)
     ax.set_ylabel("sink score")
     ax.set_title("clean sink per layer", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _label_points(ax, points: list[tuple[str, float, float]]) -> None:
+    """Label ``points`` (name, x, y) without overlaps: adjustText moves the labels apart and draws
+    a thin leader line to each point."""
+    from adjustText import adjust_text
+
+    texts = [ax.text(x, y, name, fontsize=6) for name, x, y in points]
+    xs = [x for _, x, _ in points]
+    ys = [y for _, _, y in points]
+    adjust_text(
+        texts,
+        x=xs,
+        y=ys,
+        ax=ax,
+        expand=(1.3, 1.6),
+        arrowprops={"arrowstyle": "-", "color": "#777777", "lw": 0.5},
+    )
 
 
 def first_pass_figure(record: dict[str, Any]) -> Figure:
@@ -260,8 +304,7 @@ def first_pass_figure(record: dict[str, Any]) -> Figure:
     for kind in dict.fromkeys(kinds):
         sel = [i for i, k in enumerate(kinds) if k == kind]
         ax.scatter(xs[sel], ys[sel], s=14, color=KIND_COLORS.get(kind, "#444444"), label=kind)
-    for i in np.argsort(-np.abs(xs))[:6]:
-        ax.annotate(names[i], (xs[i], ys[i]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    _label_points(ax, [(names[i], xs[i], ys[i]) for i in np.argsort(-np.abs(xs))[:6]])
     r = record.get("first_pass_exact_pearson")
     method = (record.get("first_pass") or {}).get("kind", "first pass")
     ax.set_xlabel("exact patching: sink change / clean sink")

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from circuits.core.errors import MissingDataError
-from circuits.viz.style import SINK_CMAP, new_figure
+from circuits.viz.style import SINK_CMAP, integer_ticks, new_figure
 
 
 def layer_profile_figure(metrics: dict[str, Any]) -> Figure:
@@ -37,6 +37,7 @@ def layer_profile_figure(metrics: dict[str, Any]) -> Figure:
     )
     ax_sink.set_ylim(0, 1.02)
     ax_sink.set_xlabel("layer")
+    integer_ticks(ax_sink)
     ax_sink.set_ylabel("attention to position 0")
     ax_sink.legend(fontsize=8, loc="upper left")
     ax_sink.set_title("attention sink on P0")
@@ -50,6 +51,7 @@ def layer_profile_figure(metrics: dict[str, Any]) -> Figure:
         label="median norm, positions ≥ 1",
     )
     ax_norm.set_xlabel("layer (resid_post)")
+    integer_ticks(ax_norm)
     ax_norm.set_ylabel("l2 norm (log)")
     ax_norm.legend(fontsize=8, loc="upper left")
     ax_norm.set_title("P0 vs rest residual norm")
@@ -159,6 +161,7 @@ def bos_comparison_figure(runs: list[dict[str, Any]], labels: list[str] | None =
         top.set_ylim(0, 1.02)
         top.set_title(label, fontsize=9)
         top.set_xlabel("layer")
+        integer_ticks(top)
         bottom.semilogy(xs, [r["p0_norm"] for r in layers], "o-", ms=3, color="C3", label="P0")
         bottom.semilogy(
             xs,
@@ -169,6 +172,7 @@ def bos_comparison_figure(runs: list[dict[str, Any]], labels: list[str] | None =
             label="median, positions ≥ 1",
         )
         bottom.set_xlabel("layer (resid_post)")
+        integer_ticks(bottom)
         rate = m.get("sink_rate_from_layer2")
         if rate is not None:
             top.text(

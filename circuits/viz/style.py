@@ -4,11 +4,14 @@ chosen, and the colour of each node kind.
 **Effects.** An effect is "patched minus clean": negative when the patch *lowers* the sink.
 Everywhere -- heatmaps, path figures, graph edges, legends -- **blue means the patch lowers the
 sink** (the patched component carries it) and red means it raises it (``EFFECT_CMAP`` is
-``RdBu_r``: low values blue, high values red; ``LOWERS`` / ``RAISES`` for lines and edges).
+``RdBu_r``: low values blue, high values red; ``LOWERS`` / ``RAISES`` for lines and edges). The
+convention is defined in ``circuits.circuit.colors`` so the graph exports (DOT) share it.
 
-**Scales.** Heatmaps of effects use a symmetric scale around 0 whose limit is robust to a lone
-outlier (``effect_limit``): a cell past the limit is drawn at the end of the scale and the
-colour bar says so (``extend``), instead of one +246% cell washing out every other.
+**Scales.** Heatmaps of effects use a symmetric scale around 0 reaching the largest |effect|,
+unless that one cell is a lone outlier (more than ``LONE_OUTLIER_FACTOR`` x the next largest):
+then the scale ends at the next largest, the outlier is drawn at its end and the colour bar says
+so (``extend``), instead of one +246% cell washing out every other. Cells carry their value as a
+percentage of the clean sink (``percent_label``), in white on dark colours (``text_color``).
 
 Figures are ``matplotlib.figure.Figure`` objects built without pyplot: no backend is chosen
 here, nothing is written (``circuits.viz.files`` saves), and in Jupyter they display inline.
@@ -22,18 +25,30 @@ from collections.abc import Iterable
 import numpy as np
 from matplotlib.figure import Figure
 
-from circuits.circuit.export import KIND_COLORS
+from circuits.circuit.colors import (
+    EFFECT_CMAP,
+    KIND_COLORS,
+    LOWERS,
+    RAISES,
+    effect_color,
+    effect_rgb,
+)
 
-EFFECT_CMAP = "RdBu_r"
-"""Diverging colour map for effects: blue = the patch lowers the sink, red = raises it."""
-LOWERS = "#2166ac"
-RAISES = "#b2182b"
 SINK_CMAP = "viridis"
 """Sequential map for attention to P0 (0..1)."""
-ROBUST_QUANTILE = 0.95
-ROBUST_FACTOR = 1.5
+LONE_OUTLIER_FACTOR = 3.0
+DARK_CELL = 0.55
+"""Cells whose colour is past this fraction of the scale are dark enough for white text."""
 
-__all__ = ["EFFECT_CMAP", "KIND_COLORS", "LOWERS", "RAISES", "SINK_CMAP", "effect_color"]
+__all__ = [
+    "EFFECT_CMAP",
+    "KIND_COLORS",
+    "LOWERS",
+    "RAISES",
+    "SINK_CMAP",
+    "effect_color",
+    "effect_rgb",
+]
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -41,38 +56,46 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height))
 
 
-def effect_color(effect: float | None) -> str:
-    """Line/edge colour of an effect: blue when the patch lowers the sink, red when it raises it."""
-    return LOWERS if (effect or 0.0) < 0 else RAISES
+def integer_ticks(ax, axis: str = "x") -> None:
+    """Only whole-number ticks on ``axis`` (layers, steps): a 2-layer model gets 0 and 1, not
+    0, 0.5, 1."""
+    from matplotlib.ticker import MaxNLocator
 
-
-def effect_rgb(value: float | None, limit: float) -> str:
-    """The effect colour map's colour (hex) for ``value`` on a symmetric scale of ``limit``
-    (blue: lowers the sink; grey for None)."""
-    if value is None or not math.isfinite(value):
-        return "#dddddd"
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
-
-    x = 0.5 + 0.5 * max(-1.0, min(1.0, value / (limit or 1.0)))
-    return to_hex(colormaps[EFFECT_CMAP](x))
+    getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
 
 
 def effect_limit(values: Iterable[float]) -> tuple[float, str]:
     """(limit, extend) of a symmetric colour scale for effects.
 
-    The limit is the largest |value| unless that exceeds ``ROBUST_FACTOR`` x the
-    ``ROBUST_QUANTILE`` quantile of |values| (a lone outlier): then it is clipped there and
-    ``extend`` tells the colour bar which ends hold clipped cells.
+    The limit is the largest |value| unless that exceeds ``LONE_OUTLIER_FACTOR`` x the second
+    largest (a lone outlier): then it is the second largest and ``extend`` tells the colour bar
+    which end holds the clipped cell. Several large cells (layer 0's heads) are never clipped.
     """
     arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if arr.size == 0:
         return 1.0, "neither"
-    mags = np.abs(arr)
-    top = float(mags.max())
-    robust = ROBUST_FACTOR * float(np.quantile(mags, ROBUST_QUANTILE))
-    limit = top if top <= robust or robust == 0 else robust
+    mags = np.sort(np.abs(arr))[::-1]
+    limit = float(mags[0])
+    if arr.size >= 3 and mags[1] > 0 and mags[0] > LONE_OUTLIER_FACTOR * mags[1]:
+        limit = float(mags[1])
     limit = limit or 1.0
     low, high = bool((arr < -limit).any()), bool((arr > limit).any())
     extend = "both" if low and high else "min" if low else "max" if high else "neither"
     return limit, extend
+
+
+def percent_label(fraction: float) -> str:
+    """A relative effect as a cell label, in percent of the clean sink without the sign "%"
+    (the colour bar names the unit): -0.1312 -> "-13", -0.0042 -> "-0.42", two significant
+    figures down to 0.01 and "0" below it."""
+    pct = 100.0 * fraction
+    mag = abs(pct)
+    if mag < 0.005:
+        return "0"
+    digits = 0 if mag >= 9.5 else 1 if mag >= 0.95 else 2
+    return f"{pct:+.{digits}f}"
+
+
+def text_color(value: float, limit: float) -> str:
+    """Black or white, whichever reads on the effect colour of ``value`` at scale ``limit``."""
+    return "white" if abs(value) >= DARK_CELL * (limit or 1.0) else "black"

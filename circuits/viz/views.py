@@ -44,6 +44,10 @@ VIEW_ELEMENTS = ("AttentionHeads", "AttentionPatterns", "ColoredTokens", "Colore
 # draw them as text on a canvas, where an escaped token would show its entities.
 TOKENS_AS_HTML = frozenset({"ColoredTokens", "ColoredTokensMulti"})
 _ids = itertools.count()
+# ColoredTokensMulti pads its bottom by 20 px per label to make room for its hover table
+# (paddingBottom: 20 * n_labels): ~620 px of blank space for a 30-layer model's norm view. The
+# table is absolutely positioned, so it still shows (over what follows) without the padding.
+UNPADDED_ELEMENTS = frozenset({"ColoredTokensMulti"})
 
 
 def bundle_path() -> Path:
@@ -114,10 +118,16 @@ class View:
             return self.props
         return {**self.props, "tokens": [esc(t, quote=False) for t in self.props["tokens"]]}
 
+    def _style(self) -> str:
+        """A ``<style>`` for this view's ``<div>`` alone, if its element needs one."""
+        if self.element not in UNPADDED_ELEMENTS:
+            return ""
+        return f"<style>#{self.dom_id} > div {{ padding-bottom: 0 !important; }}</style>\n"
+
     def fragment(self) -> str:
         """``<div>`` + a classic ``<script>``: for a page that already loaded the bundle once."""
         return (
-            f'<div class="p0-view" id="{esc(self.dom_id)}" '
+            f'{self._style()}<div class="p0-view" id="{esc(self.dom_id)}" '
             f'data-element="{self.element}"></div>\n'
             f"<script>{self.render_call()}</script>"
         )
@@ -125,7 +135,7 @@ class View:
     def standalone(self) -> str:
         """``<div>`` + a module script holding the bundle itself (Jupyter cells, lone views)."""
         return (
-            f'<div class="p0-view" id="{esc(self.dom_id)}" '
+            f'{self._style()}<div class="p0-view" id="{esc(self.dom_id)}" '
             f'data-element="{self.element}" style="margin: 10px 0;"></div>\n'
             f'<script type="module">\n{bundle_js()}\n{self.render_call()}\n</script>'
         )

@@ -58,6 +58,7 @@ window.addEventListener('load', function () { setTimeout(function () {
   h.setAttribute('data-resources', JSON.stringify(res));
   h.setAttribute('data-errors', JSON.stringify(window.__p0errors));
   h.setAttribute('data-view-text', JSON.stringify(views.map(function (v) { return v.textContent; })));
+  h.setAttribute('data-view-heights', JSON.stringify(views.map(function (v) { return v.offsetHeight; })));
 }, 500); });
 </script>"""
 
@@ -206,6 +207,27 @@ def test_token_text_that_looks_like_markup_shows_as_text(chromium, tmp_path):
     for t in text[:2]:  # the coloured-token views write tokens as HTML: escaped, they read as text
         assert "[P0]<bos>" in t and "a&amp;b" in t and "</s>" in t and "<b>x</b>" in t, t
     assert views[2].displayed_props()["tokens"] == tokens  # canvas labels: drawn as given
+
+
+def test_a_norm_view_of_a_deep_model_leaves_no_blank_space(chromium, tmp_path):
+    """circuitsvis pads ColoredTokensMulti by 20 px per label for its hover table: a 30-layer
+    norm view had ~620 px of blank space under eight tokens. The view must fit its content."""
+    from circuits.viz.html import page
+    from circuits.viz.views import View, bundle_js
+
+    labels = ["embed", *[f"L{i}" for i in range(30)]]
+    view = View(
+        "ColoredTokensMulti",
+        {"tokens": [f"t{i}" for i in range(8)], "values": [[1.0] * 31] * 8, "labels": labels},
+    )
+    path = tmp_path / "norm.html"
+    path.write_text(page("norm", [view.fragment()], script=bundle_js()))
+    dom, _, console = _chromium(
+        chromium, _probe_copy(path, tmp_path).as_uri(), tmp_path / "d", "--dump-dom"
+    )
+    assert console == []
+    (height,) = json.loads(_attr(dom, "data-view-heights"))
+    assert 40 < height < 250, f"the norm view is {height} px tall for one line of labels and tokens"
 
 
 def test_discover_report_renders_offline(chromium, tiny, tmp_path):

@@ -105,13 +105,50 @@ def test_graphml_round_trip_keeps_none_lists_and_types(tmp_path):
     assert back.g.nodes["mlp1@p0"]["exact"] is True
 
 
-def test_dot_export(tmp_path):
+def _rgb(color: str) -> tuple[int, int, int]:
+    c = color.strip('"').lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def test_dot_export_read_by_pydot_follows_the_effect_convention(tmp_path):
+    """Read back by pydot (Graphviz's grammar, not this toolkit): components filled blue when
+    patching them lowers the sink and red when it raises it, labelled with their relative effect,
+    backups dashed and named, receivers white, edges coloured by the sign of their effect."""
+    import pydot
+
     g = _example()
+    up = Site("attn", 1)
+    g.add_node(up.name, **CircuitGraph.from_site(up), effect=0.05, relative=0.12, role="backup")
+    g.add_edge(up.name, "attn2.k", path_type="k", effect=0.04, relative=0.2)
     text = g.write_dot(tmp_path / "circuit.dot").read_text()
-    assert text.startswith("digraph circuit {") and text.rstrip().endswith("}")
-    assert '"attn0.h3@p0" -> "mlp1@p0"' in text
-    assert text.count("->") == 4
-    assert 'label="mlp_in -0.3"' in text
+    (dot,) = pydot.graph_from_dot_data(text)
+    nodes = {
+        n.get_name().strip('"'): n for n in dot.get_nodes() if n.get_name() not in ("node", "edge")
+    }
+    for name, d in g.g.nodes(data=True):
+        attrs = nodes[name].get_attributes()
+        label = attrs["label"].strip('"')
+        if d["kind"] in ("k", "q"):
+            assert attrs["fillcolor"] == "white" and "clean sink 0.60" in label
+            continue
+        if d.get("relative") is None:
+            continue
+        r, _, b = _rgb(attrs["fillcolor"])
+        assert (b > r) == (d["relative"] < 0), (name, attrs["fillcolor"])
+        shown = float(label.split("\\n")[-1].split("%")[0])
+        assert shown == pytest.approx(100 * d["relative"], abs=0.05)
+        assert ("dashed" in attrs["style"]) == (d.get("role") == "backup")
+        assert ("backup" in label) == (d.get("role") == "backup")
+    mlp = nodes["mlp1@p0"].get_attributes()
+    assert mlp["fontcolor"] == "white"  # the darkest fill reads in white
+    edges = {
+        (e.get_source().strip('"'), e.get_destination().strip('"')): e for e in dot.get_edges()
+    }
+    assert len(edges) == g.g.number_of_edges() == 5
+    for (u, v), e in edges.items():
+        r, _, b = _rgb(e.get_attributes()["color"])
+        assert (b > r) == (g.g.edges[u, v]["effect"] < 0)
+    assert "kept 93% / ablated 12%" in dot.get_attributes()["label"]
 
 
 def test_bad_input():

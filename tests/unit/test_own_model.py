@@ -228,3 +228,25 @@ def test_write_result_is_all_or_nothing_and_its_fix_works(synthetic, tmp_path, c
     with pytest.raises(UsageError, match="overwrite"):  # an existing folder is kept whole
         write_result(out, "measure", record)
     assert (out / "views.json").is_file()
+
+
+def test_discover_records_whether_p0_is_bos_itself(own, tmp_path):
+    """A discovery of one's own model says whether P0 held the tokenizer's BOS (the notebook
+    used to add ``"bos"`` to the record by hand before saving)."""
+    from circuits import DiscoverConfig, discover
+
+    config = DiscoverConfig(progress=False, curve=False, prediction_random_sets=0)
+    bos = own.tokenizer.bos_token_id
+    with_bos = prompt_set(own, n_prompts=2, n_tokens=10, bos=True)
+    without = with_bos.clone()
+    without[:, 0] = (bos + 1) % own.cfg.d_vocab
+    # (prompts that disagree cannot be made here: this tokenizer's BOS is also its pad token)
+    for tokens, want in ((with_bos, True), (without, False)):
+        found = discover(own, tokens, config, model_name="own-3L")
+        assert found.record["bos"] is want
+    found.save(tmp_path / "d")
+    saved = json.loads((tmp_path / "d" / "circuit.json").read_text())
+    assert saved["graph"]["bos"] is False  # the last discovery: no BOS at P0
+    found = discover(own, with_bos, config, model_name="own-3L")
+    found.save(tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "circuit.json").read_text())["graph"]["bos"] is True

@@ -257,6 +257,36 @@ def test_attention_to_p0_readout_equals_a_plain_hook_loop(model, tokens):
     assert float(res.values[0]) == pytest.approx(want, abs=1e-6)
 
 
+def test_readouts_without_layers_read_discovers_receivers_whatever_is_patched(model, tokens):
+    """``SinkMetric()`` once read the layers after the last patch, so its clean value changed
+    from call to call; now it reads layer 2 .. last, as ``discover`` does."""
+    patcher = Patcher(model, tokens, "zero")
+    want_clean = _plain(
+        model,
+        tokens,
+        [],
+        lambda lg, s: float(
+            torch.stack(
+                [s[f"blocks.{la}.attn.hook_pattern"][..., 0].mean() for la in range(2, N_LAYERS)]
+            ).mean()
+        ),
+    )
+    for site in [Site("embed"), Site("mlp", 0), Site("attn", 1)]:
+        res = patcher.patch([site], SinkMetric())
+        assert res.clean == pytest.approx(want_clean, abs=1e-6)
+        zero = torch.zeros_like(patcher.cf[site.hook_name])
+        want = _plain(
+            model,
+            tokens,
+            [_setter(site.hook_name, zero)],
+            lambda lg, s: float(s["blocks.2.attn.hook_pattern"][..., 0].mean()),
+        )
+        assert float(res.values[0]) == pytest.approx(want, abs=1e-6)
+    assert patcher.patch([Site("embed")], AttentionToP0()).to_dict()["metric"][
+        "receiver_layers"
+    ] == [2]
+
+
 def test_estimates_refuse_readouts_they_cannot_compute(model, tokens):
     patcher = Patcher(model, tokens, "shift")
     for estimate in (p0_stream_estimate, attribution_patch):

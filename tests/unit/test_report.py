@@ -84,6 +84,54 @@ def test_discover_figures(dirs, tmp_path):
     assert "empty circuit" in " ".join(t.get_text() for t in empty.axes[0].texts)
 
 
+def _head_record(values: dict[tuple[int, int], float]) -> dict:
+    """A discovery record with exact head patching of ``values`` ((layer, head) -> sink
+    change / clean sink) and a clean sink of 0.5."""
+    rows = [
+        {
+            "name": f"attn{la}.h{h}@p0",
+            "effect": 0.5 * v,
+            "relative": v,
+            "sites": [{"kind": "head", "layer": la, "head": h, "name": f"attn{la}.h{h}@p0"}],
+        }
+        for (la, h), v in values.items()
+    ]
+    return {"clean": {"sink": 0.5}, "heads": {"effects": rows}}
+
+
+def test_head_heatmap_shows_every_number_on_a_scale_that_reaches_them():
+    """Layer 0's heads reach -13% while later heads are near 0: the old scale was clipped at
+    +-0.4% (the 95% quantile) and every cell read "+-0.00". The scale must reach the large
+    cells (only a lone outlier is clipped), each cell must show its value in percent, and
+    text on dark cells must be white."""
+    values = {(0, h): v for h, v in enumerate([-0.13, -0.034, -0.011, -0.0073, -0.0024])}
+    values.update({(la, h): 0.0004 * (-1) ** (la + h) for la in range(1, 30) for h in range(5)})
+    fig = R.head_patching_heatmap_figure(_head_record(values))
+    ax = fig.axes[0]
+    low, high = ax.images[0].get_clim()
+    assert high == -low and high >= 0.034  # the lone -13% may be clipped, layer 0's rest not
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
+    assert len(texts) == len(values)
+    for (layer, head), v in values.items():
+        t = texts[(layer, head)]
+        assert float(t.get_text()) == pytest.approx(100 * v, rel=0.05, abs=0.006), t.get_text()
+        dark = abs(v) >= 0.55 * high
+        assert (t.get_color() == "white") == dark
+    assert texts[(0, 0)].get_text() == "-13" and texts[(0, 1)].get_text() == "-3.4"
+    assert fig.axes[1].get_ylabel() == "sink change, % of the clean sink"
+
+
+def test_layer_axes_have_whole_number_ticks_on_a_two_layer_model():
+    record = {
+        "clean_sink_all_layers": [0.3, 0.6],
+        "receiver_layers": [1],
+    }
+    ax = R.clean_sink_figure(record).axes[0]
+    ax.figure.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
 def _common_html_checks(page: str) -> None:
     assert page.startswith("<!doctype html>")
     assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.I), "a script is fetched"
