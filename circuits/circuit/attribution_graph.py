@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from circuits.circuit.graph import CircuitGraph
+from circuits.circuit.record import DiscoveryRecord
 from circuits.core.atomic import write_json
 from circuits.core.conventions import RECEIVER_KINDS
 
@@ -39,16 +40,15 @@ def _cantor(x: int, y: int) -> int:
     return (x + y) * (x + y + 1) // 2 + y
 
 
-def _slug(record: dict[str, Any]) -> str:
-    text = f"p0-sink-{record.get('model', 'model')}-{record.get('counterfactual', '')}"
+def _slug(record: DiscoveryRecord) -> str:
+    text = f"p0-sink-{record.model or 'model'}-{record.counterfactual or ''}"
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _prompt_tokens(record: dict[str, Any]) -> list[str]:
-    rows = record.get("str_tokens")
-    if rows:
-        return [str(t) for t in rows[0]]
-    return [str(t) for t in (record.get("tokens") or [[]])[0]]
+def _prompt_tokens(record: DiscoveryRecord) -> list[str]:
+    if record.str_tokens:
+        return [str(t) for t in record.str_tokens[0]]
+    return [str(t) for t in (record.tokens or [[]])[0]]
 
 
 def _component_node(name: str, d: dict[str, Any], n_heads: int, p0_token: int) -> dict[str, Any]:
@@ -100,13 +100,13 @@ def _readout_node(d: dict[str, Any], n_layers: int, first: bool) -> dict[str, An
     }
 
 
-def _info(record: dict[str, Any], graph: CircuitGraph) -> dict[str, Any]:
-    faith = record.get("faithfulness") or {}
-    curve = (record.get("faithfulness_curve") or {}).get("summary") or {}
-    versions = (record.get("provenance") or {}).get("versions") or {}
+def _info(record: DiscoveryRecord, graph: CircuitGraph) -> dict[str, Any]:
+    faith = record.faithfulness
+    curve = record.faithfulness_curve
+    versions = (record.provenance or {}).get("versions") or {}
     return {
-        "description": f"{record.get('verdict', '')} Effects are means over "
-        f"{record.get('n_prompts', '?')} prompts of {record.get('n_tokens', '?')} tokens; the "
+        "description": f"{record.verdict or ''} Effects are means over "
+        f"{record.n_prompts or '?'} prompts of {record.n_tokens or '?'} tokens; the "
         "prompt shown is the first. Link weight: sink change / clean sink of the path's readout.",
         "generator": {
             "name": "p0-circuits",
@@ -116,28 +116,32 @@ def _info(record: dict[str, Any], graph: CircuitGraph) -> dict[str, Any]:
         },
         "create_time_ms": time.time() * 1000,
         "faithfulness": {
-            "kept": faith.get("kept"),
-            "ablated": faith.get("ablated"),
-            "floor": faith.get("floor"),
-            "curve": curve,
-            "definition": faith.get("definition"),
+            "kept": None if faith is None else faith.kept,
+            "ablated": None if faith is None else faith.ablated,
+            "floor": None if faith is None else faith.floor,
+            "curve": {} if curve is None else {k: v.model_dump() for k, v in curve.summary.items()},
+            "definition": None if faith is None else faith.definition,
         },
         "counterfactual": {
-            "spec": record.get("counterfactual"),
-            "definition": record.get("counterfactual_definition"),
+            "spec": record.counterfactual,
+            "definition": record.counterfactual_definition,
         },
-        "metric": (record.get("metric") or {}).get("definition"),
-        "clean_sink": (record.get("clean") or {}).get("sink"),
-        "command_line": (record.get("provenance") or {}).get("command_line"),
+        "metric": (record.metric or {}).get("definition"),
+        "clean_sink": None if record.clean is None else record.clean.sink,
+        "command_line": (record.provenance or {}).get("command_line"),
     }
 
 
-def attribution_graph(graph: CircuitGraph, record: dict[str, Any]) -> dict[str, Any]:
+def attribution_graph(
+    graph: CircuitGraph, record: DiscoveryRecord | dict[str, Any]
+) -> dict[str, Any]:
     """The circuit in circuit-tracer / Neuronpedia's attribution-graph JSON (module docstring)."""
-    shape = record.get("model_shape") or {}
-    n_heads = int(shape.get("n_heads") or len((record.get("heads") or {}).get("effects") or [1]))
-    n_layers = int(shape.get("n_layers") or len(record.get("clean_sink_all_layers") or [0]))
-    p0_token = int((record.get("tokens") or [[0]])[0][0])
+    record = DiscoveryRecord.of(record)
+    shape = record.model_shape or {}
+    heads = record.heads.effects if record.heads is not None else [1]
+    n_heads = int(shape.get("n_heads") or len(heads))
+    n_layers = int(shape.get("n_layers") or len(record.clean_sink_all_layers or [0]))
+    p0_token = int((record.tokens or [[0]])[0][0])
     ids: dict[str, str] = {}
     nodes: list[dict[str, Any]] = []
     first_readout = True
@@ -157,7 +161,7 @@ def attribution_graph(graph: CircuitGraph, record: dict[str, Any]) -> dict[str, 
     return {
         "metadata": {
             "slug": _slug(record),
-            "scan": str(record.get("model", "model")),
+            "scan": str(record.model or "model"),
             "transcoder_list": [],
             "prompt_tokens": tokens,
             "prompt": "".join(tokens),
@@ -176,7 +180,7 @@ def attribution_graph(graph: CircuitGraph, record: dict[str, Any]) -> dict[str, 
 
 
 def write_attribution_graph(
-    path: str | os.PathLike, graph: CircuitGraph, record: dict[str, Any]
+    path: str | os.PathLike, graph: CircuitGraph, record: DiscoveryRecord | dict[str, Any]
 ) -> Path:
     """Write ``attribution_graph(graph, record)`` atomically."""
     return write_json(path, attribution_graph(graph, record))

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from circuits.circuit.faithfulness import all_p0_components
+from circuits.circuit.record import CurveFound, FaithfulnessCurve
 from circuits.patching.sites import Site
 
 if TYPE_CHECKING:
@@ -85,12 +86,11 @@ def rankings(state: DiscoveryState, everything: list[Site]) -> dict[str, list[Si
     return orders
 
 
-def faithfulness_curve(state: DiscoveryState) -> None:
-    """f(k), CPR and CMD of every ranking (module docstring), in
-    ``record["faithfulness_curve"]``; needs the faithfulness step's floor run."""
+def faithfulness_curve(state: DiscoveryState) -> CurveFound:
+    """f(k), CPR and CMD of every ranking (module docstring), as the record's
+    ``faithfulness_curve``; needs the faithfulness step's floor run."""
     if state.faith is None or not state.config.curve:
-        state.record["faithfulness_curve"] = None
-        return
+        return CurveFound(faithfulness_curve=None)
     everything = all_p0_components(state.cfg, state.sweep_layers)
     n = len(everything)
     sizes = curve_sizes(n)
@@ -127,7 +127,7 @@ def faithfulness_curve(state: DiscoveryState) -> None:
             "cpr": statistics.fmean(c["cpr"] for c in randoms),
             "cmd": statistics.fmean(c["cmd"] for c in randoms),
         }
-    state.record["faithfulness_curve"] = {
+    found = {
         "n_components": n,
         "sizes": sizes,
         "fractions": fractions,
@@ -148,3 +148,4 @@ def faithfulness_curve(state: DiscoveryState) -> None:
         "faithfulness curve: "
         + ", ".join(f"{k} CPR {v['cpr']:.3f} CMD {v['cmd']:.3f}" for k, v in summary.items())
     )
+    return CurveFound(faithfulness_curve=FaithfulnessCurve.model_validate(found))

@@ -5,7 +5,8 @@ attend to P0? Every step patches P0 only, with one counterfactual (``shift`` by 
 the first token computes when it is not first), and measures the Gu et al. sink score of the
 receiver layers (default: every layer from ``first_receiver = 2`` on, Gu et al.'s Sink_0[2:]).
 
-``STEPS`` (each ``step(state) -> None``, in ``circuits.circuit.steps`` unless defined here):
+``STEPS`` (each ``step(state) -> StepResult``, its typed sections of the record
+(``circuits.circuit.record``), in ``circuits.circuit.steps`` unless defined here):
 
 1. ``clean_runs``: the clean sink;
 2. ``first_pass``: an estimate for every component and head (the P0-stream estimate or attribution);
@@ -42,6 +43,7 @@ from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.curve import faithfulness_curve
 from circuits.circuit.graph import CircuitGraph
 from circuits.circuit.prediction import prediction_effect
+from circuits.circuit.record import DiscoveryRecord, StepResult, Verdict
 from circuits.circuit.save import graph_attributes, save_discovery
 from circuits.core.outputs import output_dir
 from circuits.core.progress import status
@@ -49,39 +51,45 @@ from circuits.patching.engine import Patcher
 from circuits.patching.readouts import SinkMetric
 from circuits.patching.sites import Receiver, Site
 
-Step = Callable[[S.DiscoveryState], None]
+Step = Callable[[S.DiscoveryState], StepResult]
 
 
 @dataclass
 class Discovery:
-    """Everything ``discover`` measured: ``graph`` is the circuit, ``record`` is patching.json."""
+    """Everything ``discover`` measured: ``graph`` is the circuit, ``result`` the typed record
+    (``circuits.circuit.record.DiscoveryRecord``); ``record`` is its patching.json form."""
 
     graph: CircuitGraph
-    record: dict[str, Any]
+    result: DiscoveryRecord
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
+    def record(self) -> dict[str, Any]:
+        """``patching.json``'s content (a new dict each time: change ``result`` instead)."""
+        return self.result.to_json()
+
+    @property
     def circuit(self) -> list[str]:
-        return self.record["circuit"]
+        return list(self.result.circuit or [])
 
     @property
-    def faithfulness_kept(self) -> float:
-        return self.record["faithfulness"]["kept"]
+    def faithfulness_kept(self) -> float | None:
+        return None if self.result.faithfulness is None else self.result.faithfulness.kept
 
     @property
-    def faithfulness_ablated(self) -> float:
-        return self.record["faithfulness"]["ablated"]
+    def faithfulness_ablated(self) -> float | None:
+        return None if self.result.faithfulness is None else self.result.faithfulness.ablated
 
     @property
     def verdict(self) -> str:
-        return self.record["verdict"]
+        return self.result.verdict or ""
 
     def save(self, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the record and the circuit's JSON / GraphML / DOT (self-describing, with a
         manifest) into ``out_dir``, all or nothing; no figures or report (``p0-circuits render
         DIR`` or ``circuits.viz.report.build_report`` draws them)."""
         with output_dir(out_dir, overwrite=overwrite) as tmp:
-            save_discovery(tmp, self.record, self.graph)
+            save_discovery(tmp, self.result, self.graph)
         return Path(out_dir)
 
 
@@ -97,7 +105,7 @@ def _node_attrs(state: S.DiscoveryState, site: Site) -> dict[str, Any]:
         first_pass=state.first_pass_effects.get(site.name),
         role="backup" if site in state.backups else "core",
     )
-    if site.kind == "attn" and str(site.layer) in state.record["head_layers"]:
+    if site.kind == "attn" and site.layer in (state.record.head_layers or {}):
         attrs["head_relative_effects"] = [
             state.relative[Site("head", site.layer, head=h).name] for h in range(state.cfg.n_heads)
         ]
@@ -110,7 +118,8 @@ def graph(state: S.DiscoveryState) -> CircuitGraph:
     g = CircuitGraph()
     for site in state.nodes:
         g.add_node(site.name, **_node_attrs(state, site))
-    clean_per_layer = state.record["clean"]["per_receiver_layer"]
+    assert state.record.clean is not None
+    clean_per_layer = state.record.clean.per_receiver_layer
     for result in (state.path_mlp, state.path_k):
         if result is None:
             continue
@@ -136,31 +145,31 @@ def paper_shape(nodes: Sequence[Site]) -> bool:
     )
 
 
-def verdict(state: S.DiscoveryState) -> None:
+def verdict(state: S.DiscoveryState) -> Verdict:
     """One line: faithful / partial / weak, the numbers, and the shape against the paper's."""
     assert state.faith is not None
     names = [s.name for s in state.nodes]
     kept, ablated, floor = state.faith.kept, state.faith.ablated, state.faith.floor
     shape = paper_shape(state.nodes)
-    state.record["circuit"] = names
-    state.record["paper_prediction_shape"] = shape
-    base = state.record.get("sink_baseline") or {}
+    base = state.record.sink_baseline
     no_sink = (
         ""
-        if base.get("present", True)
+        if base is None or base.present
         else (
-            f"no sink to explain (clean sink {state.clean:.3f}, {base['clean_over_uniform']:.2f}x the "
-            f"{base['uniform_attention_sink']:.3f} of uniform attention): "
+            f"no sink to explain (clean sink {state.clean:.3f}, {base.clean_over_uniform:.2f}x the "
+            f"{base.uniform_attention_sink:.3f} of uniform attention): "
         )
     )
     if not names:
-        state.record["verdict"] = no_sink + (
-            "no circuit: no single P0 component moves the sink by the threshold"
+        return Verdict(
+            circuit=names,
+            paper_prediction_shape=shape,
+            verdict=no_sink + "no circuit: no single P0 component moves the sink by the threshold",
         )
-        return
     circuit = ", ".join(names)
     if state.backups:
-        core_kept = state.record["backups"]["core_faithfulness"]["kept"]
+        assert state.record.backups is not None
+        core_kept = state.record.backups.core_faithfulness.kept
         circuit += (
             f" (backups found by the sufficiency search: {', '.join(s.name for s in state.backups)};"
             f" the core alone keeps {core_kept:.0%})"
@@ -172,10 +181,15 @@ def verdict(state: S.DiscoveryState) -> None:
     else:
         quality = "weak"
     match = "matches" if shape else "differs from"
-    state.record["verdict"] = no_sink + (
-        f"{quality} circuit {{{circuit}}}: keeping only it keeps {kept:.0%} of the clean sink, "
-        f"ablating it leaves {ablated:.0%} (all P0 components ablated: {floor:.0%}); {match} "
-        "the paper's prediction (layer-0 attention + an early MLP at P0; docs/science.md)"
+    return Verdict(
+        circuit=names,
+        paper_prediction_shape=shape,
+        verdict=no_sink
+        + (
+            f"{quality} circuit {{{circuit}}}: keeping only it keeps {kept:.0%} of the clean sink, "
+            f"ablating it leaves {ablated:.0%} (all P0 components ablated: {floor:.0%}); {match} "
+            "the paper's prediction (layer-0 attention + an early MLP at P0; docs/science.md)"
+        ),
     )
 
 
@@ -226,43 +240,43 @@ def discover(
         max_rows=config.max_rows,
         progress=config.progress,
     )
-    record: dict[str, Any] = {
-        "model": model_name,
-        "counterfactual": patcher.counterfactual.spec,
-        "counterfactual_definition": patcher.counterfactual.definition,
-        "metric": metric.describe(),
-        "receiver_layers": list(metric.receivers or []),
-        "positions_patched": [0],
-        "n_prompts": int(tokens.shape[0]),
-        "n_tokens": int(tokens.shape[1]),
-        "tokens": tokens.tolist(),
-        "str_tokens": str_tokens,
-        "bos": starts_with_bos(model, tokens),
-        "config": config.to_dict(),
-        "block_structure": "parallel" if model.cfg.parallel_attn_mlp else "sequential",
-        "model_shape": {
+    record = DiscoveryRecord(
+        model=model_name,
+        counterfactual=patcher.counterfactual.spec,
+        counterfactual_definition=patcher.counterfactual.definition,
+        metric=metric.describe(),
+        receiver_layers=list(metric.receivers or []),
+        positions_patched=[0],
+        n_prompts=int(tokens.shape[0]),
+        n_tokens=int(tokens.shape[1]),
+        tokens=tokens.tolist(),
+        str_tokens=str_tokens,
+        bos=starts_with_bos(model, tokens),
+        config=config.to_dict(),
+        block_structure="parallel" if model.cfg.parallel_attn_mlp else "sequential",
+        model_shape={
             "n_layers": model.cfg.n_layers,
             "n_heads": model.cfg.n_heads,
             "d_model": model.cfg.d_model,
         },
-    }
+    )
     say = status if config.progress else (lambda *a, **k: None)
     state = S.DiscoveryState(patcher, config, metric, record, say)
     timings: dict[str, float] = {}
     for step in steps:
         start = time.perf_counter()
-        step(state)
+        record.update(step(state))
         timings[step.__name__.removesuffix("_step")] = round(time.perf_counter() - start, 3)
-    record["timings_s"] = timings
+    record.timings_s = timings
     g = graph(state)
     g.g.graph.update(
         model=model_name,
         counterfactual=patcher.counterfactual.spec,
         metric=metric.name,
-        receiver_layers=record["receiver_layers"],
+        receiver_layers=record.receiver_layers,
         position=0,
-        n_prompts=record["n_prompts"],
-        n_tokens=record["n_tokens"],
+        n_prompts=record.n_prompts,
+        n_tokens=record.n_tokens,
         parallel_attn_mlp=bool(model.cfg.parallel_attn_mlp),
     )
     g.g.graph.update({k: v for k, v in graph_attributes(record).items() if v is not None})

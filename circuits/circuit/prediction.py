@@ -22,6 +22,7 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 from circuits.circuit.faithfulness import all_p0_components
+from circuits.circuit.record import PredictionEffect, PredictionFound
 from circuits.patching.output_readouts import KLToClean, LossAndKL, NextTokenLoss
 from circuits.patching.sites import Site
 
@@ -40,13 +41,12 @@ def random_component_sets(
     return [tuple(sorted(rng.sample(pool, size), key=lambda s: s.order)) for _ in range(n_sets)]
 
 
-def prediction_effect(state: DiscoveryState) -> None:
+def prediction_effect(state: DiscoveryState) -> PredictionFound:
     """Loss increase and KL of the circuit, of random component sets of its size, and of every
-    P0 component (module docstring), in ``record["prediction"]``."""
+    P0 component (module docstring), as the record's ``prediction``."""
     circuit = tuple(state.nodes)
     if not circuit or not state.config.prediction_random_sets:
-        state.record["prediction"] = None
-        return
+        return PredictionFound(prediction=None)
     everything = all_p0_components(state.cfg, state.sweep_layers)
     names = {s.name for s in circuit}
     pool = [s for s in everything if s.name not in names]
@@ -64,7 +64,7 @@ def prediction_effect(state: DiscoveryState) -> None:
         return {"sites": [s.name for s in patches[i]], "loss_increase": rise[i], "kl": kls[i]}
 
     random_rise, random_kl = rise[1 : 1 + n], kls[1 : 1 + n]
-    state.record["prediction"] = {
+    found = {
         "question": "does patching the circuit change the model's next-token predictions more "
         "than patching as many random P0 components?",
         "readouts": {"loss": NextTokenLoss().describe(), "kl": KLToClean().describe()},
@@ -92,3 +92,4 @@ def prediction_effect(state: DiscoveryState) -> None:
         f"prediction: circuit loss +{rise[0]:.3f} nats, KL {kls[0]:.3f}; random sets KL "
         f"{statistics.fmean(random_kl):.3f} (max {max(random_kl):.3f})"
     )
+    return PredictionFound(prediction=PredictionEffect.model_validate(found))

@@ -15,6 +15,7 @@ from typing import Any
 
 from circuits.circuit.attribution_graph import write_attribution_graph
 from circuits.circuit.graph import CircuitGraph
+from circuits.circuit.record import DiscoveryRecord
 from circuits.core.atomic import write_json
 from circuits.core.conventions import (
     CIRCUIT_ATTRIBUTION_GRAPH,
@@ -28,42 +29,46 @@ from circuits.core.manifest import write_manifest
 from circuits.core.records import finite
 
 
-def graph_attributes(record: dict[str, Any]) -> dict[str, Any]:
+def graph_attributes(record: DiscoveryRecord | dict[str, Any]) -> dict[str, Any]:
     """The graph-level attributes of a discovery's exports, from its record."""
-    faith = record.get("faithfulness") or {}
-    pred = record.get("prediction") or {}
-    prov = record.get("provenance") or {}
+    rec = DiscoveryRecord.of(record)
+    faith, pred = rec.faithfulness, rec.prediction
+    prov = rec.provenance or {}
     versions = prov.get("versions") or {}
-    metric = record.get("metric") or {}
-    clean = record.get("clean") or {}
-    curve = (record.get("faithfulness_curve") or {}).get("summary") or {}
+    metric = rec.metric or {}
+    curve = rec.faithfulness_curve.summary if rec.faithfulness_curve is not None else {}
+
+    def area(ranking: str, which: str) -> float | None:
+        areas = curve.get(ranking)
+        return None if areas is None else getattr(areas, which)
+
     return {
-        "model": record.get("model"),
-        "counterfactual": record.get("counterfactual"),
-        "counterfactual_definition": record.get("counterfactual_definition"),
+        "model": rec.model,
+        "counterfactual": rec.counterfactual,
+        "counterfactual_definition": rec.counterfactual_definition,
         "metric": metric.get("name"),
         "metric_definition": metric.get("definition"),
-        "clean_sink": clean.get("sink"),
+        "clean_sink": None if rec.clean is None else rec.clean.sink,
         # one readable string ("attn0@p0, mlp0@p0"; "" for no circuit): every tool shows it
-        "circuit": None if record.get("circuit") is None else ", ".join(record["circuit"]),
-        "verdict": record.get("verdict"),
-        "faithfulness_kept": faith.get("kept"),
-        "faithfulness_ablated": faith.get("ablated"),
-        "faithfulness_floor": faith.get("floor"),
-        "faithfulness_cpr": (curve.get("exact") or {}).get("cpr"),
-        "faithfulness_cmd": (curve.get("exact") or {}).get("cmd"),
-        "first_pass_cpr": (curve.get("first_pass") or {}).get("cpr"),
-        "first_pass_cmd": (curve.get("first_pass") or {}).get("cmd"),
-        "random_cpr_mean": (curve.get("random_mean") or {}).get("cpr"),
-        "random_cmd_mean": (curve.get("random_mean") or {}).get("cmd"),
-        "prediction_clean_loss": pred.get("clean_loss"),
-        "prediction_circuit_loss_increase": (pred.get("circuit") or {}).get("loss_increase"),
-        "prediction_circuit_kl": (pred.get("circuit") or {}).get("kl"),
-        "prediction_random_kl_mean": (pred.get("random") or {}).get("kl_mean"),
-        "prediction_random_loss_increase_mean": (pred.get("random") or {}).get(
-            "loss_increase_mean"
+        "circuit": None if rec.circuit is None else ", ".join(rec.circuit),
+        "verdict": rec.verdict,
+        "faithfulness_kept": None if faith is None else faith.kept,
+        "faithfulness_ablated": None if faith is None else faith.ablated,
+        "faithfulness_floor": None if faith is None else faith.floor,
+        "faithfulness_cpr": area("exact", "cpr"),
+        "faithfulness_cmd": area("exact", "cmd"),
+        "first_pass_cpr": area("first_pass", "cpr"),
+        "first_pass_cmd": area("first_pass", "cmd"),
+        "random_cpr_mean": area("random_mean", "cpr"),
+        "random_cmd_mean": area("random_mean", "cmd"),
+        "prediction_clean_loss": None if pred is None else pred.clean_loss,
+        "prediction_circuit_loss_increase": None if pred is None else pred.circuit.loss_increase,
+        "prediction_circuit_kl": None if pred is None else pred.circuit.kl,
+        "prediction_random_kl_mean": None if pred is None else pred.random.kl_mean,
+        "prediction_random_loss_increase_mean": (
+            None if pred is None else pred.random.loss_increase_mean
         ),
-        "bos": record.get("bos"),
+        "bos": rec.bos,
         "command_line": prov.get("command_line"),
         "p0_circuits_version": versions.get("p0_circuits"),
         "transformer_lens_version": versions.get("transformer_lens"),
@@ -73,19 +78,21 @@ def graph_attributes(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_discovery(
-    out_dir: str | os.PathLike, record: dict[str, Any], graph: CircuitGraph
+    out_dir: str | os.PathLike, record: DiscoveryRecord | dict[str, Any], graph: CircuitGraph
 ) -> list[Path]:
     """Write ``patching.json`` (with its ``format``), ``circuit.json`` / ``.graphml`` / ``.dot``
     with the graph attributes above, ``circuit.attribution_graph.json`` (circuit-tracer /
     Neuronpedia), and the manifest, into an existing folder; the files."""
     path = Path(out_dir)
-    graph.g.graph.update({k: v for k, v in graph_attributes(record).items() if v is not None})
+    rec = DiscoveryRecord.of(record)
+    graph.g.graph.update({k: v for k, v in graph_attributes(rec).items() if v is not None})
+    data = {"format": RECORD_FORMATS["discover"], **rec.to_json()}
     written = [
-        write_json(path / PATCHING_FILE, finite({"format": RECORD_FORMATS["discover"], **record})),
+        write_json(path / PATCHING_FILE, finite(data)),
         graph.write_json(path / CIRCUIT_JSON),
         graph.write_graphml(path / CIRCUIT_GRAPHML),
         graph.write_dot(path / CIRCUIT_DOT),
-        write_attribution_graph(path / CIRCUIT_ATTRIBUTION_GRAPH, graph, record),
+        write_attribution_graph(path / CIRCUIT_ATTRIBUTION_GRAPH, graph, rec),
     ]
     write_manifest(path)
     return written

@@ -1,7 +1,8 @@
-"""The discovery pipeline's steps. Each is ``step(state: DiscoveryState) -> None``: it reads what
-earlier steps left in the state and writes its own results, once, into ``state.record`` (the
-``patching.json`` record) or the state's working fields. ``circuits.circuit.discover.STEPS``
-lists them in order; a new step is a new function in that list.
+"""The discovery pipeline's steps. Each is ``step(state: DiscoveryState) -> StepResult``: it reads
+what earlier steps found (the typed ``state.record`` and the state's working fields: sites,
+engine results) and returns its own sections, typed (``circuits.circuit.record``), which the
+pipeline takes into the record. ``circuits.circuit.discover.STEPS`` lists them in order; a new
+step is a new function in that list and a new ``StepResult``.
 
 Every step patches P0 only, with one counterfactual, and measures the Gu et al. sink score of
 the receiver layers (``docs/science.md``, "Discover").
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -22,6 +22,25 @@ from circuits.circuit.faithfulness import (
     faithfulness,
     find_backups,
     kept_through_layer,
+)
+from circuits.circuit.record import (
+    Additivity,
+    Agreement,
+    BackupSearch,
+    CircuitFaithfulness,
+    CleanRuns,
+    CleanSink,
+    ComponentSweep,
+    CoreFaithfulness,
+    DiscoveryRecord,
+    EffectTable,
+    FaithfulnessFound,
+    FirstPass,
+    HeadLayerChoice,
+    HeadSweep,
+    KeptAtLayer,
+    PathsFound,
+    SinkBaseline,
 )
 from circuits.core.errors import UsageError
 from circuits.patching.attribution import attribution_patch, pearson
@@ -34,12 +53,13 @@ from circuits.patching.stream import p0_stream_estimate
 
 @dataclass
 class DiscoveryState:
-    """What the steps share: the engine, the metric, the record and the circuit so far."""
+    """What the steps share: the engine, the metric, the typed record of what was found so far
+    and the working objects (sites, engine results) behind it."""
 
     patcher: Patcher
     config: DiscoverConfig
     metric: SinkMetric
-    record: dict[str, Any]
+    record: DiscoveryRecord
     say: Callable[[str], None]
     clean: float = 0.0
     first_pass_effects: dict[str, float] = field(default_factory=dict)
@@ -72,39 +92,40 @@ def _by_position(sites: list[Site]) -> list[Site]:
     return sorted(sites, key=lambda s: (s.order, s.head or 0))
 
 
-def clean_runs(state: DiscoveryState) -> None:
+def clean_runs(state: DiscoveryState) -> CleanRuns:
     """The clean sink over the receiver layers (the quantity every patch is compared with)."""
     clean, detail = state.patcher.clean_value(state.metric)
     if clean <= 0:
         raise UsageError("the clean sink score is zero: nothing to explain")
     assert detail is not None
     state.clean = clean
-    state.record["clean"] = {
-        "sink": clean,
-        "per_receiver_layer": dict(zip(state.receivers, detail.tolist(), strict=True)),
-    }
-    state.record["clean_sink_all_layers"] = state.patcher.clean_sink_per_layer()
-    state.record["sink_baseline"] = no_sink_baseline(state.patcher.n_pos, clean)
     recv = state.receivers
     state.say(f"clean sink {clean:.4f} over receiver layers {recv[0]}..{recv[-1]}")
+    return CleanRuns(
+        clean=CleanSink(
+            sink=clean, per_receiver_layer=dict(zip(recv, detail.tolist(), strict=True))
+        ),
+        clean_sink_all_layers=state.patcher.clean_sink_per_layer(),
+        sink_baseline=no_sink_baseline(state.patcher.n_pos, clean),
+    )
 
 
 SINK_FACTOR = 2.0
 """A sink is there when the clean sink is at least this many times the uniform-attention one."""
 
 
-def no_sink_baseline(n_pos: int, clean: float) -> dict[str, Any]:
+def no_sink_baseline(n_pos: int, clean: float) -> SinkBaseline:
     """The sink score attention with no sink would give: uniform causal attention puts 1/(q+1)
     on P0 at query q, so alpha_0 = mean over q of 1/(q+1); ``present`` when the clean sink is
     at least ``SINK_FACTOR`` times that."""
     uniform = sum(1.0 / (q + 1) for q in range(n_pos)) / n_pos
-    return {
-        "uniform_attention_sink": uniform,
-        "clean_over_uniform": clean / uniform,
-        "present": clean >= SINK_FACTOR * uniform,
-        "definition": f"uniform causal attention's alpha_0 = mean over q of 1/(q+1) over {n_pos} "
+    return SinkBaseline(
+        uniform_attention_sink=uniform,
+        clean_over_uniform=clean / uniform,
+        present=clean >= SINK_FACTOR * uniform,
+        definition=f"uniform causal attention's alpha_0 = mean over q of 1/(q+1) over {n_pos} "
         f"positions; a sink is present when the clean sink is >= {SINK_FACTOR}x that",
-    }
+    )
 
 
 def _component_sites(state: DiscoveryState) -> list[Site]:
@@ -112,7 +133,7 @@ def _component_sites(state: DiscoveryState) -> list[Site]:
     return component_sites(state.cfg.n_layers, state.sweep_layers, kinds=kinds)
 
 
-def first_pass(state: DiscoveryState) -> None:
+def first_pass(state: DiscoveryState) -> FirstPass:
     """The first-pass estimate of every component's and head's effect at P0 (recorded as
     ``first_pass``; its ``kind`` names the method): by default the P0-stream estimate (exact on
     P0's keys, other positions clean: one one-token forward per patch), or with
@@ -126,10 +147,10 @@ def first_pass(state: DiscoveryState) -> None:
             state.patcher, sites, state.metric, ig_steps=state.config.ig_steps
         )
     state.first_pass_effects = dict(zip(result.names, result.effects.tolist(), strict=True))
-    state.record["first_pass"] = result.to_dict()
+    return FirstPass(first_pass=EffectTable.of_result(result))
 
 
-def component_sweep(state: DiscoveryState) -> None:
+def component_sweep(state: DiscoveryState) -> ComponentSweep:
     """Exact patching of the embedding and the blocks up to ``first_receiver`` (always) and of the
     ``exact_top_k`` other components the first-pass estimate ranks highest (or of every one)."""
     config, comp_sites = state.config, _component_sites(state)
@@ -147,18 +168,20 @@ def component_sweep(state: DiscoveryState) -> None:
     state.selected = [
         s for s in exact_sites if abs(state.relative[s.name]) >= config.component_threshold
     ]
-    state.record["components"] = result.to_dict()
-    state.record["selected_components"] = [s.name for s in state.selected]
     state.say(f"selected components: {[s.name for s in state.selected]}")
+    return ComponentSweep(
+        components=EffectTable.of_result(result),
+        selected_components=[s.name for s in state.selected],
+    )
 
 
-def head_sweep(state: DiscoveryState) -> None:
+def head_sweep(state: DiscoveryState) -> HeadSweep:
     """Each head of the selected attention layers; a layer's selected heads replace the layer's
     node when, patched together, they carry at least ``head_cover`` of its effect."""
     config, patcher, n_heads = state.config, state.patcher, state.cfg.n_heads
     head_layers = sorted({s.layer for s in state.selected if s.kind == "attn"})
     nodes = [s for s in state.selected if s.kind != "attn"]
-    joint: dict[str, dict[str, Any]] = {}
+    joint: dict[int, HeadLayerChoice] = {}
     if head_layers:
         heads = patcher.patch(head_sites(head_layers, n_heads), state.metric, desc="head sweep")
         state.heads = heads
@@ -181,18 +204,20 @@ def head_sweep(state: DiscoveryState) -> None:
                 rel, k = float(joint_res.effects[k] / state.clean), k + 1
             cover = rel / layer_rel if layer_rel else 0.0
             use_heads = bool(picks[layer]) and cover >= config.head_cover
-            joint[str(layer)] = {
-                "heads": [s.head for s in picks[layer]],
-                "joint_relative": rel,
-                "layer_relative": layer_rel,
-                "cover": cover,
-                "node": "heads" if use_heads else "layer",
-            }
+            joint[layer] = HeadLayerChoice(
+                heads=[s.head for s in picks[layer] if s.head is not None],
+                joint_relative=rel,
+                layer_relative=layer_rel,
+                cover=cover,
+                node="heads" if use_heads else "layer",
+            )
             nodes.extend(picks[layer] if use_heads else [Site("attn", layer)])
     state.nodes = _by_position(nodes)
-    state.record["heads"] = None if state.heads is None else state.heads.to_dict()
-    state.record["head_layers"] = joint
     state.say(f"circuit nodes: {[s.name for s in state.nodes]}")
+    return HeadSweep(
+        heads=None if state.heads is None else EffectTable.of_result(state.heads),
+        head_layers=joint,
+    )
 
 
 def _faithfulness(state: DiscoveryState, circuit: list[Site]) -> Faithfulness:
@@ -202,25 +227,30 @@ def _faithfulness(state: DiscoveryState, circuit: list[Site]) -> Faithfulness:
     )
 
 
-def faithfulness_step(state: DiscoveryState) -> None:
+def faithfulness_step(state: DiscoveryState) -> FaithfulnessFound:
     """kept / ablated / floor of the core circuit, and where its kept sink is lost."""
     state.faith = _faithfulness(state, state.nodes)
     through = kept_through_layer(state.patcher, state.metric, state.faith.others, state.clean)
-    state.record["faithfulness"] = {"core_kept_through_layer": through}
-    state.record["backups"] = {
-        "core_faithfulness": {
-            "circuit": [s.name for s in state.nodes],
-            "kept": state.faith.kept,
-            "ablated": state.faith.ablated,
-        }
-    }
+    return FaithfulnessFound(
+        faithfulness=CircuitFaithfulness(
+            core_kept_through_layer=[KeptAtLayer.model_validate(row) for row in through]
+        ),
+        backups=BackupSearch(
+            core_faithfulness=CoreFaithfulness(
+                circuit=[s.name for s in state.nodes],
+                kept=state.faith.kept,
+                ablated=state.faith.ablated,
+            )
+        ),
+    )
 
 
-def backups(state: DiscoveryState) -> None:
+def backups(state: DiscoveryState) -> FaithfulnessFound:
     """The sufficiency search (``circuits.circuit.faithfulness.find_backups``); with backups,
     the circuit's faithfulness is measured again with them."""
     assert state.faith is not None
-    through = state.record["faithfulness"]["core_kept_through_layer"]
+    assert state.record.faithfulness is not None and state.record.backups is not None
+    through = [row.model_dump() for row in state.record.faithfulness.core_kept_through_layer]
     found, steps = find_backups(
         state.patcher,
         state.metric,
@@ -236,14 +266,16 @@ def backups(state: DiscoveryState) -> None:
         state.faith = _faithfulness(state, state.nodes)
         state.say(f"backups: {[s.name for s in found]} -> kept {state.faith.kept:.2f}")
     faith = state.faith
-    state.record["backups"].update(
-        nodes=[s.name for s in found],
-        steps=steps,
-        definition="while kept < sufficiency, try the non-circuit components of the layer where "
-        "core_kept_through_layer drops most (then the next), one at a time; the one raising kept "
-        "most (by >= backup_min_gain) joins the circuit (at most max_backups)",
+    search = state.record.backups.model_copy(
+        update=dict(
+            nodes=[s.name for s in found],
+            steps=steps,
+            definition="while kept < sufficiency, try the non-circuit components of the layer "
+            "where core_kept_through_layer drops most (then the next), one at a time; the one "
+            "raising kept most (by >= backup_min_gain) joins the circuit (at most max_backups)",
+        )
     )
-    state.record["faithfulness"].update(
+    measured = dict(
         kept=faith.kept,
         ablated=faith.ablated,
         floor=faith.floor,
@@ -258,9 +290,15 @@ def backups(state: DiscoveryState) -> None:
         "value when only the other components in layers <= layer are ablated (where the kept "
         "sink is lost)",
     )
+    return FaithfulnessFound.model_validate(
+        dict(
+            faithfulness=state.record.faithfulness.model_copy(update=measured).model_dump(),
+            backups=search.model_dump(),
+        )
+    )
 
 
-def path_patching(state: DiscoveryState) -> None:
+def path_patching(state: DiscoveryState) -> PathsFound:
     """IOI-style paths between the circuit's nodes: into later MLP nodes' inputs (metric: the
     receivers' sink) and into the K input of every receiver layer after the sender (metric: that
     layer's own sink, the direct effect). Q paths from P0 are exactly zero and are not run. In a
@@ -282,14 +320,15 @@ def path_patching(state: DiscoveryState) -> None:
         state.path_mlp = patcher.path_patch(mlp_paths, state.metric, desc="paths into MLPs")
     if k_paths:  # one forward group per receiver layer; each path read at its own layer
         state.path_k = patcher.path_patch(k_paths, None, desc="paths into K")
-    state.record["paths_mlp"] = None if state.path_mlp is None else state.path_mlp.to_dict()
-    state.record["paths_k"] = None if state.path_k is None else state.path_k.to_dict()
-    state.record["q_paths_note"] = (
-        "paths from P0 into Q inputs are exactly zero (P0's query can only attend to P0) and are not run"
+    return PathsFound(
+        paths_mlp=None if state.path_mlp is None else EffectTable.of_result(state.path_mlp),
+        paths_k=None if state.path_k is None else EffectTable.of_result(state.path_k),
+        q_paths_note="paths from P0 into Q inputs are exactly zero (P0's query can only attend "
+        "to P0) and are not run",
     )
 
 
-def first_pass_agreement(state: DiscoveryState) -> None:
+def first_pass_agreement(state: DiscoveryState) -> Agreement:
     """Pearson r between the first-pass estimates and the exact effects measured, and the
     components' additivity: the sum of their single-patch effects over the joint effect of
     patching every P0 component (the floor run). 1: the effects add up; above 1: components
@@ -302,16 +341,17 @@ def first_pass_agreement(state: DiscoveryState) -> None:
     names = [n for r in exact for n in r.names]
     exact_eff = torch.cat([r.effects for r in exact])
     estimate = torch.tensor([state.first_pass_effects[n] for n in names])
-    state.record["first_pass_exact_pearson"] = pearson(estimate, exact_eff)
+    agreement = Agreement(first_pass_exact_pearson=pearson(estimate, exact_eff))
     if state.components is not None and state.faith is not None:
         single = float(state.components.effects.sum())
         joint = (state.faith.floor - 1.0) * state.clean
-        state.record["additivity"] = {
-            "sum_of_single_effects": single,
-            "joint_effect": joint,
-            "ratio": single / joint if joint != 0 else None,
-            "definition": "sum over the exactly patched components of (sink with that component "
+        agreement.additivity = Additivity(
+            sum_of_single_effects=single,
+            joint_effect=joint,
+            ratio=single / joint if joint != 0 else None,
+            definition="sum over the exactly patched components of (sink with that component "
             "alone at its counterfactual - clean sink) / (sink with every P0 component at its "
             "counterfactual - clean sink); 1: additive, >1: components each necessary (AND), "
             "<1: redundant (OR)",
-        }
+        )
+    return agreement

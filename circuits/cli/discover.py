@@ -205,13 +205,16 @@ def run(args: argparse.Namespace) -> int:
             model_name=zm.name,
             str_tokens=[zm.str_tokens(row) for row in tokens],
         )
-        record = found.record
-        record["provenance"] = header(args, "discover", args.seed, zm.name)
-        record.update(model_header(zm))
-        record["bos"] = bos
-        record["natural_bos"] = zm.natural_bos
-        record["timings_s"]["load_model"] = round(loaded - started, 3)
-        record["timings_s"]["total"] = round(time.perf_counter() - started, 3)
+        record = found.result
+        record.provenance = header(args, "discover", args.seed, zm.name)
+        for key, value in model_header(zm).items():
+            setattr(record, key, value)
+        record.bos = bos
+        record.natural_bos = zm.natural_bos
+        timings = dict(record.timings_s or {})
+        timings["load_model"] = round(loaded - started, 3)
+        timings["total"] = round(time.perf_counter() - started, 3)
+        record.timings_s = timings
         found.graph.g.graph.update(bos=bos, seed=args.seed)
         write_result_files(out, "discover", record, graph=found.graph, zm=zm)
     if not args.quiet:
@@ -222,6 +225,6 @@ def run(args: argparse.Namespace) -> int:
         files = sorted(p.name for p in Path(args.out).iterdir() if p.is_file())
         print(
             f"wrote {len(files)} files in {args.out}: {', '.join(files)}; discovery took "
-            f"{record['timings_s']['total']:.1f}s"
+            f"{timings['total']:.1f}s"
         )
     return 0

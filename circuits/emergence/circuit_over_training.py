@@ -25,30 +25,31 @@ from typing import Any
 
 from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.discover import discover
+from circuits.circuit.record import DiscoveryRecord
 from circuits.core.conventions import DEFAULT_EPS
 from circuits.emergence.series import CheckpointSeries, each_model
 
 FORMAT = "p0-circuits/circuit-over-training/1"
 
 
-def _row(step: int, record: dict[str, Any], sufficiency: float) -> dict[str, Any]:
-    faith = record["faithfulness"]
+def _row(step: int, record: DiscoveryRecord, sufficiency: float) -> dict[str, Any]:
+    faith = record.faithfulness
     effects = {
-        r["name"]: float(r["relative"])
-        for r in (record.get("components") or {}).get("effects", [])
-        if r.get("relative") is not None
+        r.name: float(r.relative)
+        for r in (record.components.effects if record.components is not None else [])
+        if r.relative is not None
     }
-    kept = faith.get("kept")
+    kept = None if faith is None else faith.kept
     return {
         "step": step,
-        "clean_sink": float(record["clean"]["sink"]),
+        "clean_sink": record.clean_sink(),
         "effects": effects,
-        "circuit": list(record.get("circuit") or []),
+        "circuit": list(record.circuit or []),
         "kept": kept,
-        "ablated": faith.get("ablated"),
-        "floor": faith.get("floor"),
-        "sufficient": kept is not None and record.get("circuit") and kept >= sufficiency,
-        "verdict": record.get("verdict"),
+        "ablated": None if faith is None else faith.ablated,
+        "floor": None if faith is None else faith.floor,
+        "sufficient": kept is not None and bool(record.circuit) and kept >= sufficiency,
+        "verdict": record.verdict,
     }
 
 
@@ -97,7 +98,7 @@ def circuit_over_training(
     desc = "circuit over training"
     for step, model in each_model(series, desc=desc, progress=progress, skipped=skipped):
         found = discover(model, tokens, config, model_name=f"{series.source}@{step}")
-        rows.append(_row(step, found.record, config.sufficiency))
+        rows.append(_row(step, found.result, config.sufficiency))
     return {
         "format": FORMAT,
         "source": series.source,

@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from circuits.circuit.graph import CircuitGraph
-from circuits.core.conventions import CIRCUIT_JSON
+from circuits.circuit.record import DiscoveryRecord
+from circuits.core.conventions import CIRCUIT_JSON, PATCHING_FILE
 from circuits.core.errors import UsageError
 from circuits.core.records import load_result
 from circuits.panel.session import PatchSession
@@ -44,13 +45,12 @@ class PanelSource:
         )
 
 
-def _discovered(path: Path) -> tuple[dict[str, Any], dict[str, float], list[str]]:
-    record = load_result(path, "discover", CIRCUIT_JSON)
-    effects: dict[str, float] = {}
-    for block in ("components", "heads"):
-        for row in (record.get(block) or {}).get("effects", []):
-            effects[row["name"]] = row["effect"]
-    circuit = list(record.get("circuit") or [])
+def _discovered(path: Path) -> tuple[DiscoveryRecord, dict[str, float], list[str]]:
+    record = DiscoveryRecord.of(
+        load_result(path, "discover", CIRCUIT_JSON), f"{path / PATCHING_FILE}"
+    )
+    effects = {name: float(row.effect or 0.0) for name, row in record.exact_effects().items()}
+    circuit = list(record.circuit or [])
     if (path / CIRCUIT_JSON).is_file():
         graph = CircuitGraph.load(path / CIRCUIT_JSON)
         circuit = [n for n, d in graph.g.nodes(data=True) if d.get("role") in ("core", "backup")]
@@ -72,16 +72,21 @@ def panel_source(
         path = Path(discover_dir)
         record, effects, circuit = _discovered(path)
         if model is None:
-            model = record["model"]
+            model = record.model
         zm = _load(model)
-        tokens = torch.tensor(record["tokens"], dtype=torch.long)
-        same = counterfactual in (None, record["counterfactual"])
+        if not record.tokens or not record.counterfactual or not record.receiver_layers:
+            raise UsageError(
+                f"{path / PATCHING_FILE} lacks its tokens, counterfactual or receiver layers: "
+                "re-run discover into that folder"
+            )
+        tokens = torch.tensor(record.tokens, dtype=torch.long)
+        same = counterfactual in (None, record.counterfactual)
         return PanelSource(
             name=f"{zm.name} ({path.name})",
             zm=zm,
             tokens=tokens,
-            counterfactual=counterfactual or record["counterfactual"],
-            receivers=receivers or record["receiver_layers"],
+            counterfactual=counterfactual or record.counterfactual,
+            receivers=receivers or record.receiver_layers,
             effects=effects if same and receivers is None else {},
             circuit=circuit,
         )

@@ -13,6 +13,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from circuits.circuit.record import DiscoveryRecord
 from circuits.core.errors import MissingDataError
 from circuits.viz.style import LOWERS, new_figure
 
@@ -20,34 +21,35 @@ FIRST_PASS_COLOR = "#e08214"
 RANDOM_GREY = "#9e9e9e"
 
 
-def faithfulness_curve_figure(record: dict[str, Any]) -> Figure:
+def faithfulness_curve_figure(record: DiscoveryRecord | dict[str, Any]) -> Figure:
     """f(k) of every ranking against the number of components kept, with CPR / CMD."""
-    curve = record.get("faithfulness_curve")
-    if not curve:
+    record = DiscoveryRecord.of(record)
+    curve = record.faithfulness_curve
+    if curve is None:
         raise MissingDataError("patching.json has no faithfulness curve (faithfulness_curve)")
-    sizes, ranks = curve["sizes"], curve["rankings"]
+    sizes, ranks = curve.sizes, curve.rankings
     fig = new_figure(6.4, 3.6)
     ax = fig.subplots()
     randoms = [name for name in ranks if name.startswith("random_")]
     for i, name in enumerate(randoms):
         ax.plot(
             sizes,
-            ranks[name]["f"],
+            ranks[name].f,
             color=RANDOM_GREY,
             lw=0.8,
             alpha=0.7,
             label="random orders" if i == 0 else None,
         )
     if randoms:
-        mean = [sum(ranks[n]["f"][j] for n in randoms) / len(randoms) for j in range(len(sizes))]
-        rm = curve["summary"]["random_mean"]
+        mean = [sum(ranks[n].f[j] for n in randoms) / len(randoms) for j in range(len(sizes))]
+        rm = curve.summary["random_mean"]
         ax.plot(
             sizes,
             mean,
             color="black",
             lw=1.2,
             ls="--",
-            label=f"random mean (CPR {rm['cpr']:.3f}, CMD {rm['cmd']:.3f})",
+            label=f"random mean (CPR {rm.cpr:.3f}, CMD {rm.cmd:.3f})",
         )
     styles = {"exact": ("exact effects", LOWERS), "first_pass": ("first pass", FIRST_PASS_COLOR)}
     for name, (label, color) in styles.items():
@@ -55,33 +57,33 @@ def faithfulness_curve_figure(record: dict[str, Any]) -> Figure:
             r = ranks[name]
             ax.plot(
                 sizes,
-                r["f"],
+                r.f,
                 color=color,
                 lw=1.8,
                 marker="o",
                 ms=3,
-                label=f"{label} (CPR {r['cpr']:.3f}, CMD {r['cmd']:.3f})",
+                label=f"{label} (CPR {r.cpr:.3f}, CMD {r.cmd:.3f})",
             )
     ax.axhline(1.0, color="black", lw=0.6)
     ax.axhline(0.0, color="black", lw=0.6)
-    if curve.get("circuit_size"):
+    if curve.circuit_size:
         ax.axvline(
-            curve["circuit_size"],
+            curve.circuit_size,
             color="black",
             lw=0.8,
             ls=":",
-            label=f"discovered circuit ({curve['circuit_size']} nodes)",
+            label=f"discovered circuit ({curve.circuit_size} nodes)",
         )
     ax.set_xscale("log")
     ticks = list(sizes)  # every size measured
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([str(k) for k in ticks], fontsize=8)
-    ax.set_xlabel(f"P0 components kept clean, in rank order (of {curve['n_components']})")
+    ax.set_xlabel(f"P0 components kept clean, in rank order (of {curve.n_components})")
     ax.set_ylabel("faithfulness f(k)")
     ax.set_title(
-        f"{record.get('model', '?')}: f = (m(C) - m(empty)) / (m(full) - m(empty)), "
-        f"{record.get('counterfactual', '?')} counterfactual",
+        f"{record.model or '?'}: f = (m(C) - m(empty)) / (m(full) - m(empty)), "
+        f"{record.counterfactual or '?'} counterfactual",
         fontsize=8,
     )
     ax.legend(fontsize=7, loc="lower right")

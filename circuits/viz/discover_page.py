@@ -10,6 +10,13 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.figure import Figure
 
 from circuits.circuit.graph import CircuitGraph
+from circuits.circuit.record import (
+    BackupSearch,
+    DiscoveryRecord,
+    FaithfulnessCurve,
+    PredictionEffect,
+    SinkBaseline,
+)
 from circuits.core.conventions import (
     CIRCUIT_ATTRIBUTION_GRAPH,
     CIRCUIT_DOT,
@@ -38,7 +45,7 @@ if TYPE_CHECKING:
 
 
 # The record figures of a discover page: (figure, file stem or None for inline only, caption).
-DRAWINGS: tuple[tuple[Callable[[dict], Figure], str | None, str], ...] = (
+DRAWINGS: tuple[tuple[Callable[[DiscoveryRecord], Figure], str | None, str], ...] = (
     (
         component_heatmap_figure,
         "patching_components",
@@ -89,11 +96,12 @@ DRAWINGS: tuple[tuple[Callable[[dict], Figure], str | None, str], ...] = (
 
 
 def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], list[View]]:
-    record = load_result(path, "discover", CIRCUIT_JSON)
+    raw = load_result(path, "discover", CIRCUIT_JSON)
+    record = DiscoveryRecord.of(raw, str(path / PATCHING_FILE))
     graph = CircuitGraph.load(path / CIRCUIT_JSON) if (path / CIRCUIT_JSON).is_file() else None
-    sections = [provenance_html(record)]
-    if record.get("verdict"):
-        sections.append(f"<p class=verdict><b>Verdict.</b> {esc(record['verdict'])}</p>")
+    sections = [provenance_html(raw)]
+    if record.verdict:
+        sections.append(f"<p class=verdict><b>Verdict.</b> {esc(record.verdict)}</p>")
     sections.append(
         "<h2>Summary</h2>" + table(["quantity", "value"], _discover_summary(record), left=2)
     )
@@ -127,117 +135,110 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
     data = load_view_data(path)
     views = [sink_heads_view(data), p0_norm_view(data)] if data else []
     sections.append(views_section(views, "" if views else NO_VIEWS_NOTE))
-    return f"P0 sink circuit: {record.get('model', '?')}", sections, views
+    return f"P0 sink circuit: {record.model or '?'}", sections, views
 
 
-def _baseline_rows(base: dict[str, Any] | None) -> list[tuple[str, str]]:
-    if not base:
+def _baseline_rows(base: SinkBaseline | None) -> list[tuple[str, str]]:
+    if base is None:
         return []
-    verdict = "a sink" if base["present"] else "<b>no sink</b> (below 2x uniform attention)"
+    verdict = "a sink" if base.present else "<b>no sink</b> (below 2x uniform attention)"
     return [
         (
             "clean sink / uniform attention's sink score",
-            f"{fmt(base['clean_over_uniform'], '.2f')}x of {fmt(base['uniform_attention_sink'], '.3f')}: {verdict}",
+            f"{fmt(base.clean_over_uniform, '.2f')}x of {fmt(base.uniform_attention_sink, '.3f')}: {verdict}",
         )
     ]
 
 
-def _curve_rows(curve: dict[str, Any] | None) -> list[tuple[str, str]]:
-    if not curve:
+def _curve_rows(curve: FaithfulnessCurve | None) -> list[tuple[str, str]]:
+    if curve is None:
         return []
     labels = {"exact": "exact effects", "first_pass": "first pass", "random_mean": "random (mean)"}
     return [
         (
             f"faithfulness curve, {label}: CPR / CMD",
-            f"{fmt(curve['summary'][key]['cpr'], '.3f')} / {fmt(curve['summary'][key]['cmd'], '.3f')}",
+            f"{fmt(curve.summary[key].cpr, '.3f')} / {fmt(curve.summary[key].cmd, '.3f')}",
         )
         for key, label in labels.items()
-        if key in curve["summary"]
+        if key in curve.summary
     ]
 
 
-def _prediction_rows(pred: dict[str, Any] | None) -> list[tuple[str, str]]:
-    if not pred:
+def _prediction_rows(pred: PredictionEffect | None) -> list[tuple[str, str]]:
+    if pred is None:
         return []
-    rand = pred["random"]
+    rand = pred.random
     return [
         (
             "circuit patched: next-token loss increase / KL (nats)",
-            f"{fmt(pred['circuit']['loss_increase'], '.4f')} / {fmt(pred['circuit']['kl'], '.4f')}",
+            f"{fmt(pred.circuit.loss_increase, '.4f')} / {fmt(pred.circuit.kl, '.4f')}",
         ),
         (
-            f"{rand['n_sets']} random sets of {rand['size']} P0 components: mean loss increase / "
+            f"{rand.n_sets} random sets of {rand.size} P0 components: mean loss increase / "
             "mean KL (max KL)",
-            f"{fmt(rand['loss_increase_mean'], '.4f')} / {fmt(rand['kl_mean'], '.4f')} "
-            f"({fmt(rand['kl_max'], '.4f')})",
+            f"{fmt(rand.loss_increase_mean, '.4f')} / {fmt(rand.kl_mean, '.4f')} "
+            f"({fmt(rand.kl_max, '.4f')})",
         ),
         (
             "every P0 component patched: loss increase / KL",
-            f"{fmt(pred['all_p0']['loss_increase'], '.4f')} / {fmt(pred['all_p0']['kl'], '.4f')}",
+            f"{fmt(pred.all_p0.loss_increase, '.4f')} / {fmt(pred.all_p0.kl, '.4f')}",
         ),
     ]
 
 
-def _discover_summary(record: dict[str, Any]) -> list[list[str]]:
-    faith = record.get("faithfulness") or {}
-    metric = record.get("metric") or {}
+def _discover_summary(record: DiscoveryRecord) -> list[list[str]]:
+    faith = record.faithfulness
+    metric = record.metric or {}
+    first_kind = record.first_pass.kind if record.first_pass is not None else None
     rows = [
-        ("circuit", esc(", ".join(record.get("circuit") or [])) or "(empty)"),
-        ("faithfulness_kept (only the circuit clean)", fmt(faith.get("kept"))),
-        ("faithfulness_ablated (the circuit patched)", fmt(faith.get("ablated"))),
-        ("every P0 component patched", fmt(faith.get("floor"))),
-        *_backup_rows(record.get("backups")),
-        *_curve_rows(record.get("faithfulness_curve")),
-        *_prediction_rows(record.get("prediction")),
-        ("clean sink", fmt((record.get("clean") or {}).get("sink"), ".4f")),
-        *_baseline_rows(record.get("sink_baseline")),
-        (
-            "metric",
-            esc(metric.get("definition", str(metric)) if isinstance(metric, dict) else str(metric)),
-        ),
-        ("receiver layers", esc(_span(record.get("receiver_layers")))),
+        ("circuit", esc(", ".join(record.circuit or [])) or "(empty)"),
+        ("faithfulness_kept (only the circuit clean)", fmt(faith and faith.kept)),
+        ("faithfulness_ablated (the circuit patched)", fmt(faith and faith.ablated)),
+        ("every P0 component patched", fmt(faith and faith.floor)),
+        *_backup_rows(record.backups),
+        *_curve_rows(record.faithfulness_curve),
+        *_prediction_rows(record.prediction),
+        ("clean sink", fmt(record.clean and record.clean.sink, ".4f")),
+        *_baseline_rows(record.sink_baseline),
+        ("metric", esc(str(metric.get("definition", metric)))),
+        ("receiver layers", esc(_span(record.receiver_layers))),
         (
             "counterfactual",
-            f"<b>{esc(str(record.get('counterfactual')))}</b>: "
-            f"{esc(str(record.get('counterfactual_definition', '')))}",
+            f"<b>{esc(str(record.counterfactual))}</b>: "
+            f"{esc(str(record.counterfactual_definition or ''))}",
         ),
         (
             "prompts",
-            f"{record.get('n_prompts', '?')} × {record.get('n_tokens', '?')} tokens, "
-            f"BOS at P0: {esc(str(record.get('bos')))}",
+            f"{record.n_prompts or '?'} × {record.n_tokens or '?'} tokens, "
+            f"BOS at P0: {esc(str(record.bos))}",
         ),
         (
-            f"first pass ({esc(str((record.get('first_pass') or {}).get('kind', '?')))}) vs exact "
-            "patching (Pearson r)",
-            fmt(record.get("first_pass_exact_pearson")),
+            f"first pass ({esc(str(first_kind or '?'))}) vs exact patching (Pearson r)",
+            fmt(record.first_pass_exact_pearson),
         ),
         (
             "additivity: sum of single effects / joint effect (1 additive, >1 AND, <1 OR)",
-            fmt((record.get("additivity") or {}).get("ratio")),
+            fmt(record.additivity and record.additivity.ratio),
         ),
-        ("matches the paper's predicted shape", esc(str(record.get("paper_prediction_shape")))),
+        ("matches the paper's predicted shape", esc(str(record.paper_prediction_shape))),
     ]
-    timings = record.get("timings_s") or {}
+    timings = record.timings_s or {}
     if timings:
         rows.append(("timings", esc(", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))))
     return [[k, v] for k, v in rows]
 
 
-def _effects_table(record: dict[str, Any]) -> str:
-    clean = float(record["clean"]["sink"])
-    rows = []
-    for block in ("components", "heads"):
-        for r in (record.get(block) or {}).get("effects", []):
-            rel = r.get("relative")
-            rel = r["effect"] / clean if rel is None and clean else rel
-            rows.append(
-                [
-                    esc(r["name"]),
-                    fmt(r.get("value"), ".4f"),
-                    fmt(r["effect"], "+.4f"),
-                    fmt(rel, "+.1%"),
-                ]
-            )
+def _effects_table(record: DiscoveryRecord) -> str:
+    clean = record.clean_sink()
+    rows = [
+        [
+            esc(r.name),
+            fmt(r.value, ".4f"),
+            fmt(r.effect, "+.4f"),
+            fmt(r.relative_to(clean) if clean or r.relative is not None else None, "+.1%"),
+        ]
+        for r in record.exact_effects().values()
+    ]
     if not rows:
         return ""
     return (
@@ -259,17 +260,17 @@ def _span(layers: Any) -> str:
     return ", ".join(str(x) for x in layers) if isinstance(layers, list) else str(layers)
 
 
-def _backup_rows(backups: dict[str, Any] | None) -> list[tuple[str, str]]:
+def _backup_rows(backups: BackupSearch | None) -> list[tuple[str, str]]:
     """Rows for the sufficiency search (discover step 5), when it ran."""
-    if not backups or not backups.get("steps"):
+    if backups is None or not backups.steps:
         return []
-    core = backups.get("core_faithfulness") or {}
+    core = backups.core_faithfulness
     return [
         (
             "backups (sufficiency search)",
-            esc(", ".join(backups.get("nodes") or [])) or "(none found)",
+            esc(", ".join(backups.nodes or [])) or "(none found)",
         ),
-        ("core circuit kept / ablated", f"{fmt(core.get('kept'))} / {fmt(core.get('ablated'))}"),
+        ("core circuit kept / ablated", f"{fmt(core.kept)} / {fmt(core.ablated)}"),
     ]
 
 

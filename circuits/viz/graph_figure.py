@@ -9,6 +9,7 @@ import networkx as nx
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from circuits.circuit.record import DiscoveryRecord
 from circuits.core.conventions import RECEIVER_KINDS
 from circuits.viz.style import KIND_COLORS, LOWERS, RAISES, effect_color, new_figure
 
@@ -126,7 +127,7 @@ def _axes_and_legend(ax, g: nx.DiGraph, pos: dict[str, tuple[float, float]]) -> 
 
 
 def circuit_graph_figure(
-    graph, title: str | None = None, *, record: dict[str, Any] | None = None
+    graph, title: str | None = None, *, record: DiscoveryRecord | dict[str, Any] | None = None
 ) -> Figure:
     """The circuit drawn layer by layer, P0's embedding at the bottom; edge width by |relative
     effect| (sink change / the path's clean sink), colour by sign (blue: patching the path
@@ -155,8 +156,8 @@ def circuit_graph_figure(
     _draw(ax, g, pos)
     ax.set_xlim(x_lo, x_hi)
     _axes_and_legend(ax, g, pos)
-    faith = (record or {}).get("faithfulness") or {}
-    kept, abl = faith.get("kept"), faith.get("ablated")
+    faith = None if record is None else DiscoveryRecord.of(record).faithfulness
+    kept, abl = (None, None) if faith is None else (faith.kept, faith.ablated)
     default = f"{g.graph.get('model', '')} P0 sink circuit"
     if kept is not None and abl is not None:
         default += f" (kept {kept:.0%}, ablated {abl:.0%})"

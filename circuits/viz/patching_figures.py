@@ -1,8 +1,9 @@
 """Figures of a discovery (``patching.json``): exact patching per component and per head, path
 patching into each later layer's keys, faithfulness per receiver layer, and the clean sink.
 
-Each function takes the saved record and returns a ``matplotlib.figure.Figure``; it writes
-nothing and raises ``MissingDataError`` when the record lacks what it needs. Effects are coloured
+Each function takes the record (a ``circuits.circuit.record.DiscoveryRecord``, or the
+``patching.json`` dict, which it reads as one) and returns a ``matplotlib.figure.Figure``; it
+writes nothing and raises ``MissingDataError`` when the record lacks what it needs. Effects are coloured
 the one way (``circuits.viz.style``): blue, the patch lowers the sink.
 """
 
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import PercentFormatter
 
+from circuits.circuit.record import CircuitFaithfulness, DiscoveryRecord, EffectRow, EffectTable
 from circuits.core.errors import MissingDataError
 from circuits.viz.style import (
     EFFECT_CMAP,
@@ -26,18 +28,12 @@ from circuits.viz.style import (
     text_color,
 )
 
-
-def _effects_by_name(block: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    if not block:
-        return {}
-    return {r["name"]: r for r in block.get("effects", [])}
+Record = DiscoveryRecord | dict[str, Any]
+"""What a figure takes: the typed record or its JSON form."""
 
 
-def _relative(row: dict[str, Any], clean: float) -> float:
-    rel = row.get("relative")
-    if rel is None:
-        rel = row["effect"] / clean if clean else 0.0
-    return float(rel)
+def _effects_by_name(table: EffectTable | None) -> dict[str, EffectRow]:
+    return {} if table is None else table.by_name()
 
 
 def _effect_image(fig: Figure, ax, grid: np.ndarray, label: str) -> float:
@@ -51,16 +47,16 @@ def _effect_image(fig: Figure, ax, grid: np.ndarray, label: str) -> float:
 
 
 def _cells(
-    record: dict[str, Any], exact_block: str
+    record: DiscoveryRecord, exact: EffectTable | None
 ) -> dict[str, tuple[dict[str, Any], float, bool]]:
     """Per site name: (site, sink change / clean sink, exact?). The exact patching of
-    ``exact_block`` where it ran, the first-pass estimate (``first_pass`` block) everywhere else."""
-    clean = float(record["clean"]["sink"])
+    ``exact`` where it ran, the first-pass estimate everywhere else."""
+    clean = record.clean_sink()
     cells = {}
-    for block, is_exact in (("first_pass", False), (exact_block, True)):
-        for name, row in _effects_by_name(record.get(block)).items():
-            value = _relative(row, clean) if is_exact else float(row["effect"]) / clean
-            cells[name] = (row["sites"][0], value, is_exact)
+    for table, is_exact in ((record.first_pass, False), (exact, True)):
+        for name, row in _effects_by_name(table).items():
+            value = row.relative_to(clean) if is_exact else float(row.effect or 0.0) / clean
+            cells[name] = (row.site, value, is_exact)
     return cells
 
 
@@ -88,14 +84,15 @@ def _mark_cells(
             )
 
 
-def component_heatmap_figure(record: dict[str, Any]) -> Figure:
+def component_heatmap_figure(record: Record) -> Figure:
     """Layer x component heatmap at P0: rows embed / attn / mlp, one column per layer, colour =
     sink change / clean sink (blue: patching lowers the sink). Components patched exactly (the
     ones the first pass selected) are bold; every other layer shows the first-pass
     estimate, hatched, so no layer is silently left out."""
+    record = DiscoveryRecord.of(record)
     cells = {
         n: c
-        for n, c in _cells(record, "components").items()
+        for n, c in _cells(record, record.components).items()
         if c[0]["kind"] in ("embed", "attn", "mlp")
     }
     if not any(is_exact for _, _, is_exact in cells.values()):
@@ -119,8 +116,8 @@ def component_heatmap_figure(record: dict[str, Any]) -> Figure:
     ax.set_xlabel("layer")
     n_exact = sum(1 for m in marks if m[3])
     ax.set_title(
-        f"{record.get('model', '?')}: patching each component at P0 "
-        f"({record.get('counterfactual', '?')} counterfactual; {n_exact} exact, bold; "
+        f"{record.model or '?'}: patching each component at P0 "
+        f"({record.counterfactual or '?'} counterfactual; {n_exact} exact, bold; "
         "hatched: first-pass estimate)",
         fontsize=9,
     )
@@ -128,10 +125,11 @@ def component_heatmap_figure(record: dict[str, Any]) -> Figure:
     return fig
 
 
-def head_patching_heatmap_figure(record: dict[str, Any]) -> Figure:
+def head_patching_heatmap_figure(record: Record) -> Figure:
     """Layer x head heatmap at P0: exact head patching where the head sweep ran, the
     first-pass estimate elsewhere (those cells are hatched)."""
-    cells = {n: c for n, c in _cells(record, "heads").items() if c[0]["kind"] == "head"}
+    record = DiscoveryRecord.of(record)
+    cells = {n: c for n, c in _cells(record, record.heads).items() if c[0]["kind"] == "head"}
     if not cells:
         raise MissingDataError("patching.json has no head effects (heads or a first-pass estimate)")
     layers = sorted({c[0]["layer"] for c in cells.values()})
@@ -160,19 +158,19 @@ def head_patching_heatmap_figure(record: dict[str, Any]) -> Figure:
     return fig
 
 
-def path_figure(record: dict[str, Any]) -> Figure:
+def path_figure(record: Record) -> Figure:
     """Path patching, sender at P0 -> K input of each later layer (the direct path): sink change
     at that layer / its clean sink, one row per sender (blue: the path carries the sink)."""
-    pk = record.get("paths_k")
-    if not pk:
+    pk = DiscoveryRecord.of(record).paths_k
+    if pk is None or not pk.effects:
         raise MissingDataError("patching.json has no paths into keys (paths_k)")
     senders: list[str] = []
     cells: dict[tuple[str, int], float] = {}
-    for r in pk["effects"]:
-        s, receiver = r["sites"][0]["name"], r["sites"][1]
+    for r in pk.effects:
+        s, receiver = r.site["name"], r.sites[1]
         if s not in senders:
             senders.append(s)
-        cells[(s, receiver["layer"])] = r["relative"] if r["relative"] is not None else np.nan
+        cells[(s, receiver["layer"])] = r.relative if r.relative is not None else np.nan
     layers = sorted({la for _, la in cells})
     grid = np.array([[cells.get((s, la), np.nan) for la in layers] for s in senders])
     fig = new_figure(max(6, 0.3 * len(layers) + 2), 0.45 * len(senders) + 1.6)
@@ -186,20 +184,20 @@ def path_figure(record: dict[str, Any]) -> Figure:
     return fig
 
 
-def _kept_panel(ax, faith: dict[str, Any], backups: list[str]) -> None:
-    through = faith["core_kept_through_layer"]
-    xs = [row["layer"] for row in through]
-    ys = [row["kept"] for row in through]
+def _kept_panel(ax, faith: CircuitFaithfulness, backups: list[str]) -> None:
+    through = faith.core_kept_through_layer
+    xs = [row.layer for row in through]
+    ys = [row.kept for row in through]
     ax.plot(xs, ys, "-o", ms=3, color="#2ca02c", label="core circuit kept")
     if backups:
         ax.axhline(
-            faith["kept"],
+            faith.kept,
             color="#1f77b4",
             ls="-.",
             lw=1,
             label=f"with backups {', '.join(backups)}: all others ablated",
         )
-    ax.axhline(faith["floor"], color="#9e9e9e", ls="--", lw=1, label="all P0 components ablated")
+    ax.axhline(faith.floor, color="#9e9e9e", ls="--", lw=1, label="all P0 components ablated")
     ax.axhline(1.0, color="k", lw=0.8, label="clean")
     ax.set_xlabel("L: non-circuit P0 components ablated in layers <= L")
     integer_ticks(ax)
@@ -209,27 +207,28 @@ def _kept_panel(ax, faith: dict[str, Any], backups: list[str]) -> None:
     ax.set_title("circuit kept: where the rest is needed", fontsize=9)
 
 
-def faithfulness_figure(record: dict[str, Any]) -> Figure:
+def faithfulness_figure(record: Record) -> Figure:
     """The sink per receiver layer: clean, circuit kept (rest patched), circuit patched, every P0
     component patched; and, when measured, the core circuit's kept sink as more of the other
     components are ablated (``core_kept_through_layer``)."""
-    faith = record.get("faithfulness") or {}
-    if not faith.get("per_receiver"):
+    record = DiscoveryRecord.of(record)
+    faith = record.faithfulness
+    if faith is None or not faith.per_receiver or record.clean is None:
         raise MissingDataError("patching.json has no per-receiver faithfulness")
-    layers = record["receiver_layers"]
-    per_layer = {int(k): v for k, v in record["clean"]["per_receiver_layer"].items()}
-    through = faith.get("core_kept_through_layer") or []
-    if through:
+    layers = record.receiver_layers or []
+    per_layer = record.clean.per_receiver_layer
+    if faith.core_kept_through_layer:
         fig = new_figure(12, 3.4)
         ax, ax2 = fig.subplots(1, 2, width_ratios=(7, 5))
-        _kept_panel(ax2, faith, (record.get("backups") or {}).get("nodes") or [])
+        backups = record.backups.nodes if record.backups is not None else None
+        _kept_panel(ax2, faith, backups or [])
     else:
         fig = new_figure(7, 3.4)
         ax = fig.subplots()
     ax.plot(layers, [per_layer[la] for la in layers], "k-o", ms=3, label="clean")
     labels = ("circuit kept, rest ablated", "circuit ablated", "all P0 components ablated")
     for vals, label, color in zip(
-        faith["per_receiver"], labels, ("#2ca02c", "#d62728", "#9e9e9e"), strict=True
+        faith.per_receiver, labels, ("#2ca02c", "#d62728", "#9e9e9e"), strict=True
     ):
         ax.plot(layers, vals, "-o", ms=3, color=color, label=label)
     ax.set_xlabel("receiver layer")
@@ -242,15 +241,16 @@ def faithfulness_figure(record: dict[str, Any]) -> Figure:
     return fig
 
 
-def clean_sink_figure(record: dict[str, Any]) -> Figure:
+def clean_sink_figure(record: Record) -> Figure:
     """The clean sink score of every layer, the receiver layers shaded."""
-    vals = record.get("clean_sink_all_layers")
+    record = DiscoveryRecord.of(record)
+    vals = record.clean_sink_all_layers
     if not vals:
         raise MissingDataError("patching.json has no clean sink per layer")
     fig = new_figure(7, 2.8)
     ax = fig.subplots()
     ax.plot(range(len(vals)), vals, "o-", ms=3, color="black")
-    rec = record.get("receiver_layers") or []
+    rec = record.receiver_layers or []
     if rec:
         ax.axvspan(
             min(rec) - 0.5, max(rec) + 0.5, color="#1f77b4", alpha=0.08, label="receiver layers"
@@ -283,19 +283,20 @@ def _label_points(ax, points: list[tuple[str, float, float]]) -> None:
     )
 
 
-def first_pass_figure(record: dict[str, Any]) -> Figure:
+def first_pass_figure(record: Record) -> Figure:
     """The first-pass estimate (``first_pass`` block; its ``kind`` names the method) against
     exact patching, one point per component or head patched exactly, both as sink change /
     clean sink; the diagonal is perfect agreement, the largest exact effects are labelled."""
-    estimate = _effects_by_name(record.get("first_pass"))
-    exact = {**_effects_by_name(record.get("components")), **_effects_by_name(record.get("heads"))}
+    record = DiscoveryRecord.of(record)
+    estimate = _effects_by_name(record.first_pass)
+    exact = record.exact_effects()
     names = [n for n in exact if n in estimate]
     if not names:
         raise MissingDataError("patching.json has no first-pass estimate of an exact patch")
-    clean = float((record.get("clean") or {}).get("sink") or 0.0)
-    xs = np.array([_relative(exact[n], clean) for n in names])
-    ys = np.array([_relative(estimate[n], clean) for n in names])
-    kinds = [exact[n]["sites"][0]["kind"] for n in names]
+    clean = record.clean_sink()
+    xs = np.array([exact[n].relative_to(clean) for n in names])
+    ys = np.array([estimate[n].relative_to(clean) for n in names])
+    kinds = [exact[n].site["kind"] for n in names]
     fig = new_figure(5.2, 4.6)
     ax = fig.subplots()
     lo, hi = float(min(xs.min(), ys.min(), 0.0)), float(max(xs.max(), ys.max(), 0.0))
@@ -305,8 +306,8 @@ def first_pass_figure(record: dict[str, Any]) -> Figure:
         sel = [i for i, k in enumerate(kinds) if k == kind]
         ax.scatter(xs[sel], ys[sel], s=14, color=KIND_COLORS.get(kind, "#444444"), label=kind)
     _label_points(ax, [(names[i], xs[i], ys[i]) for i in np.argsort(-np.abs(xs))[:6]])
-    r = record.get("first_pass_exact_pearson")
-    method = (record.get("first_pass") or {}).get("kind", "first pass")
+    r = record.first_pass_exact_pearson
+    method = (record.first_pass.kind if record.first_pass is not None else None) or "first pass"
     ax.set_xlabel("exact patching: sink change / clean sink")
     ax.set_ylabel(f"{method}: sink change / clean sink")
     ax.set_title(

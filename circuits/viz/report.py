@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from circuits.circuit.record import DiscoveryRecord
 from circuits.circuit.save import save_discovery
 from circuits.core.atomic import write_json, write_text
 from circuits.core.conventions import (
@@ -77,7 +78,7 @@ def build_report(
 def write_result(
     out_dir: str | os.PathLike,
     kind: str,
-    record: dict[str, Any],
+    record: dict[str, Any] | DiscoveryRecord,
     *,
     graph=None,
     zm=None,
@@ -99,7 +100,12 @@ def write_result(
 
 
 def write_result_files(
-    folder: str | os.PathLike, kind: str, record: dict[str, Any], *, graph=None, zm=None
+    folder: str | os.PathLike,
+    kind: str,
+    record: dict[str, Any] | DiscoveryRecord,
+    *,
+    graph=None,
+    zm=None,
 ) -> Path:
     """What :func:`write_result` writes, into ``folder`` as it is (for a caller that stages its
     own output folder, as the CLI does); returns the report's path."""
@@ -108,7 +114,8 @@ def write_result_files(
     if graph is not None:
         save_discovery(path, record, graph)
     else:
-        write_json(path / RECORD_FILES[kind], finite({"format": RECORD_FORMATS[kind], **record}))
+        data = record.to_json() if isinstance(record, DiscoveryRecord) else record
+        write_json(path / RECORD_FILES[kind], finite({"format": RECORD_FORMATS[kind], **data}))
         write_manifest(path)
     return build_report(path, zm=zm)
 
@@ -123,12 +130,12 @@ def saved_prompt(out_dir: str | os.PathLike, zm) -> tuple[Any, bool]:
     path = Path(out_dir)
     kind = result_kind(path)
     if kind == "discover":
-        record = load_result(path, "discover")
-        if not record.get("tokens"):
+        found = DiscoveryRecord.of(load_result(path, "discover"), str(path / PATCHING_FILE))
+        if not found.tokens:
             raise UsageError(
                 f"{path / PATCHING_FILE} holds no prompt tokens; rerun p0-circuits discover"
             )
-        return torch.tensor([record["tokens"][0]], dtype=torch.long), bool(record.get("bos"))
+        return torch.tensor([found.tokens[0]], dtype=torch.long), bool(found.bos)
     if kind != "measure":
         raise UsageError(f"{path} holds several runs; compute views in each sub-directory")
     m = load_measure(path)
@@ -167,5 +174,5 @@ def model_name_of(out_dir: str | os.PathLike) -> str:
     if kind == "measure":
         return str(load_measure(path)["model"])
     if kind == "discover":
-        return str(load_result(path, "discover").get("model"))
+        return str(DiscoveryRecord.of(load_result(path, "discover")).model)
     raise UsageError(f"{path} holds several runs; give one of its sub-directories")
