@@ -147,8 +147,8 @@ def saved_prompt(out_dir: str | os.PathLike, zm) -> tuple[Any, bool]:
         ids = zm.encode(read_text(args.get("text")), bos=bos)[:, : m.get("n_tokens")]
     except UsageError as err:
         raise UsageError(
-            f"the views re-tokenize the text of {path / MEASURE_FILE}, which model {zm.name} "
-            f"cannot tokenize ({err}); put the measured prompt's ids in the record as "
+            f"the views re-tokenize the measured text ({MEASURE_FILE}'s args.text), which model "
+            f"{zm.name} cannot tokenize ({err}); put the measured prompt's ids in the record as "
             "'token_ids', or save it without a model (no views)"
         ) from None
     saved = m.get("tokens") or []
