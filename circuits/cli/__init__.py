@@ -26,7 +26,12 @@ import traceback
 
 from circuits.core.errors import UsageError
 
-COMMANDS = ("models", "measure", "discover", "render", "train", "trace")
+COMMANDS = ("models", "measure", "discover", "render", "train", "trace", "sweep")
+COMMAND_MODULES = {name: f"circuits.cli.{name}" for name in COMMANDS} | {
+    # sweep sits above the CLI (it builds, checks and runs p0-circuits command lines), so its
+    # command module lives in circuits.sweep and is registered here by name
+    "sweep": "circuits.sweep.command",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"circuits.cli.{name}")
+        module = importlib.import_module(COMMAND_MODULES[name])
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         command.add_argument(

@@ -67,7 +67,9 @@ def img(data: bytes, mime: str, alt: str, caption: str) -> str:
     )
 
 
-def page(title: str, sections: list[str], *, script: str | None = None) -> str:
+def page(
+    title: str, sections: list[str], *, script: str | None = None, footer: str | None = None
+) -> str:
     """A whole page: ``title`` as its heading, then ``sections``; ``script`` (JavaScript, already
     safe inside ``<script>``) is placed once in the head."""
     head_script = f"<script>\n{script}\n</script>\n" if script else ""
@@ -76,7 +78,7 @@ def page(title: str, sections: list[str], *, script: str | None = None) -> str:
         f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n{head_script}</head><body>\n"
         f"<h1>{esc(title)}</h1>\n"
         + "\n".join(s for s in sections if s)
-        + f"\n{FOOTER}\n</body></html>\n"
+        + f"\n{FOOTER if footer is None else footer}\n</body></html>\n"
     )
 
 

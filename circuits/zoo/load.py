@@ -279,7 +279,7 @@ def _from_zoo(entry: ZooEntry, progress: bool) -> ZooModel:
 def load_model(
     name: str = DEFAULT_MODEL, *, progress: bool = True, device: str | None = "cpu"
 ) -> ZooModel:
-    """Load ``name`` (zoo name, local path, or TransformerLens official name) on ``device``
+    """Load ``name`` (zoo name, local path, ``RUN_DIR@STEP``, or TransformerLens official name) on ``device``
     (``cpu``, ``cuda[:N]``, or ``auto``/None: a GPU when torch sees one). Conversion and
     checksums run on the CPU; the finished model is moved once.
 
@@ -295,7 +295,7 @@ def load_model(
     elif spec.kind == "gguf":
         loaded = _from_local_gguf(path, progress)
     elif spec.kind == "run":
-        loaded = _from_run(path)
+        loaded = _from_run(path, spec.step)
     elif spec.kind == "hf_folder":
         loaded = _from_hf_folder(path, progress)
     else:

@@ -2,7 +2,8 @@
 
 ``resolve_model(name)`` says which loader a name needs (a zoo entry, a local ``.gguf`` file, a
 training run folder, a Hugging Face model folder, or a TransformerLens official name) and fails
-at once, with the zoo listed, when it is none of them. The CLI calls it before importing torch,
+at once, with the zoo listed, when it is none of them. ``RUN_DIR@STEP`` names one checkpoint of a
+training run. The CLI calls it before importing torch,
 so a typo costs a fraction of a second, not the 10-25 s of importing TransformerLens.
 
 TransformerLens' official names (and their aliases) come from a snapshot of its
@@ -34,6 +35,8 @@ class ModelSpec:
     kind: str
     name: str
     path: Path | None = None
+    step: int | None = None
+    """A training run's checkpoint (``RUN_DIR@STEP``); None: its newest."""
 
 
 @cache
@@ -59,10 +62,26 @@ def unknown_model_message(name: str) -> str:
     )
 
 
+def _run_checkpoint(name: str) -> ModelSpec | None:
+    """``RUN_DIR@STEP``: a training run at one checkpoint (checked when it is loaded)."""
+    base, sep, step = name.rpartition("@")
+    if not sep or not base:
+        return None
+    path = Path(base).expanduser()
+    if not (path.is_dir() and (path / RUN_FILE).exists()):
+        return None
+    if not step.isdigit():
+        raise UsageError(f"'{name}': a checkpoint is RUN_DIR@STEP with a whole step, got '{step}'")
+    return ModelSpec("run", str(path), path, int(step))
+
+
 def resolve_model(name: str) -> ModelSpec:
     """Which loader ``name`` needs; ``UnknownModelError`` (a usage error) when none fits."""
     if name in ZOO:
         return ModelSpec("zoo", name)
+    checkpoint = _run_checkpoint(name)
+    if checkpoint is not None:
+        return checkpoint
     path = Path(name).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelSpec("gguf", str(path), path)
