@@ -128,6 +128,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=D.max_rows,
         help="largest stacked batch per forward (patches x prompts; default 64)",
     )
+    parser.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="size the stacked batches to stay within GB (replaces --max-rows; see "
+        "circuits.patching.memory for the estimate)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="recorded; discovery is deterministic")
     add_quiet(parser)
 
@@ -145,6 +153,7 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
         ("--first-receiver", args.first_receiver, 1),
         ("--seed", args.seed, 0),
         ("--curve-random", args.curve_random, -1),
+        ("--max-memory", args.max_memory, 0.001),
     ):
         if value is not None:
             check_range(flag, value, low)
@@ -198,6 +207,13 @@ def run(args: argparse.Namespace) -> int:
             zm, n_prompts=args.n_prompts, n_tokens=args.n_tokens, bos=bos, text=text
         )
         loaded = time.perf_counter()
+        if args.max_memory is not None:
+            from dataclasses import replace
+
+            from circuits.patching.memory import rows_within
+
+            rows = rows_within(zm.model, args.n_prompts, args.n_tokens, args.max_memory)
+            config = replace(config, max_rows=rows)
         found = discover(
             zm.model,
             tokens,

@@ -267,7 +267,7 @@ def _from_zoo(entry: ZooEntry, progress: bool) -> ZooModel:
         return _from_gguf_entry(entry, progress)
     return ZooModel(
         name=entry.name,
-        model=tiny_model(),
+        model=tiny_model(**(entry.shape or {})),
         tokenizer=ByteTokenizer(),
         bos_token_id=ByteTokenizer.bos_token_id,
         natural_bos=entry.natural_bos,

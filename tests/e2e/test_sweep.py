@@ -82,6 +82,10 @@ def test_sweep_equals_each_command_alone_on_both_executors(run_dir, tmp_path):
         assert row["circuit"] == record["circuit"]
         assert row["kept"] == pytest.approx(record["faithfulness"]["kept"])
         assert row["wall_s"] > 0 and row["peak_rss_mb"] > 50
+    # the files README's table lists for sweep
+    top = {p.name for p in (tmp_path / "local").iterdir()}
+    assert top == {"jobs", "summary.jsonl", "summary.csv", "sweep.json", "report.html"}
+    assert "submitit" in {p.name for p in (tmp_path / "submitit").iterdir()}
     page = (tmp_path / "local/report.html").read_text()
     assert "data:image/svg+xml" in page and "p0-circuits sweep SPEC" in page
     assert (tmp_path / "local/summary.csv").read_text().count("\n") == 7

@@ -78,7 +78,7 @@ def _flag(table, prefix: str, flag: str) -> set[str]:
 
 def test_the_table_lists_every_command(table):
     commands = {re.match(r"`(\w+)", k).group(1) for k in table}
-    assert commands == {"measure", "discover", "render", "train", "trace"}
+    assert commands == {"measure", "discover", "render", "train", "trace", "sweep"}
 
 
 def test_measure_writes_what_readme_lists(table, tmp_path):

@@ -1,0 +1,50 @@
+"""``discover --max-memory``: stacked batches sized to a budget, the same numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from circuits.cli import main
+from circuits.core.errors import UsageError
+from circuits.patching.memory import fixed_bytes, row_bytes, rows_within
+from circuits.zoo import tiny_model
+
+
+def test_rows_grow_with_the_budget_and_are_whole_patches():
+    model = tiny_model()
+    small = rows_within(model, 4, 32, 0.01)
+    large = rows_within(model, 4, 32, 1.0)
+    assert small % 4 == 0 and large % 4 == 0 and 4 <= small < large
+    # the estimate is the documented formula: weights + caches + rows x per-row bytes
+    per_row = row_bytes(model.cfg, 32)
+    assert fixed_bytes(model, 4, 32) + small * per_row <= 0.01 * 1024**3
+    assert fixed_bytes(model, 4, 32) + (small + 4) * per_row > 0.01 * 1024**3
+
+
+def test_a_budget_below_one_patch_is_refused_with_the_need():
+    with pytest.raises(UsageError, match=r"cannot hold the model.*about [0-9.]+ GB"):
+        rows_within(tiny_model(), 4, 32, 0.0001)
+
+
+def test_discover_within_a_budget_finds_the_same_numbers(tmp_path):
+    common = ["discover", "--model", "tiny", "--n-prompts", "2", "--n-tokens", "16",
+              "--first-receiver", "1", "--quiet"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--max-memory", "0.004", "--out", str(tmp_path / "b")]) == 0
+    a = json.loads((tmp_path / "a/patching.json").read_text())
+    b = json.loads((tmp_path / "b/patching.json").read_text())
+    assert b["config"]["max_rows"] < a["config"]["max_rows"]  # the budget did bind
+    for key in ("clean", "components", "faithfulness", "circuit", "verdict"):
+        assert json.dumps(a[key]) == json.dumps(b[key]) or _close(a[key], b[key]), key
+
+
+def _close(x, y) -> bool:
+    if isinstance(x, dict):
+        return x.keys() == y.keys() and all(_close(x[k], y[k]) for k in x)
+    if isinstance(x, list):
+        return len(x) == len(y) and all(_close(u, v) for u, v in zip(x, y, strict=True))
+    if isinstance(x, float):
+        return abs(x - y) <= 1e-6 * max(1.0, abs(x))
+    return x == y
