@@ -4,7 +4,8 @@ One column of panels per (model, counterfactual, command): the top panel is the 
 and, for discover jobs, the circuit's kept and ablated sink (fractions of the clean sink) per
 checkpoint; the bottom panel has one row per component that enters any of those circuits, one
 column per checkpoint, coloured by the component's exact effect (sink change / clean sink; blue:
-patching it lowers the sink), with a dot where the component is in that checkpoint's circuit.
+patching it lowers the sink; grey: not patched exactly there, e.g. a head outside that
+checkpoint's head sweep), with a dot where the component is in that checkpoint's circuit.
 Rows come from ``circuits.sweep.summary`` (``summary.jsonl``); nothing is written.
 """
 
@@ -18,6 +19,8 @@ from matplotlib.figure import Figure
 
 from circuits.core.errors import MissingDataError
 from circuits.viz.style import EFFECT_CMAP, LOWERS, effect_limit, new_figure
+
+NOT_PATCHED = "#d9d9d9"
 
 
 def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
@@ -48,6 +51,7 @@ def _top(ax, members: list[dict[str, Any]], title: str) -> None:
         ax.plot(xs, kept, "-o", ms=3, color="#2ca02c", label="circuit kept")
         ax.plot(xs, abl, "-o", ms=3, color=LOWERS, label="circuit ablated")
     ax.set_ylim(0, 1)
+    ax.set_xlim(-0.5, len(members) - 0.5)
     ax.set_xticks(xs, [])
     ax.set_ylabel("sink score")
     ax.set_title(title, fontsize=8)
@@ -72,6 +76,7 @@ def _bottom(fig: Figure, ax, members: list[dict[str, Any]]) -> None:
         [[(r.get("effects") or {}).get(n, np.nan) for r in members] for n in names], dtype=float
     )
     lim, extend = effect_limit([v for v in grid.flatten().tolist() if v == v] or [0.0])
+    ax.set_facecolor(NOT_PATCHED)  # NaN cells: the component was not patched exactly there
     im = ax.imshow(grid, cmap=EFFECT_CMAP, vmin=-lim, vmax=lim, aspect="auto", origin="lower")
     fig.colorbar(im, ax=ax, label="sink change / clean sink", extend=extend, fraction=0.08)
     for j, r in enumerate(members):
@@ -79,6 +84,7 @@ def _bottom(fig: Figure, ax, members: list[dict[str, Any]]) -> None:
             if n in (r.get("circuit") or []):
                 ax.plot(j, i, "o", ms=3, color="black")
     ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.set_xlabel("checkpoint (dot: in the circuit; grey: not patched exactly)", fontsize=7)
 
 
 def sweep_figure(rows: list[dict[str, Any]]) -> Figure:
