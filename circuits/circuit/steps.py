@@ -27,6 +27,7 @@ from circuits.circuit.record import (
     Additivity,
     Agreement,
     BackupSearch,
+    BackupStep,
     CircuitFaithfulness,
     CleanRuns,
     CleanSink,
@@ -269,7 +270,7 @@ def backups(state: DiscoveryState) -> FaithfulnessFound:
     search = state.record.backups.model_copy(
         update=dict(
             nodes=[s.name for s in found],
-            steps=steps,
+            steps=[BackupStep.model_validate(step) for step in steps],
             definition="while kept < sufficiency, try the non-circuit components of the layer "
             "where core_kept_through_layer drops most (then the next), one at a time; the one "
             "raising kept most (by >= backup_min_gain) joins the circuit (at most max_backups)",

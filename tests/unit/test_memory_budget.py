@@ -48,3 +48,22 @@ def _close(x, y) -> bool:
     if isinstance(x, float):
         return abs(x - y) <= 1e-6 * max(1.0, abs(x))
     return x == y
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(),
+    reason="no GPU on this machine: --device cuda is exercised wherever torch sees one",
+)
+def test_discover_on_a_gpu_finds_the_cpu_numbers(tmp_path):
+    common = ["discover", "--model", "tiny", "--n-prompts", "2", "--n-tokens", "16",
+              "--first-receiver", "1", "--quiet"]  # fmt: skip
+    assert main([*common, "--device", "cpu", "--out", str(tmp_path / "cpu")]) == 0
+    assert (
+        main([*common, "--device", "cuda", "--max-memory", "2", "--out", str(tmp_path / "gpu")])
+        == 0
+    )
+    a = json.loads((tmp_path / "cpu/patching.json").read_text())
+    b = json.loads((tmp_path / "gpu/patching.json").read_text())
+    assert a["circuit"] == b["circuit"]
+    for x, y in zip(a["components"]["effects"], b["components"]["effects"], strict=True):
+        assert y["value"] == pytest.approx(x["value"], abs=1e-5)
