@@ -33,23 +33,27 @@ import _sides as S  # noqa: E402
 SIZES = [(4, 64), (8, 64), (16, 64), (8, 32), (8, 128), (8, 256)]
 
 
-def discover_run(model: str, n_prompts: int, n_tokens: int) -> dict:
+def discover_run(model: str, n_prompts: int, n_tokens: int, extra: tuple[str, ...] = ()) -> dict:
     """``p0-circuits discover`` in a child process: wall time, the child's own peak RSS
-    (``os.wait4``), and the patching time it reports (every stage but the model load)."""
+    (``os.wait4``), the patching time it reports (every stage but the model load) and each
+    stage's time; ``extra``: more ``discover`` flags (e.g. ``--max-memory 7.5``)."""
     out = Path(tempfile.mkdtemp(prefix="scaling-discover-")) / "out"
     cmd = [sys.executable, "-m", "circuits", "discover", "--model", model, "--out", str(out)]
-    cmd += ["--n-prompts", str(n_prompts), "--n-tokens", str(n_tokens), "--quiet"]
+    cmd += ["--n-prompts", str(n_prompts), "--n-tokens", str(n_tokens), "--quiet", *extra]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     if status != 0:
         return {"discover_error": (proc.stderr.read() if proc.stderr else "").splitlines()[-1:]}
-    timings = json.loads((out / "patching.json").read_text())["timings_s"]
+    record = json.loads((out / "patching.json").read_text())
+    timings = record["timings_s"]
     return {
         "discover_wall_s": round(wall, 2),
         "discover_peak_rss_mb": round(usage.ru_maxrss / 1024),
         "discover_patching_s": round(timings["total"] - timings.get("load_model", 0.0), 2),
+        "max_rows": record["config"]["max_rows"],
+        "stages_s": {k: round(v, 1) for k, v in timings.items()},
     }
 
 

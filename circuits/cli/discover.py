@@ -210,9 +210,11 @@ def run(args: argparse.Namespace) -> int:
         if args.max_memory is not None:
             from dataclasses import replace
 
+            from circuits.patching.allocator import bound_memory
             from circuits.patching.memory import rows_within
 
             rows = rows_within(zm.model, args.n_prompts, args.n_tokens, args.max_memory)
+            bound_memory()
             config = replace(config, max_rows=rows)
         found = discover(
             zm.model,

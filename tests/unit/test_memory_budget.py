@@ -67,3 +67,38 @@ def test_discover_on_a_gpu_finds_the_cpu_numbers(tmp_path):
     assert a["circuit"] == b["circuit"]
     for x, y in zip(a["components"]["effects"], b["components"]["effects"], strict=True):
         assert y["value"] == pytest.approx(x["value"], abs=1e-5)
+
+
+_FREED_RSS = """
+import resource, sys, torch
+from circuits.patching import allocator
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+allocator.keep_freed_memory()  # what building a Patcher does
+if sys.argv[1] == "bounded":
+    allocator.bound_memory()  # what --max-memory does
+before = rss_mb()
+for _ in range(3):
+    x = torch.ones(64 * 2**20 // 4)  # 64 MB, above glibc's default mmap threshold
+    del x
+print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc, /proc")
+def test_a_memory_budget_hands_freed_activations_back_to_the_kernel():
+    """The allocator tuning keeps freed blocks (RSS stays up), which broke the budget on the
+    1B-shape model; after bound_memory() a freed 64 MB block leaves the process."""
+    import subprocess
+    import sys
+
+    def kept_mb(mode: str) -> float:
+        run = subprocess.run([sys.executable, "-c", _FREED_RSS, mode], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        return float(run.stdout.strip())
+
+    assert kept_mb("tuned") > 48  # the tuned heap keeps the block
+    assert kept_mb("bounded") < 16  # the bounded one returns it
