@@ -20,7 +20,7 @@ from circuits.core.errors import UsageError
 from circuits.zoo.model import ZooModel, as_zoo_model
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from circuits.backend import HookedModel
 
 
 def check_tokens(
@@ -96,7 +96,7 @@ class TokenizedText:
 
 
 def tokenize_text(
-    zm: ZooModel | HookedTransformer,
+    zm: ZooModel | HookedModel,
     text: str,
     *,
     bos: bool,
@@ -141,7 +141,7 @@ def sentence_starts(text: str) -> list[int]:
 
 
 def prompt_set(
-    zm: ZooModel | HookedTransformer,
+    zm: ZooModel | HookedModel,
     *,
     n_prompts: int = 8,
     n_tokens: int = 64,

@@ -36,8 +36,8 @@ from typing import Any
 
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from circuits.backend import HookedModel
 from circuits.circuit import steps as S
 from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.curve import faithfulness_curve
@@ -209,7 +209,7 @@ STEPS: tuple[Step, ...] = (
 """The pipeline, in order (the graph is built from the state after the last step)."""
 
 
-def starts_with_bos(model: HookedTransformer, tokens: Tensor) -> bool | None:
+def starts_with_bos(model: HookedModel, tokens: Tensor) -> bool | None:
     """Whether position 0 holds the tokenizer's BOS token: True in every prompt, False in none,
     None when the prompts disagree or the model has no tokenizer with a BOS id."""
     bos_id = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
@@ -220,7 +220,7 @@ def starts_with_bos(model: HookedTransformer, tokens: Tensor) -> bool | None:
 
 
 def discover(
-    model: HookedTransformer,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     config: DiscoverConfig | None = None,
     *,

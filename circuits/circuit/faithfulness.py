@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from transformer_lens import HookedTransformerConfig
-
+from circuits.backend import ModelConfig
 from circuits.circuit.config import DiscoverConfig
 from circuits.patching.engine import Patcher
 from circuits.patching.nested import patch_nested
@@ -43,7 +42,7 @@ class Faithfulness:
     runs: PatchingResult
 
 
-def all_p0_components(cfg: HookedTransformerConfig, layers: Sequence[int]) -> list[Site]:
+def all_p0_components(cfg: ModelConfig, layers: Sequence[int]) -> list[Site]:
     """Every component's output at P0 in ``layers``: the embedding, attention and MLPs."""
     kinds = ("embed", "attn") if cfg.attn_only else ("embed", "attn", "mlp")
     return component_sites(cfg.n_layers, layers, kinds=kinds)

@@ -41,9 +41,8 @@ from typing import Any
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import HookedModel, get_act_name
 from circuits.circuit.config import DiscoverConfig
 from circuits.metrics.attention import attention_destinations, key_attention
 from circuits.metrics.measure import measure_sinks
@@ -60,7 +59,7 @@ def downstream_layers(n_layers: int) -> list[int]:
 
 
 def ablation_effects(
-    model: HookedTransformer, tokens: Int[Tensor, "batch pos"]
+    model: HookedModel, tokens: Int[Tensor, "batch pos"]
 ) -> tuple[float | None, list[dict[str, float]]]:
     """D_clean and, per block, the effect on D of mean-ablating attn_out / mlp_out at P0 (the
     engine's ``mean`` counterfactual, discover's receiver layers); (None, []) for 1 layer."""
@@ -79,7 +78,7 @@ def ablation_effects(
 
 
 def measure_checkpoint(
-    model: HookedTransformer,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     *,
     bos: bool,

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from circuits.backend import HookedModel
 from circuits.core.errors import ChecksumError, UsageError
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class CheckpointSeries:
     """Whether position 0 of ``tokens`` holds the model's BOS token."""
     tokens: Int[Tensor, "batch pos"]
     """The evaluation batch, the same for every checkpoint."""
-    load: Callable[[int], HookedTransformer]
+    load: Callable[[int], HookedModel]
     """The model at a step (``ChecksumError`` when a saved file is damaged)."""
     info: dict[str, Any] = field(default_factory=dict)
     """Config, data id and training losses where the source has them."""
@@ -76,7 +76,7 @@ def run_series(
         raise UsageError(f"{run_dir} holds no checkpoints; train it first")
     model = move_model(build_model(config, meta["vocab_size"]), torch.device(device))
 
-    def load(step: int) -> HookedTransformer:
+    def load(step: int) -> HookedModel:
         model.load_state_dict(load_checkpoint_weights(ckpts[step]))
         return model
 
@@ -154,7 +154,7 @@ def _zoo_series(
     use_bos = first.natural_bos if bos is None else bos
     tokens = prompt_set(first, n_prompts=n_prompts, n_tokens=n_tokens, bos=use_bos)
 
-    def load(step: int) -> HookedTransformer:
+    def load(step: int) -> HookedModel:
         return first.model if step == steps[0] else load_step(step).model
 
     return CheckpointSeries(
@@ -216,7 +216,7 @@ def official_series(
     )
 
 
-def load_or_skip(series: CheckpointSeries, step: int) -> HookedTransformer | None:
+def load_or_skip(series: CheckpointSeries, step: int) -> HookedModel | None:
     """The model at ``step``, or None (with a warning) when its saved file is damaged."""
     import warnings
 
@@ -229,7 +229,7 @@ def load_or_skip(series: CheckpointSeries, step: int) -> HookedTransformer | Non
 
 def each_model(
     series: CheckpointSeries, *, desc: str, progress: bool, skipped: list[int]
-) -> Iterator[tuple[int, HookedTransformer]]:
+) -> Iterator[tuple[int, HookedModel]]:
     """``(step, model)`` for every checkpoint in step order, with a progress bar when asked; a
     damaged checkpoint is left out (``load_or_skip``) and its step appended to ``skipped``."""
     steps: Any = series.steps

@@ -13,9 +13,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import HookedModel, get_act_name
 from circuits.core.conventions import (
     DEFAULT_EPS,
     MASSIVE_RATIO_THRESHOLD,
@@ -211,7 +210,7 @@ class _Reducer:
 
 
 def measure_sinks(
-    model: HookedTransformer,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     *,
     bos: bool,

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
-from transformer_lens import HookedTransformer
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import HookedModel, get_act_name
 from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.faithfulness import all_p0_components
 from circuits.circuit.graph import CircuitGraph
@@ -51,14 +50,14 @@ class HeadPattern(Metric):
     def __init__(self, layer: int, head: int, prompt: int = 0) -> None:
         self.layer, self.head, self.prompt = int(layer), int(head), int(prompt)
 
-    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+    def validate(self, model: HookedModel, tokens: Tensor) -> None:
         if not 0 <= self.layer < model.cfg.n_layers or not 0 <= self.head < model.cfg.n_heads:
             raise UsageError(
                 f"head {self.layer}.{self.head} does not exist: layers 0..{model.cfg.n_layers - 1}, "
                 f"heads 0..{model.cfg.n_heads - 1}"
             )
 
-    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+    def reads(self, model: HookedModel) -> tuple[str, ...]:
         return (get_act_name("pattern", self.layer),)
 
     def key(self) -> Any:
@@ -103,7 +102,7 @@ class PatchSession:
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: HookedModel,
         tokens: Tensor,
         *,
         counterfactual: str | Counterfactual = "shift",

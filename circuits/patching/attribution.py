@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import get_act_name
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import sink_score
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate

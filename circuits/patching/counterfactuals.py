@@ -38,8 +38,8 @@ from typing import Any
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from circuits.backend import HookedModel
 from circuits.core.conventions import parse_counterfactual_spec
 from circuits.core.errors import UsageError
 
@@ -55,7 +55,7 @@ def shifted_tokens(
     return torch.cat([first.to(tokens.device), tokens], dim=1)
 
 
-def _run(model: HookedTransformer, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
+def _run(model: HookedModel, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
     wanted = set(names)
     with torch.inference_mode():
         _, cache = model.run_with_cache(
@@ -64,7 +64,7 @@ def _run(model: HookedTransformer, tokens: Tensor, names: list[str]) -> dict[str
     return {n: cache[n] for n in names}
 
 
-def _check_token(token: int, model: HookedTransformer, what: str) -> int:
+def _check_token(token: int, model: HookedModel, what: str) -> int:
     if not 0 <= int(token) < model.cfg.d_vocab:
         raise UsageError(f"{what} {token} is outside the vocabulary (0..{model.cfg.d_vocab - 1})")
     return int(token)
@@ -82,7 +82,7 @@ class Counterfactual:
 
     def values(
         self,
-        model: HookedTransformer,
+        model: HookedModel,
         tokens: Int[Tensor, "batch pos"],
         clean: Mapping[str, Tensor],
         hook_names: Iterable[str],
@@ -250,7 +250,7 @@ class CachedActivations(Counterfactual):
         return out
 
 
-def resolve_token(token: str | int, model: HookedTransformer) -> int:
+def resolve_token(token: str | int, model: HookedModel) -> int:
     """A token named on a command line as an id: ``42``, ``<bos>``, ``<eos>``, or a string the
     tokenizer maps to exactly one token."""
     if isinstance(token, int):
@@ -280,7 +280,7 @@ def resolve_token(token: str | int, model: HookedTransformer) -> int:
 
 def resolve_counterfactual(
     counterfactual: str | Counterfactual,
-    model: HookedTransformer | None = None,
+    model: HookedModel | None = None,
     *,
     shift_token: int | None = None,
 ) -> Counterfactual:
@@ -315,7 +315,7 @@ def resolve_counterfactual(
 
 
 def counterfactual_values(
-    model: HookedTransformer,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     clean: dict[str, Tensor],
     name: str | Counterfactual,

@@ -43,9 +43,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import HookedModel, get_act_name
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import check_pattern
 from circuits.metrics.residual import check_finite
@@ -61,7 +60,7 @@ from circuits.prompts import check_tokens
 _CACHED_ACTS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post")  # forward order
 
 
-def cached_hooks(model: HookedTransformer) -> list[str]:
+def cached_hooks(model: HookedModel) -> list[str]:
     """The hooks whose clean and counterfactual values a ``Patcher`` keeps (every patchable
     site), in forward order."""
     cfg = model.cfg
@@ -91,7 +90,7 @@ class Patcher:
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: HookedModel,
         tokens: Int[Tensor, "batch pos"],
         counterfactual: str | Counterfactual = "shift",
         *,

@@ -26,9 +26,8 @@ from typing import Any, Protocol
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import HookedModel, get_act_name
 from circuits.core.errors import UsageError
 from circuits.patching.hook_order import known_position, read_position
 from circuits.patching.readouts import Metric
@@ -45,19 +44,19 @@ def stop_forward(act: Tensor, hook) -> None:
     raise ForwardDone
 
 
-def last_read(readout: Metric, model: HookedTransformer) -> tuple[int, float]:
+def last_read(readout: Metric, model: HookedModel) -> tuple[int, float]:
     """The position (``read_position``) of the readout's last read."""
     n = model.cfg.n_layers
     return max(read_position(h, n) for h in readout.reads(model))
 
 
-def can_change(sites: Sequence[Site], readout: Metric, model: HookedTransformer) -> bool:
+def can_change(sites: Sequence[Site], readout: Metric, model: HookedModel) -> bool:
     """Whether patching ``sites`` together can change the readout (some site precedes a read)."""
     return min(s.order for s in sites) < last_read(readout, model)
 
 
 def prefix_exact(
-    layer: int, first_order: tuple[int, float], readout: Metric, model: HookedTransformer
+    layer: int, first_order: tuple[int, float], readout: Metric, model: HookedModel
 ) -> bool:
     """Whether block ``layer`` may be skipped by the stacked forward (run on the prefix alone)
     for a patch whose first site is at ``first_order``: no read in that block at or after it."""
@@ -92,7 +91,7 @@ class ReadPlan:
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: HookedModel,
         readout: Metric,
         batch: int,
         *,
@@ -146,7 +145,7 @@ class ReadPlan:
 
 
 def run_stacked(
-    model: HookedTransformer,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     clean: dict[str, Tensor],
     plan: ReadPlan,
@@ -206,7 +205,7 @@ def run_stacked(
 class PatchEngine(Protocol):
     """What the engine's sibling modules use of a ``Patcher`` (module docstring)."""
 
-    model: HookedTransformer
+    model: HookedModel
     tokens: Int[Tensor, "batch pos"]
     batch: int
     n_pos: int

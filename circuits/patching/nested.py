@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import get_act_name
 from circuits.patching.forward import PatchEngine, can_change
 from circuits.patching.readouts import Metric
 from circuits.patching.results import PatchingResult

@@ -24,21 +24,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformer_lens import HookedTransformer
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import HookedModel, get_act_name
 from circuits.core.errors import UsageError
 from circuits.patching.readouts import Metric
 
 
-def final_residual_hook(model: HookedTransformer) -> str:
+def final_residual_hook(model: HookedModel) -> str:
     """The hook holding the residual the unembedding reads."""
     if "ln_final.hook_normalized" in model.hook_dict:
         return "ln_final.hook_normalized"
     return get_act_name("resid_post", model.cfg.n_layers - 1)
 
 
-def logits_of(model: HookedTransformer, resid: Tensor, columns: Tensor | None = None) -> Tensor:
+def logits_of(model: HookedModel, resid: Tensor, columns: Tensor | None = None) -> Tensor:
     """Logits from the final normalised residual ``[..., d_model]`` as read at
     ``final_residual_hook`` (only ``columns`` of the vocabulary when given), as the model's
     forward computes them: ``ln_final``'s weight and bias (applied after ``hook_normalized``;
@@ -61,13 +60,13 @@ def logits_of(model: HookedTransformer, resid: Tensor, columns: Tensor | None = 
 
 
 class _OutputReadout(Metric):
-    _model: HookedTransformer | None = None
+    _model: HookedModel | None = None
     _tokens: Tensor | None = None
 
-    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+    def validate(self, model: HookedModel, tokens: Tensor) -> None:
         self._model, self._tokens = model, tokens
 
-    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+    def reads(self, model: HookedModel) -> tuple[str, ...]:
         return (final_residual_hook(model),)
 
     def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, None]:
@@ -75,7 +74,7 @@ class _OutputReadout(Metric):
         return reduced[final_residual_hook(self._model)].float(), None
 
     @property
-    def model(self) -> HookedTransformer:
+    def model(self) -> HookedModel:
         if self._model is None:
             raise RuntimeError("readout used before validate (internal error)")
         return self._model
@@ -97,7 +96,7 @@ class NextTokenLoss(_OutputReadout):
 
     name = "next_token_loss"
 
-    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+    def validate(self, model: HookedModel, tokens: Tensor) -> None:
         if tokens.shape[1] < 2:
             raise UsageError("the next-token loss needs prompts of at least 2 tokens")
         super().validate(model, tokens)
@@ -143,7 +142,7 @@ class LogitDifference(_OutputReadout):
     ) -> None:
         self.correct, self.wrong, self.position = correct, wrong, int(position)
 
-    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+    def validate(self, model: HookedModel, tokens: Tensor) -> None:
         super().validate(model, tokens)
         b, t = tokens.shape
         if not -t <= self.position < t:
@@ -191,7 +190,7 @@ class KLToClean(_OutputReadout):
     def __init__(self, positions: Sequence[int] | None = None) -> None:
         self.positions = None if positions is None else tuple(int(p) for p in positions)
 
-    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+    def validate(self, model: HookedModel, tokens: Tensor) -> None:
         super().validate(model, tokens)
         t = tokens.shape[1]
         if self.positions is not None and any(not -t <= p < t for p in self.positions):

@@ -21,10 +21,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
-from transformer_lens.utilities import get_act_name
-from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
+from circuits.backend import POST_NORM_ARCHITECTURES, HookedModel, get_act_name
 from circuits.core.errors import UsageError
 from circuits.patching.forward import PatchEngine, last_read
 from circuits.patching.readouts import Metric, SinkMetric
@@ -36,7 +34,7 @@ SENDER_KINDS = ("embed", "attn", "head", "mlp")
 
 @contextmanager
 def model_flags(
-    model: HookedTransformer, *, split_qkv: bool = False, mlp_in: bool = False
+    model: HookedModel, *, split_qkv: bool = False, mlp_in: bool = False
 ) -> Iterator[None]:
     """Temporarily turn on ``use_split_qkv_input`` / ``use_hook_mlp_in``; always restored."""
     old_split, old_mlp = model.cfg.use_split_qkv_input, model.cfg.use_hook_mlp_in

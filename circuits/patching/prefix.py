@@ -22,9 +22,8 @@ from collections import defaultdict
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformerConfig
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import ModelConfig, get_act_name
 from circuits.patching.forward import PatchEngine, prefix_exact
 from circuits.patching.readouts import Metric
 from circuits.patching.sites import Site
@@ -32,9 +31,7 @@ from circuits.patching.sites import Site
 AFTER_PATTERN = ("head", "attn", "resid_mid", "mlp", "resid_post")
 
 
-def prefix_patch(
-    sites: tuple[Site, ...], cfg: HookedTransformerConfig, n_pos: int
-) -> tuple[int, int] | None:
+def prefix_patch(sites: tuple[Site, ...], cfg: ModelConfig, n_pos: int) -> tuple[int, int] | None:
     """(block, prefix length) when every site is in one block after its attention pattern at
     positions before ``prefix`` and the prefix is shorter than the prompt; else None."""
     if cfg.attention_dir != "causal":

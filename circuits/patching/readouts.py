@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformer_lens import ActivationCache, HookedTransformer
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import ActivationCache, HookedModel, get_act_name
 from circuits.core.conventions import default_receiver_layers
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import attn_to_p0, check_pattern, sink_score
@@ -49,10 +48,10 @@ class Metric:
     name = "metric"
     per_layer_detail = False
 
-    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+    def validate(self, model: HookedModel, tokens: Tensor) -> None:
         """Check the readout against the model and prompts (and keep what ``reduce`` needs)."""
 
-    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+    def reads(self, model: HookedModel) -> tuple[str, ...]:
         raise NotImplementedError
 
     def needs_clean(self) -> bool:
@@ -115,7 +114,7 @@ class _PatternReadout(Metric):
     def detail_layers(self) -> tuple[int, ...]:
         return self.layers
 
-    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+    def validate(self, model: HookedModel, tokens: Tensor) -> None:
         self._sinks = bool(model.cfg.use_attention_sinks)
         if self.receivers is None:
             raise UsageError(f"{type(self).__name__} receivers are unresolved (internal error)")
@@ -128,7 +127,7 @@ class _PatternReadout(Metric):
                 f"0..{model.cfg.n_layers - 1}"
             )
 
-    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+    def reads(self, model: HookedModel) -> tuple[str, ...]:
         return tuple(get_act_name("pattern", r) for r in self.layers)
 
     def key(self) -> Any:
@@ -194,14 +193,14 @@ class P0NormMetric(Metric):
     def __init__(self, layer: int) -> None:
         self.layer = int(layer)
 
-    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+    def validate(self, model: HookedModel, tokens: Tensor) -> None:
         if not 0 <= self.layer < model.cfg.n_layers:
             raise UsageError(
                 f"P0 norm layer {self.layer} out of range: the model has layers "
                 f"0..{model.cfg.n_layers - 1}"
             )
 
-    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+    def reads(self, model: HookedModel) -> tuple[str, ...]:
         return (get_act_name("resid_post", self.layer),)
 
     def key(self) -> Any:
@@ -264,9 +263,9 @@ class CacheMetric(Metric):
         self.fn = fn
         self._stop = stop_layer
         self.hooks = None if hooks is None else tuple(hooks)
-        self._model: HookedTransformer | None = None
+        self._model: HookedModel | None = None
 
-    def validate(self, model: HookedTransformer, tokens: Tensor) -> None:
+    def validate(self, model: HookedModel, tokens: Tensor) -> None:
         self._model = model
         if self._stop is not None and not 1 <= self._stop <= model.cfg.n_layers:
             raise UsageError(f"stop_layer {self._stop} out of range 1..{model.cfg.n_layers}")
@@ -284,7 +283,7 @@ class CacheMetric(Metric):
                     "logits_of) or use an output readout (NextTokenLoss, LogitDifference, KLToClean)"
                 )
 
-    def reads(self, model: HookedTransformer) -> tuple[str, ...]:
+    def reads(self, model: HookedModel) -> tuple[str, ...]:
         if self.hooks is not None:
             return self.hooks
         stop = model.cfg.n_layers if self._stop is None else self._stop

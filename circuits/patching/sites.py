@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from transformer_lens import HookedTransformerConfig
-from transformer_lens.utilities import get_act_name
-
+from circuits.backend import ModelConfig, get_act_name
 from circuits.core.conventions import RECEIVER_KINDS, SITE_KINDS
 from circuits.core.errors import UsageError
 
@@ -194,7 +192,7 @@ def head_sites(
     ]
 
 
-def check_site(site: Site, cfg: HookedTransformerConfig, n_pos: int) -> None:
+def check_site(site: Site, cfg: ModelConfig, n_pos: int) -> None:
     """A one-line ``UsageError`` unless ``site`` exists on a model with ``cfg`` and ``n_pos`` tokens."""
     if site.kind not in SITE_KINDS:
         raise UsageError(f"unknown site kind {site.kind!r}; choose one of {', '.join(SITE_KINDS)}")
@@ -235,7 +233,7 @@ def check_site(site: Site, cfg: HookedTransformerConfig, n_pos: int) -> None:
             )
 
 
-def check_receiver(receiver: Receiver, sender: Site, cfg: HookedTransformerConfig) -> None:
+def check_receiver(receiver: Receiver, sender: Site, cfg: ModelConfig) -> None:
     """A one-line ``UsageError`` unless ``receiver`` exists and comes after ``sender``."""
     if receiver.kind not in RECEIVER_KINDS:
         raise UsageError(
@@ -273,7 +271,7 @@ def check_receiver(receiver: Receiver, sender: Site, cfg: HookedTransformerConfi
         )
 
 
-def path_exists(sender: Site, receiver: Receiver, cfg: HookedTransformerConfig) -> bool:
+def path_exists(sender: Site, receiver: Receiver, cfg: ModelConfig) -> bool:
     """Whether ``sender``'s output can reach ``receiver``'s input directly. In a sequential block
     the MLP reads attention's output (``attn_l -> mlp_l.in`` is a path); in a parallel block
     (``parallel_attn_mlp``: GPT-J, GPT-NeoX/Pythia, Phi) both read ``resid_pre``, so it is not."""

@@ -31,8 +31,8 @@ from collections.abc import Callable, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import get_act_name
 from circuits.core.errors import UsageError
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate
 from circuits.patching.readouts import Metric

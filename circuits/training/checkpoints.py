@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from circuits.backend import HookedModel
 from circuits.core.atomic import atomic_path
 from circuits.core.conventions import RECORD_FORMATS, RUN_FILE
 from circuits.core.errors import ChecksumError, UsageError
@@ -132,7 +132,7 @@ def device_of(name: str | None) -> torch.device:
     return dev
 
 
-def move_model(model: HookedTransformer, dev: torch.device) -> HookedTransformer:
+def move_model(model: HookedModel, dev: torch.device) -> HookedModel:
     """Move to ``dev`` (silently: TransformerLens prints on every move, even to the CPU)."""
     return model if dev.type == "cpu" else model.to(dev, print_details=False)
 
@@ -162,7 +162,7 @@ def read_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]]:
 
 def load_run_model(
     run_dir: str | os.PathLike, step: int | None = None, device: str | None = "cpu"
-) -> tuple[HookedTransformer, TrainConfig, dict[str, Any]]:
+) -> tuple[HookedModel, TrainConfig, dict[str, Any]]:
     """The model of a run at checkpoint ``step`` (default: the newest intact one), verified."""
     config, meta = read_run(run_dir)
     ckpts = dict(list_checkpoints(run_dir))

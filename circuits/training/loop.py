@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
+from circuits.backend import HookedModel
 from circuits.core.atomic import write_json
 from circuits.core.conventions import RECORD_FORMATS, RUN_FILE
 from circuits.core.errors import UsageError
@@ -61,7 +61,7 @@ from circuits.training.model import build_model, checkpoint_steps, lr_at, make_o
 @dataclass
 class TrainResult:
     run_dir: Path
-    model: HookedTransformer
+    model: HookedModel
     step: int
     resumed_from: int | None
     losses: list[tuple[int, float]]

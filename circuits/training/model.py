@@ -14,15 +14,15 @@ import math
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.hook_points import HookPoint
 
+from circuits.backend import HookedModel, ModelConfig, require_hooked_transformer
 from circuits.training.config import NORMS, POSITIONALS, TrainConfig
 
 
-def hooked_config(config: TrainConfig, vocab_size: int) -> HookedTransformerConfig:
+def hooked_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
     """The TransformerLens config of a run's model."""
-    return HookedTransformerConfig(
+    return ModelConfig(
         n_layers=config.n_layers,
         d_model=config.d_model,
         n_ctx=config.n_ctx,
@@ -53,20 +53,21 @@ def zero_p0_token_embedding(
     return out
 
 
-def build_model(config: TrainConfig, vocab_size: int) -> HookedTransformer:
+def build_model(config: TrainConfig, vocab_size: int) -> HookedModel:
     """A freshly initialised model (TransformerLens' GPT-2 init, seeded by ``config.seed``).
 
     With ``config.zero_p0_embedding`` the model carries a *permanent* ``hook_embed`` hook that
     zeroes P0's token embedding, so every use of it (training, trace, patching) sees the same
     function; ``model.reset_hooks()`` keeps it (``including_permanent=False``)."""
-    model = HookedTransformer(hooked_config(config, vocab_size))
+    require_hooked_transformer("training and training runs (p0-circuits train, RUN_DIR models)")
+    model = HookedModel(hooked_config(config, vocab_size))
     if config.zero_p0_embedding:
         model.hook_embed.add_hook(zero_p0_token_embedding, is_permanent=True)
     model.eval()  # no dropout anywhere; eval/train only matters for bitwise replay
     return model
 
 
-def make_optimizer(model: HookedTransformer, config: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: HookedModel, config: TrainConfig) -> torch.optim.AdamW:
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for _name, p in model.named_parameters():

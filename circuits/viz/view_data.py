@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens.utilities import get_act_name
 
+from circuits.backend import get_act_name
 from circuits.core.atomic import write_json
 from circuits.core.conventions import RECORD_FORMATS, VIEWS_FILE
 from circuits.core.errors import UsageError

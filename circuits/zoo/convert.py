@@ -1,7 +1,8 @@
 """Hugging Face causal LMs -> HookedTransformer, with the residual stream exactly as trained.
 
-This is the one place that builds HookedTransformers from foreign weights (a second backend,
-e.g. TransformerLens 4's TransformerBridge, would touch only this module). No weight processing
+This is the one place that builds models from foreign weights. On TransformerLens 4 the
+same entry point boots a ``TransformerBridge`` around the transformers model instead
+(``circuits.backend.build.bridge_from_hf``, compatibility mode with raw weights). No weight processing
 that changes the residual stream is applied: no centering of writing weights or of the
 unembedding, no folding of value biases, and layer norms are kept as they are.
 
@@ -15,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 
+from circuits.backend import ON_BRIDGE, HookedModel, ModelConfig
+from circuits.backend.build import bridge_from_hf
 from circuits.core.errors import UsageError
 from circuits.zoo.families import hooked_from_folder
 
@@ -79,7 +80,7 @@ def _model_type(hf_model) -> str:
     return getattr(hf_model.config, "model_type", "unknown")
 
 
-def llama_config(hf_config, n_ctx: int) -> HookedTransformerConfig:
+def llama_config(hf_config, n_ctx: int) -> ModelConfig:
     """HookedTransformerConfig for a Llama-architecture HF config (SmolLM2 among them).
 
     ``rotary_base`` comes from the checkpoint's rope theta (the generic mapping would default to
@@ -91,7 +92,7 @@ def llama_config(hf_config, n_ctx: int) -> HookedTransformerConfig:
         hf_config.hidden_size // hf_config.num_attention_heads
     )
     n_kv = hf_config.num_key_value_heads
-    return HookedTransformerConfig(
+    return ModelConfig(
         d_model=hf_config.hidden_size,
         d_head=head_dim,
         n_heads=hf_config.num_attention_heads,
@@ -141,7 +142,7 @@ def _gemma3_official_name(hf_config) -> str:
 
 def hf_to_hooked(
     hf_model, tokenizer, tokenizer_dir: Path, folder: Path | None = None
-) -> HookedTransformer:
+) -> HookedModel:
     """Convert a float32 HF causal LM into a HookedTransformer (no residual-changing processing).
 
     ``tokenizer_dir`` is a local folder the tokenizer is saved to (TransformerLens reloads it).
@@ -151,6 +152,11 @@ def hf_to_hooked(
     """
     from transformers import AutoTokenizer
 
+    if ON_BRIDGE:
+        name = getattr(hf_model.config, "_name_or_path", "") or _model_type(hf_model)
+        return bridge_from_hf(hf_model, tokenizer, str(name))
+    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
+
     tokenizer.save_pretrained(str(tokenizer_dir))
     local_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     model_type = _model_type(hf_model)
@@ -158,7 +164,7 @@ def hf_to_hooked(
         n_ctx = min(hf_model.config.max_position_embeddings, MAX_CONTEXT)
         cfg = llama_config(hf_model.config, n_ctx)
         state_dict = convert_llama_weights(hf_model, cfg)
-        model = HookedTransformer(
+        model = HookedModel(
             cfg, tokenizer=local_tokenizer, move_to_device=False, default_padding_side="right"
         )
         model.load_and_process_state_dict(
@@ -176,7 +182,7 @@ def hf_to_hooked(
         hf_model.hf_quantizer = None
         hf_model.is_quantized = False
         _offline_env()
-        model = HookedTransformer.from_pretrained_no_processing(
+        model = HookedModel.from_pretrained_no_processing(
             _gemma3_official_name(hf_model.config),
             hf_model=hf_model,
             tokenizer=local_tokenizer,

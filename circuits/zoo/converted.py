@@ -25,24 +25,24 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from circuits.backend import HookedModel, ModelConfig
 from circuits.core.errors import ChecksumError
 from circuits.core.manifest import verify_folder, write_manifest
 
 _TMP_PREFIX = ".hooked-"
 
 
-def _cfg_to_json(cfg: HookedTransformerConfig) -> dict[str, Any]:
+def _cfg_to_json(cfg: ModelConfig) -> dict[str, Any]:
     data = cfg.to_dict()
     data["dtype"] = str(data["dtype"]).removeprefix("torch.")
     return data
 
 
-def _cfg_from_json(data: dict[str, Any]) -> HookedTransformerConfig:
+def _cfg_from_json(data: dict[str, Any]) -> ModelConfig:
     data = dict(data)
     data["dtype"] = getattr(torch, data["dtype"])
-    return HookedTransformerConfig.from_dict(data)
+    return ModelConfig.from_dict(data)
 
 
 def converted_cache_dir(entry_dir: Path, source_sha256: str) -> Path:
@@ -50,7 +50,7 @@ def converted_cache_dir(entry_dir: Path, source_sha256: str) -> Path:
     return entry_dir / f"hooked-{source_sha256[:16]}-tl{tl_version}"
 
 
-def save_converted(model: HookedTransformer, tokenizer_dir: Path, target: Path) -> None:
+def save_converted(model: HookedModel, tokenizer_dir: Path, target: Path) -> None:
     """Write config, weights, tokenizer and manifest into ``target`` (via a temporary sibling)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=target.parent))
@@ -67,7 +67,7 @@ def save_converted(model: HookedTransformer, tokenizer_dir: Path, target: Path) 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_converted(target: Path) -> HookedTransformer:
+def load_converted(target: Path) -> HookedModel:
     """Load a model written by ``save_converted``, after checking every file against its manifest."""
     from transformers import AutoTokenizer
 
@@ -75,7 +75,7 @@ def load_converted(target: Path) -> HookedTransformer:
     cfg = _cfg_from_json(json.loads((target / "config.json").read_text()))
     cfg.init_weights = False  # every weight is overwritten by the state dict below
     tokenizer = AutoTokenizer.from_pretrained(str(target / "tokenizer"))
-    model = HookedTransformer(
+    model = HookedModel(
         cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right"
     )
     # assign: the model takes the loaded tensors instead of copying them into fresh ones
@@ -90,8 +90,8 @@ def remove_stale(entry_dir: Path) -> None:
 
 
 def load_or_convert(
-    target: Path, convert: Callable[[Path], HookedTransformer], say: Callable[[str], None]
-) -> HookedTransformer:
+    target: Path, convert: Callable[[Path], HookedModel], say: Callable[[str], None]
+) -> HookedModel:
     """The cached model at ``target``; converted with ``convert(tokenizer_dir)`` and cached when
     missing, and again when the cached entry is damaged (with a warning)."""
     remove_stale(target.parent)

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from circuits.backend import HookedModel, ModelConfig
 from circuits.core.errors import UsageError
 
 
@@ -102,7 +102,7 @@ def missing_config_fields(hf_config: Any) -> dict[str, Any]:
     return {}
 
 
-def transformer_lens_config(folder: Path, hf_config: Any, n_ctx: int) -> HookedTransformerConfig:
+def transformer_lens_config(folder: Path, hf_config: Any, n_ctx: int) -> ModelConfig:
     """The HookedTransformerConfig of a local folder, mapped by TransformerLens (or, for OLMo,
     here); ``UsageError`` naming the ``model_type`` when TransformerLens cannot map it."""
     import transformer_lens.loading_from_pretrained as tl_loading
@@ -111,9 +111,9 @@ def transformer_lens_config(folder: Path, hf_config: Any, n_ctx: int) -> HookedT
     common = {"device": "cpu", "dtype": torch.float32, "default_prepend_bos": False}
     try:
         if architecture in ("OlmoForCausalLM", "Olmo2ForCausalLM"):
-            cfg = HookedTransformerConfig(**_olmo_config(hf_config, architecture), **common)
+            cfg = ModelConfig(**_olmo_config(hf_config, architecture), **common)
         elif architecture == "PhiForCausalLM":
-            cfg = HookedTransformerConfig(**_phi_config(hf_config), **common)
+            cfg = ModelConfig(**_phi_config(hf_config), **common)
         else:
             cfg = tl_loading.get_pretrained_model_config(str(folder), fold_ln=False, **common)
     except (NotImplementedError, ValueError, AttributeError, KeyError, TypeError) as err:
@@ -127,9 +127,7 @@ def transformer_lens_config(folder: Path, hf_config: Any, n_ctx: int) -> HookedT
     return cfg
 
 
-def hooked_from_folder(
-    folder: Path, hf_model: Any, tokenizer: Any, n_ctx: int
-) -> HookedTransformer:
+def hooked_from_folder(folder: Path, hf_model: Any, tokenizer: Any, n_ctx: int) -> HookedModel:
     """A HookedTransformer from a local folder's ``transformers`` model, with TransformerLens'
     own weight converter and no processing that changes the residual stream."""
     import transformer_lens.loading_from_pretrained as tl_loading
@@ -145,7 +143,7 @@ def hooked_from_folder(
         ) from None
     if cfg.positional_embedding_type == "standard" and "pos_embed.W_pos" in state_dict:
         state_dict["pos_embed.W_pos"] = state_dict["pos_embed.W_pos"][: cfg.n_ctx]
-    model = HookedTransformer(
+    model = HookedModel(
         cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right"
     )
     model.load_and_process_state_dict(

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
+from circuits.backend import ON_BRIDGE, HookedModel
 from circuits.core.cache import cache_lock, cache_root, sha256_file
 from circuits.core.errors import UnknownModelError, UsageError
 from circuits.core.records import read_json
@@ -65,6 +65,8 @@ def _load_gguf(gguf_path: Path, entry_dir: Path, source_sha256: str, progress: b
         hf_model = convert.load_hf_model(gguf_path.parent, gguf_path.name)
         return convert.hf_to_hooked(hf_model, tokenizer, tok_dir)
 
+    if ON_BRIDGE:  # the float32 cache holds HookedTransformers: a bridge boots from transformers
+        return dequantize(entry_dir)
     target = converted_cache_dir(entry_dir, source_sha256)
     return load_or_convert(target, dequantize, lambda msg: _status(msg, progress))
 
@@ -202,13 +204,19 @@ def _from_transformer_lens(
         huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import; set it for this run
     _status(f"loading {official} from the Hugging Face hub via TransformerLens", progress)
     try:
-        model = HookedTransformer.from_pretrained_no_processing(
-            official,
-            device="cpu",
-            dtype=torch.float32,
-            default_prepend_bos=False,
-            checkpoint_index=checkpoint_index,
-        )
+        if ON_BRIDGE:
+            model = HookedModel.boot_transformers(
+                official, device="cpu", dtype=torch.float32, checkpoint_index=checkpoint_index
+            )
+            model.enable_compatibility_mode(no_processing=True)
+        else:
+            model = HookedModel.from_pretrained_no_processing(
+                official,
+                device="cpu",
+                dtype=torch.float32,
+                default_prepend_bos=False,
+                checkpoint_index=checkpoint_index,
+            )
     except (OSError, ValueError) as err:
         where = "the Hugging Face hub is unreachable and it is not in the local cache"
         if os.environ.get("HF_HUB_OFFLINE") != "1":
@@ -222,7 +230,7 @@ def _from_transformer_lens(
         model=model.eval(),
         tokenizer=tokenizer,
         bos_token_id=getattr(tokenizer, "bos_token_id", None),
-        natural_bos=bool(model.cfg.tokenizer_prepends_bos),
+        natural_bos=bool(getattr(model.cfg, "tokenizer_prepends_bos", False)),
         source=f"Hugging Face hub {official} via TransformerLens"
         + ("" if checkpoint_index is None else f" (checkpoint index {checkpoint_index})"),
     )

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from circuits.backend import HookedModel, is_model
 from circuits.core.errors import UsageError
 from circuits.zoo.tokenizers import ByteTokenizer
 
@@ -19,7 +19,7 @@ class ZooModel:
     """A loaded model: the HookedTransformer, its tokenizer and its BOS regime."""
 
     name: str
-    model: HookedTransformer
+    model: HookedModel
     tokenizer: Any
     bos_token_id: int | None
     natural_bos: bool
@@ -56,12 +56,12 @@ class ZooModel:
 
     @classmethod
     def from_hooked(
-        cls, model: HookedTransformer, *, name: str | None = None, tokenizer: Any = None
+        cls, model: HookedModel, *, name: str | None = None, tokenizer: Any = None
     ) -> ZooModel:
         """A ``ZooModel`` for any HookedTransformer (your own, or TransformerLens'
         ``from_pretrained``): its tokenizer (``model.tokenizer`` unless given), BOS id and
         regime (``cfg.default_prepend_bos``), named ``name`` (default: ``cfg.model_name``)."""
-        if not isinstance(model, HookedTransformer):
+        if not is_model(model):
             raise UsageError(f"from_hooked takes a HookedTransformer, got {type(model).__name__}")
         tok = model.tokenizer if tokenizer is None else tokenizer
         bos = getattr(tok, "bos_token_id", None) if tok is not None else None
@@ -83,7 +83,7 @@ class ZooModel:
             )
 
 
-def as_zoo_model(model: ZooModel | HookedTransformer) -> ZooModel:
+def as_zoo_model(model: ZooModel | HookedModel) -> ZooModel:
     """``model`` as a ``ZooModel`` (a HookedTransformer is wrapped by ``from_hooked``)."""
     if isinstance(model, ZooModel):
         return model

@@ -1,17 +1,19 @@
-"""Small random-init ``HookedTransformer``s (seeded) for tests and quick experiments."""
+"""Small random-init models (seeded) for tests and quick experiments: ``HookedTransformer``s on
+TransformerLens 3.x, native ``TransformerBridge``s on 4.x (``circuits.backend.build``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from circuits.backend import HookedModel, ModelConfig
+from circuits.backend.build import model_config, model_from_config
 from circuits.zoo.tokenizers import ByteTokenizer
 
 
-def tiny_config(**overrides: Any) -> HookedTransformerConfig:
-    """A 2-layer llama-style config (RMSNorm, rotary, gated SiLU MLP) for tests; override freely."""
+def tiny_fields(**overrides: Any) -> dict[str, Any]:
+    """The TransformerLens config fields of ``tiny_config``."""
     base: dict[str, Any] = dict(
         n_layers=2,
         d_model=32,
@@ -32,11 +34,14 @@ def tiny_config(**overrides: Any) -> HookedTransformerConfig:
         device="cpu",
     )
     base.update(overrides)
-    return HookedTransformerConfig(**base)
+    return base
 
 
-def tiny_model(seed: int = 0, **cfg_overrides: Any) -> HookedTransformer:
-    """A small random-init HookedTransformer (seeded): 2 layers, d_model 32 unless overridden."""
-    cfg = tiny_config(seed=seed, **cfg_overrides)
-    torch.manual_seed(seed)
-    return HookedTransformer(cfg, move_to_device=False).eval()
+def tiny_config(**overrides: Any) -> ModelConfig:
+    """A 2-layer llama-style config (RMSNorm, rotary, gated SiLU MLP) for tests; override freely."""
+    return model_config(tiny_fields(**overrides))
+
+
+def tiny_model(seed: int = 0, **cfg_overrides: Any) -> HookedModel:
+    """A small random-init model (seeded): 2 layers, d_model 32 unless overridden."""
+    return model_from_config(tiny_fields(**cfg_overrides), seed=seed)

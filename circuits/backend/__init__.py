@@ -1,0 +1,67 @@
+"""What the toolkit needs from TransformerLens, on 3.x and on 4.x: the one backend boundary.
+
+TransformerLens 3.x models are ``HookedTransformer``s. TransformerLens 4.0 removed that class:
+models are ``TransformerBridge``s, which carry the legacy hook names (``hook_resid_pre``,
+``attn.hook_z``, ``hook_k_input``, ...) after ``enable_compatibility_mode()``. The toolkit
+boots every bridge in compatibility mode with ``no_processing=True`` (raw weights: the residual
+stream as trained, as on 3.x) and reads the rest through this package:
+
+* ``HookedModel`` / ``ModelConfig``: the model and config classes of the installed version;
+* ``get_act_name``, ``ActivationCache``, ``POST_NORM_ARCHITECTURES``: the same on both;
+* ``circuits.backend.build``: models from TransformerLens-format weights (tiny and trained
+  models) and from Hugging Face models (the zoo's GGUF weights, local folders);
+* ``require_hooked_transformer``: a feature that exists only on 3.x is refused by name.
+
+Nothing else in ``circuits`` imports a model class from ``transformer_lens``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from transformer_lens import ActivationCache
+from transformer_lens.utilities import get_act_name
+from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+from circuits.core.errors import UsageError
+
+TL_VERSION = version("transformer-lens")
+TL_MAJOR = int(TL_VERSION.split(".")[0])
+ON_BRIDGE = TL_MAJOR >= 4
+
+if ON_BRIDGE:
+    from transformer_lens.config import TransformerBridgeConfig as ModelConfig
+    from transformer_lens.model_bridge import TransformerBridge as HookedModel
+else:
+    from transformer_lens import HookedTransformer as HookedModel  # type: ignore[assignment]
+    from transformer_lens import HookedTransformerConfig as ModelConfig  # type: ignore[assignment]
+
+
+def require_hooked_transformer(what: str) -> None:
+    """Refuse ``what`` on TransformerLens 4 with the fix (install 3.x)."""
+    if ON_BRIDGE:
+        raise UsageError(
+            f"{what} needs TransformerLens 3.x (HookedTransformer); TransformerLens "
+            f"{TL_VERSION} is installed: install the default environment "
+            "(pip install -e . pins transformer-lens>=3.9,<4) for it"
+        )
+
+
+def is_model(obj: Any) -> bool:
+    """Whether ``obj`` is a model of the installed TransformerLens (HookedTransformer / bridge)."""
+    return isinstance(obj, HookedModel)
+
+
+__all__ = [
+    "ON_BRIDGE",
+    "TL_MAJOR",
+    "TL_VERSION",
+    "ActivationCache",
+    "HookedModel",
+    "ModelConfig",
+    "POST_NORM_ARCHITECTURES",
+    "get_act_name",
+    "is_model",
+    "require_hooked_transformer",
+]
