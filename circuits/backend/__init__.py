@@ -48,6 +48,20 @@ def require_hooked_transformer(what: str) -> None:
         )
 
 
+def learned_attention_sinks(cfg: Any) -> bool:
+    """Whether the attention softmax has learned sink logits (gpt-oss's ``use_attention_sinks``;
+    a TransformerLens 4 config without the field has none)."""
+    return bool(getattr(cfg, "use_attention_sinks", False))
+
+
+def kv_inputs_grouped(cfg: Any) -> bool:
+    """Whether ``hook_k_input`` / ``hook_v_input`` hold one input per key/value head (GQA
+    without ``ungroup_grouped_query_attention``; always so on a TransformerLens 4 bridge,
+    which has no ungrouping) rather than one per query head."""
+    grouped = cfg.n_key_value_heads is not None and cfg.n_key_value_heads != cfg.n_heads
+    return grouped and not getattr(cfg, "ungroup_grouped_query_attention", False)
+
+
 def is_model(obj: Any) -> bool:
     """Whether ``obj`` is a model of the installed TransformerLens (HookedTransformer / bridge)."""
     return isinstance(obj, HookedModel)
@@ -63,5 +77,7 @@ __all__ = [
     "POST_NORM_ARCHITECTURES",
     "get_act_name",
     "is_model",
+    "kv_inputs_grouped",
+    "learned_attention_sinks",
     "require_hooked_transformer",
 ]

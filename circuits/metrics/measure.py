@@ -14,7 +14,7 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from circuits.backend import HookedModel, get_act_name
+from circuits.backend import HookedModel, get_act_name, learned_attention_sinks
 from circuits.core.conventions import (
     DEFAULT_EPS,
     MASSIVE_RATIO_THRESHOLD,
@@ -230,7 +230,7 @@ def measure_sinks(
     if note:
         warnings.warn(note, stacklevel=2)
     n_layers = model.cfg.n_layers
-    reducer = _Reducer(n_layers, massive_ratio, bool(model.cfg.use_attention_sinks))
+    reducer = _Reducer(n_layers, massive_ratio, learned_attention_sinks(model.cfg))
     hooks = reducer.hooks()
     missing = [name for name, _ in hooks if name not in model.hook_dict]
     if missing:

@@ -44,7 +44,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from circuits.backend import HookedModel, get_act_name
+from circuits.backend import HookedModel, get_act_name, learned_attention_sinks
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import check_pattern
 from circuits.metrics.residual import check_finite
@@ -116,7 +116,7 @@ class Patcher:
         names = cached_hooks(model)
         self._check_hooks(names)
         # TransformerLens zeroes a NaN pattern: check every pattern as the clean runs go
-        sinks = bool(cfg.use_attention_sinks)
+        sinks = learned_attention_sinks(cfg)
 
         def check(pattern: Tensor, hook) -> None:
             check_pattern(pattern, hook.name, sinks=sinks)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from circuits.backend import ActivationCache, HookedModel, get_act_name
+from circuits.backend import ActivationCache, HookedModel, get_act_name, learned_attention_sinks
 from circuits.core.conventions import default_receiver_layers
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import attn_to_p0, check_pattern, sink_score
@@ -115,7 +115,7 @@ class _PatternReadout(Metric):
         return self.layers
 
     def validate(self, model: HookedModel, tokens: Tensor) -> None:
-        self._sinks = bool(model.cfg.use_attention_sinks)
+        self._sinks = learned_attention_sinks(model.cfg)
         if self.receivers is None:
             raise UsageError(f"{type(self).__name__} receivers are unresolved (internal error)")
         if not self.receivers:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from circuits.backend import ModelConfig, get_act_name
+from circuits.backend import ModelConfig, get_act_name, kv_inputs_grouped
 from circuits.core.conventions import RECEIVER_KINDS, SITE_KINDS
 from circuits.core.errors import UsageError
 
@@ -249,7 +249,7 @@ def check_receiver(receiver: Receiver, sender: Site, cfg: ModelConfig) -> None:
         if receiver.kind == "mlp_in":
             raise UsageError("an MLP receiver takes no heads")
         n = cfg.n_heads
-        grouped = cfg.n_key_value_heads is not None and not cfg.ungroup_grouped_query_attention
+        grouped = kv_inputs_grouped(cfg)
         if receiver.kind in ("k", "v") and grouped:
             n = cfg.n_key_value_heads
         bad = [h for h in receiver.heads if not 0 <= h < n]

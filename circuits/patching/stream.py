@@ -32,7 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.backend import get_act_name
+from circuits.backend import get_act_name, learned_attention_sinks
 from circuits.core.errors import UsageError
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate
 from circuits.patching.readouts import Metric
@@ -118,7 +118,7 @@ def _clean_receivers(patcher: PatchEngine, layers: Sequence[int]) -> dict[int, _
         r, layer = recv[hook.layer()], hook.layer()
         rest = scores[..., 1:]
         attn = model.blocks[layer].attn
-        if model.cfg.use_attention_sinks:
+        if learned_attention_sinks(model.cfg):
             sink = attn.sinks.reshape(1, -1, 1, 1).expand(*rest.shape[:-1], 1).to(rest.dtype)
             rest = torch.cat([rest, sink], dim=-1)
         r.s0 = scores[..., 0].clone()
