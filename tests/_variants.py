@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuits.patching import Site
 
@@ -71,7 +72,11 @@ VARIANTS = {
 NO_BIASES = {"no biases"}
 
 
-def build(name: str) -> HookedTransformer:
+def build(name: str) -> Any:
+    """The variant's tiny ``HookedTransformer`` (TransformerLens 3.x), biases and query/key
+    weights scaled so that attention is far from uniform."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
     model = HookedTransformer(
         HookedTransformerConfig(**{**BASE, **VARIANTS[name]}), move_to_device=False
     )

@@ -38,6 +38,42 @@ else:
     from transformer_lens import HookedTransformerConfig as ModelConfig  # type: ignore[assignment]
 
 
+RESUMES_FROM_RESIDUAL = not ON_BRIDGE
+"""Whether ``run_with_hooks(resid, start_at_layer=l)`` runs blocks ``l..`` from a residual
+without recomputing the blocks below. A TransformerLens 4 bridge runs the whole Hugging Face
+forward from the tokens whatever ``start_at_layer`` says, so the engine runs every row from the
+tokens there and writes a patch's start rows over ``resid_pre`` at its start block instead
+(the same numbers, more blocks computed)."""
+
+
+SPLIT_INPUT_HOOKS = not ON_BRIDGE
+"""Whether the model can split its attention inputs per head (``use_split_qkv_input``:
+``hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` of shape ``[batch, pos, head,
+d_model]``) and expose the MLP input (``use_hook_mlp_in``). A bridge's split is not per head,
+so path patching recomputes a receiver's query / key / value (or MLP output) from its patched
+input instead (``circuits.patching.paths``): the same numbers, one extra forward per group."""
+
+
+def attention_scale(model: Any, layer: int) -> float:
+    """The number the attention scores of block ``layer`` are divided by (``sqrt(d_head)``
+    unless the model says otherwise: a config's ``attn_scale``, Gemma's query pre-scaling)."""
+    attn = model.blocks[layer].attn
+    if not ON_BRIDGE:
+        return float(attn.attn_scale)
+    original = getattr(attn, "original_component", None)
+    scaling = getattr(original, "scaling", None)
+    if scaling is not None:
+        return 1.0 / float(scaling)
+    scale = getattr(original, "scale", None)
+    if scale is not None:
+        return float(scale)
+    cfg = model.cfg
+    if not getattr(cfg, "use_attn_scale", True):
+        return 1.0
+    given = getattr(cfg, "attn_scale", None)
+    return float(given) if given is not None and given > 0 else float(cfg.d_head**0.5)
+
+
 def require_hooked_transformer(what: str) -> None:
     """Refuse ``what`` on TransformerLens 4 with the fix (install 3.x)."""
     if ON_BRIDGE:
@@ -69,11 +105,14 @@ def is_model(obj: Any) -> bool:
 
 __all__ = [
     "ON_BRIDGE",
+    "RESUMES_FROM_RESIDUAL",
+    "SPLIT_INPUT_HOOKS",
     "TL_MAJOR",
     "TL_VERSION",
     "ActivationCache",
     "HookedModel",
     "ModelConfig",
+    "attention_scale",
     "POST_NORM_ARCHITECTURES",
     "get_act_name",
     "is_model",

@@ -49,7 +49,7 @@ from circuits.patching.engine import Patcher
 from circuits.patching.readouts import SinkMetric
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Receiver, Site, component_sites, head_sites, path_exists
-from circuits.patching.stream import p0_stream_estimate
+from circuits.patching.stream import EstimateUnavailable, p0_stream_estimate
 
 
 @dataclass
@@ -139,10 +139,16 @@ def first_pass(state: DiscoveryState) -> FirstPass:
     ``first_pass``; its ``kind`` names the method): by default the P0-stream estimate (exact on
     P0's keys, other positions clean: one one-token forward per patch), or with
     ``first_pass="attribution"`` attribution patching (one forward and one backward; ``ig_steps``
-    of each with integrated gradients)."""
+    of each with integrated gradients). Where the model does not expose what the P0-stream
+    estimate reads (``EstimateUnavailable``: a TransformerLens 4 native bridge) the first pass is
+    exact patching, and its ``kind`` says so."""
     sites = _component_sites(state) + head_sites(state.sweep_layers, state.cfg.n_heads)
     if state.config.first_pass == "p0-stream":
-        result = p0_stream_estimate(state.patcher, sites, state.metric)
+        try:
+            result = p0_stream_estimate(state.patcher, sites, state.metric)
+        except EstimateUnavailable as why:
+            state.say(f"first pass: exact patching ({why})")
+            result = state.patcher.patch(sites, state.metric, desc="first pass (exact)")
     else:
         result = attribution_patch(
             state.patcher, sites, state.metric, ig_steps=state.config.ig_steps

@@ -35,7 +35,7 @@ from circuits.patching.engine import Patcher
 from circuits.patching.output_readouts import NextTokenLoss
 from circuits.patching.readouts import AttentionToP0, Metric, SinkMetric
 from circuits.patching.sites import Receiver, Site, head_sites
-from circuits.patching.stream import p0_stream_estimate
+from circuits.patching.stream import EstimateUnavailable, p0_stream_estimate
 
 READOUTS = ("sink score", "attention to P0", "next-token loss")
 PATH_KINDS = ("k", "q", "v", "mlp_in")
@@ -151,10 +151,15 @@ class PatchSession:
 
     def single_estimates(self) -> dict[str, float]:
         """P0-stream estimate of every component's and head's single effect on the sink score
-        (once per session; the estimate is for the sink score only)."""
+        (once per session; the estimate is for the sink score only). Exact single effects where
+        the model does not expose what the estimate reads (``EstimateUnavailable``)."""
         if self._estimates is None:
             sites = [*self.components, *self.heads]
-            res = p0_stream_estimate(self.patcher, sites, SinkMetric(self.receivers))
+            metric = SinkMetric(self.receivers)
+            try:
+                res = p0_stream_estimate(self.patcher, sites, metric)
+            except EstimateUnavailable:
+                res = self.patcher.patch(sites, metric, desc="single effects (exact)")
             self._estimates = res.as_dict()
         return self._estimates
 

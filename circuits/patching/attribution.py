@@ -22,6 +22,7 @@ their change twice). ``ig_steps=1`` is plain attribution patching (the gradient 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -98,18 +99,22 @@ def _chunk_gradients(
     acts: dict[str, Tensor] = {}
     scores: dict[int, Tensor] = {}
 
-    def keep(act: Tensor, hook) -> None:
-        acts[hook.name] = act
+    def keep(act: Tensor, hook, name: str) -> Tensor:
+        # keyed by legacy name (a bridge's differs); returned, so that on a bridge, whose
+        # ``hook_z`` hands hooks a reshaped copy, the forward goes on through this tensor
+        acts[name] = act
+        return act
 
-    def on_pattern(pattern: Tensor, hook) -> None:
-        scores[hook.layer()] = sink_score(pattern).mean()
+    def on_pattern(pattern: Tensor, hook, layer: int) -> None:
+        scores[layer] = sink_score(pattern).mean()
 
     def grad_root(act: Tensor, hook) -> Tensor:
         return act.detach().requires_grad_(True)
 
     hooks: list[tuple[str, Callable]] = [(get_act_name("embed"), grad_root)]
-    hooks += [(n, keep) for n in names] + shifts  # an added constant leaves the gradient as is
-    hooks += [(get_act_name("pattern", r), on_pattern) for r in receivers]
+    hooks += [(n, partial(keep, name=n)) for n in names]
+    hooks += shifts  # an added constant leaves the gradient as is
+    hooks += [(get_act_name("pattern", r), partial(on_pattern, layer=r)) for r in receivers]
     with torch.enable_grad():
         model.run_with_hooks(
             patcher.tokens[rows], fwd_hooks=hooks, stop_at_layer=max(receivers) + 1

@@ -44,6 +44,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from circuits import backend
 from circuits.backend import HookedModel, get_act_name, learned_attention_sinks
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import check_pattern
@@ -85,7 +86,7 @@ class Patcher:
     ``token:<bos>``, ``token:ID``) or a ``Counterfactual`` (e.g. ``PromptSet(corrupted)``).
     ``max_rows``: the largest stacked batch one forward may use (``n_patches_per_forward *
     batch``). ``prefix_blocks``: run the patched block on the prefix alone where that is exact
-    (``circuits.patching.prefix``; False: the whole block, for comparisons).
+    (``circuits.patching.prefix``; False, or without ``RESUMES_FROM_RESIDUAL``: whole blocks).
     """
 
     def __init__(
@@ -110,7 +111,7 @@ class Patcher:
         self.counterfactual: Counterfactual = cf
         self.max_rows = max_rows
         self.progress = progress
-        self.prefix_blocks = prefix_blocks
+        self.prefix_blocks = prefix_blocks and backend.RESUMES_FROM_RESIDUAL
         self.batch, self.n_pos = tokens.shape
         cfg = model.cfg
         names = cached_hooks(model)

@@ -21,13 +21,14 @@ A readout declares the hooks it reads (``circuits.patching.readouts``). From tha
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuits.backend import HookedModel, get_act_name
+from circuits.backend import RESUMES_FROM_RESIDUAL, HookedModel, get_act_name
 from circuits.core.errors import UsageError
 from circuits.patching.hook_order import known_position, read_position
 from circuits.patching.readouts import Metric
@@ -113,16 +114,17 @@ class ReadPlan:
         ties = [h for h in self.names if read_position(h, n) == last_pos]
         self.cut = len(ties) == 1 and known_position(self.last)
 
-    def _on_read(self, act: Tensor, hook) -> None:
+    def _on_read(self, act: Tensor, hook, *, name: str) -> None:
+        # ``name`` is the read's legacy hook name (a bridge's ``hook.name`` is its own)
         chunks = act.reshape(-1, self.batch, *act.shape[1:])
         if self.record_clean:
             if self.readout.needs_clean():
-                self.clean_acts[hook.name] = act[: self.batch].clone()
-        clean = self.clean_acts.get(hook.name) if self.readout.needs_clean() else None
-        self.reduced[hook.name] = self.readout.reduce(hook.name, chunks, clean)
+                self.clean_acts[name] = act[: self.batch].clone()
+        clean = self.clean_acts.get(name) if self.readout.needs_clean() else None
+        self.reduced[name] = self.readout.reduce(name, chunks, clean)
 
     def hooks(self) -> list[Hook]:
-        hooks: list[Hook] = [(name, self._on_read) for name in self.names]
+        hooks: list[Hook] = [(name, partial(self._on_read, name=name)) for name in self.names]
         return hooks + ([(self.last, stop_forward)] if self.cut else [])
 
     def finish(self, n_patches: int) -> dict[str, Tensor]:
@@ -158,7 +160,9 @@ def run_stacked(
     """One stacked forward (``Patcher.run``): patch ``k`` owns rows ``k*B .. (k+1)*B``; the
     batch starts at ``starts[0]`` and grows at each later start (a ``resid_pre`` hook appends
     the rows of the patches starting there, ``start_rows[k]`` or the clean ``resid_pre``); the
-    ``plan`` reads and stops the run."""
+    ``plan`` reads and stops the run. Where the model cannot resume from a residual
+    (``RESUMES_FROM_RESIDUAL``) every row runs from the tokens, and the given start rows are
+    written over ``resid_pre`` at their start block: the same values from there on."""
     starts = list(starts)
     rows_of = list(start_rows) if start_rows is not None else [None] * len(starts)
     blocks = [s for s in starts if s is not None]
@@ -167,6 +171,9 @@ def run_stacked(
             f"patch starts must be non-decreasing and not mix None: {starts} (internal error)"
         )
     n, first = len(starts), starts[0]
+    if not RESUMES_FROM_RESIDUAL:
+        _from_tokens(model, tokens, plan, starts, rows_of, patch_hooks)
+        return
 
     def rows_at(layer: int) -> Tensor:
         resid = clean[get_act_name("resid_pre", layer)]
@@ -198,6 +205,49 @@ def run_stacked(
                     **kwargs,
                     **block_kwargs,
                 )
+        except ForwardDone:
+            pass
+
+
+def _start_row_hooks(starts: Sequence[int | None], rows_of: Sequence[Tensor | None], batch: int):
+    """Hooks writing each given start row block over ``resid_pre`` at its patch's start."""
+    by_layer: dict[int, list[tuple[int, Tensor]]] = {}
+    for k, (s, r) in enumerate(zip(starts, rows_of, strict=True)):
+        if s is not None and r is not None:
+            by_layer.setdefault(s, []).append((k, r))
+    hooks: list[Hook] = []
+    for layer, given in by_layer.items():
+
+        def inject(act: Tensor, hook, given=given) -> Tensor:
+            act = act.clone()
+            for k, rows in given:
+                act[k * batch : (k + 1) * batch] = rows
+            return act
+
+        hooks.append((get_act_name("resid_pre", layer), inject))
+    return hooks
+
+
+def _from_tokens(
+    model: HookedModel,
+    tokens: Tensor,
+    plan: ReadPlan,
+    starts: Sequence[int | None],
+    rows_of: Sequence[Tensor | None],
+    patch_hooks: list[Hook],
+) -> None:
+    """``run_stacked`` on a model that runs from the tokens only: every patch's rows from
+    block 0 (``RESUMES_FROM_RESIDUAL``)."""
+    inject = _start_row_hooks(starts, rows_of, tokens.shape[0])
+    hooks = inject + patch_hooks + plan.hooks()  # same-hook order: inject, patch, read, stop
+    with torch.inference_mode():
+        try:
+            model.run_with_hooks(
+                tokens.repeat(len(starts), 1),
+                return_type=None,
+                fwd_hooks=hooks,
+                stop_at_layer=plan.stop_layer,
+            )
         except ForwardDone:
             pass
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -22,7 +23,12 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from circuits.backend import POST_NORM_ARCHITECTURES, HookedModel, get_act_name
+from circuits.backend import (
+    POST_NORM_ARCHITECTURES,
+    SPLIT_INPUT_HOOKS,
+    HookedModel,
+    get_act_name,
+)
 from circuits.core.errors import UsageError
 from circuits.patching.forward import PatchEngine, last_read
 from circuits.patching.readouts import Metric, SinkMetric
@@ -51,13 +57,16 @@ def model_flags(
             model.set_use_hook_mlp_in(old_mlp)
 
 
-def attn_out_from_z(block, z: Tensor) -> Tensor:
+def attn_out_from_z(model: HookedModel, layer: int, z: Tensor) -> Tensor:
     """A block's attention output (through any post-attention norm) from its heads' ``z``."""
+    block, cfg = model.blocks[layer], model.cfg
     attn = block.attn
-    out = torch.einsum("...pnh,nhd->...pd", z, attn.W_O) + attn.b_O
-    if block.cfg.use_normalization_before_and_after:
+    out = torch.einsum("...pnh,nhd->...pd", z, attn.W_O)
+    if attn.b_O is not None:
+        out = out + attn.b_O
+    if getattr(cfg, "use_normalization_before_and_after", False):
         out = block.ln1_post(out)
-    if block.cfg.original_architecture in POST_NORM_ARCHITECTURES:  # OLMo 2/3: norm after attn
+    if cfg.original_architecture in POST_NORM_ARCHITECTURES:  # OLMo 2/3: norm after attn
         out = block.ln1(out)
     return out
 
@@ -79,7 +88,7 @@ def sender_delta(patcher: PatchEngine, sender: Site) -> Float[Tensor, "batch pos
         z_cf = z_clean.clone()
         z_cf[:, pos, sender.head] = patcher.cf[sender.hook_name][:, pos, sender.head]
         with torch.inference_mode():
-            out = attn_out_from_z(patcher.model.blocks[sender.layer], torch.stack([z_clean, z_cf]))
+            out = attn_out_from_z(patcher.model, sender.layer, torch.stack([z_clean, z_cf]))
         delta[:, pos] = (out[1] - out[0])[:, pos]
     else:
         name = sender.hook_name
@@ -207,6 +216,60 @@ def _adder_hooks(
     return hooks
 
 
+def _recomputed_receiver_hooks(
+    patcher: PatchEngine, paths: list[tuple[Site, Receiver]], idx: list[int], deltas: dict
+) -> list[tuple[str, Callable]]:
+    """Hooks that patch each path's receiver input without split input hooks (module
+    docstring): one capture forward computes the receiver's q / k / v (or MLP output) from its
+    input plus the sender's delta; the hooks write them over the receiver's heads (or MLP)."""
+    model, b = patcher.model, patcher.batch
+    add: dict[str, list[tuple[int, Tensor]]] = defaultdict(list)
+    writes: dict[str, list[tuple[int, Receiver]]] = defaultdict(list)
+    for k, i in enumerate(idx):
+        s, r = paths[i]
+        if r.kind == "mlp_in":
+            at = "resid_pre" if model.cfg.parallel_attn_mlp else "resid_mid"
+            out = get_act_name("mlp_out", r.layer)
+        else:
+            at, out = "resid_pre", get_act_name(r.kind, r.layer)
+        add[get_act_name(at, r.layer)].append((k, deltas[s]))
+        writes[out].append((k, r))
+    captured: dict[str, Tensor] = {}
+
+    def adder(act: Tensor, hook, items) -> Tensor:
+        act = act.clone()
+        for k, d in items:
+            act[k * b : (k + 1) * b] += d
+        return act
+
+    def capture(act: Tensor, hook, name: str) -> None:
+        captured[name] = act.clone()
+
+    hooks = [(name, partial(adder, items=items)) for name, items in add.items()]
+    hooks += [(name, partial(capture, name=name)) for name in writes]
+    with torch.inference_mode():
+        model.run_with_hooks(
+            patcher.tokens.repeat(len(idx), 1),
+            return_type=None,
+            fwd_hooks=hooks,
+            stop_at_layer=max(paths[i][1].layer for i in idx) + 1,
+        )
+
+    def writer(act: Tensor, hook, items, src: Tensor) -> Tensor:
+        for k, r in items:
+            rows = slice(k * b, (k + 1) * b)
+            if r.kind == "mlp_in" or r.heads is None:
+                act[rows] = src[rows]
+            else:
+                hs = list(r.heads)
+                act[rows, :, hs] = src[rows][:, :, hs]
+        return act
+
+    return [
+        (name, partial(writer, items=items, src=captured[name])) for name, items in writes.items()
+    ]
+
+
 def _run_paths(
     patcher: PatchEngine, paths: list[tuple[Site, Receiver]], metric: Metric, desc: str
 ) -> tuple[Tensor, list[Tensor | None]]:
@@ -216,14 +279,22 @@ def _run_paths(
     details: list[Tensor | None] = [None] * len(paths)
     need_split = any(r.kind in ("q", "k", "v") for _, r in paths)
     need_mlp = any(r.kind == "mlp_in" for _, r in paths)
-    with model_flags(patcher.model, split_qkv=need_split, mlp_in=need_mlp):
+    flags = (
+        model_flags(patcher.model, split_qkv=need_split, mlp_in=need_mlp)
+        if SPLIT_INPUT_HOOKS
+        else nullcontext()
+    )
+    with flags:
         for idx in tqdm(
             patcher.forward_groups(starts),
             desc=desc,
             disable=not (patcher.progress and desc),
             leave=False,
         ):
-            hooks = _adder_hooks(paths, idx, deltas, patcher.batch)
+            if SPLIT_INPUT_HOOKS:
+                hooks = _adder_hooks(paths, idx, deltas, patcher.batch)
+            else:
+                hooks = _recomputed_receiver_hooks(patcher, paths, idx, deltas)
             vals, detail = patcher.run(metric, starts=[starts[i] for i in idx], patch_hooks=hooks)
             for j, i in enumerate(idx):
                 values[i] = vals[j]

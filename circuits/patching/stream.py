@@ -27,12 +27,18 @@ Defined for the sink metric on causal models, for sites at position 0 only.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.backend import get_act_name, learned_attention_sinks
+from circuits.backend import (
+    RESUMES_FROM_RESIDUAL,
+    attention_scale,
+    get_act_name,
+    learned_attention_sinks,
+)
 from circuits.core.errors import UsageError
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate
 from circuits.patching.readouts import Metric
@@ -40,6 +46,12 @@ from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site
 
 KIND = "p0-stream estimate"
+
+
+class EstimateUnavailable(UsageError):
+    """The model does not expose what the estimate reads (its queries and keys as scored, the
+    pre-softmax scores): e.g. a TransformerLens 4 native bridge, whose ``hook_attn_scores``
+    carries the pattern. Callers fall back to exact patching."""
 
 
 def _check(patcher: PatchEngine, sites: list[Site], metric: Metric | None) -> Metric:
@@ -104,18 +116,39 @@ class _Receiver:
         return torch.sigmoid(s0 - self.rest)
 
 
+def _check_hooks(patcher: PatchEngine, layers: Sequence[int]) -> None:
+    missing = [
+        name
+        for la in layers
+        for name in (*_names(patcher, la), get_act_name("attn_scores", la))
+        if name not in patcher.model.hook_dict
+    ]
+    if missing:
+        raise EstimateUnavailable(
+            f"the P0-stream estimate reads {missing[0]}, which this model does not have: "
+            "use exact patching (Patcher.patch)"
+        )
+
+
 def _clean_receivers(patcher: PatchEngine, layers: Sequence[int]) -> dict[int, _Receiver]:
     model = patcher.model
+    _check_hooks(patcher, layers)
     recv = {layer: _Receiver() for layer in layers}
 
-    def on_q(act: Tensor, hook) -> None:
-        recv[hook.layer()].q = act.clone()
+    def on_q(act: Tensor, hook, layer: int) -> None:
+        recv[layer].q = act.clone()
 
-    def on_k(act: Tensor, hook) -> None:
-        recv[hook.layer()].k0 = act[:, 0].clone()
+    def on_k(act: Tensor, hook, layer: int) -> None:
+        recv[layer].k0 = act[:, 0].clone()
 
-    def on_scores(scores: Tensor, hook) -> None:
-        r, layer = recv[hook.layer()], hook.layer()
+    def on_scores(scores: Tensor, hook, layer: int) -> None:
+        r = recv[layer]
+        if scores.shape[-1] > 1 and not torch.isneginf(scores[..., 0, 1:]).all():
+            raise EstimateUnavailable(
+                f"{get_act_name('attn_scores', layer)} does not hold masked pre-softmax scores "
+                "on this model (a TransformerLens 4 native bridge fires the pattern there): "
+                "the P0-stream estimate cannot read them; use exact patching (Patcher.patch)"
+            )
         rest = scores[..., 1:]
         attn = model.blocks[layer].attn
         if learned_attention_sinks(model.cfg):
@@ -127,15 +160,15 @@ def _clean_receivers(patcher: PatchEngine, layers: Sequence[int]) -> dict[int, _
     hooks: list[tuple[str, Callable]] = []
     for layer in layers:
         q_name, k_name = _names(patcher, layer)
-        hooks += [(q_name, on_q), (k_name, on_k)]
-        hooks.append((get_act_name("attn_scores", layer), on_scores))
+        hooks += [(q_name, partial(on_q, layer=layer)), (k_name, partial(on_k, layer=layer))]
+        hooks.append((get_act_name("attn_scores", layer), partial(on_scores, layer=layer)))
     cap = model.cfg.attn_scores_soft_cap
     with torch.inference_mode():
         model.run_with_hooks(
             patcher.tokens, fwd_hooks=hooks, return_type=None, stop_at_layer=max(layers) + 1
         )
         for layer, r in recv.items():
-            r.raw0 = _softcap(_key_scores(r.q, r.k0, model.blocks[layer].attn.attn_scale), cap)
+            r.raw0 = _softcap(_key_scores(r.q, r.k0, attention_scale(model, layer)), cap)
             r.clean_p0 = r.p0(r.s0).mean()
     return recv
 
@@ -151,13 +184,13 @@ def _patched_p0(
     model, b, n = patcher.model, patcher.batch, len(patches)
     got: dict[str, Tensor] = {}
 
-    def keep(act: Tensor, hook) -> None:
-        got[hook.name] = act[:, 0].reshape(n, b, *act.shape[2:]).clone()
+    def keep(act: Tensor, hook, name: str) -> None:
+        got[name] = act[:, 0].reshape(n, b, *act.shape[2:]).clone()
 
     hooks = patcher.counterfactual_hooks(patches)
-    hooks += [(name, keep) for la in layers for name in _names(patcher, la)]
-    kwargs = patcher.block_kwargs(1)
-    if start == 0:
+    hooks += [(name, partial(keep, name=name)) for la in layers for name in _names(patcher, la)]
+    kwargs = patcher.block_kwargs(1) if RESUMES_FROM_RESIDUAL else {}
+    if start == 0 or not RESUMES_FROM_RESIDUAL:
         first = patcher.tokens[:, :1].repeat(n, 1)
     else:
         first = patcher.clean[get_act_name("resid_pre", start)][:, :1].repeat(n, 1, 1)
@@ -221,7 +254,7 @@ def p0_stream_estimate(
             p0 = _patched_p0(patcher, [(sites[i],) for i in idx], read, start)
             with torch.inference_mode():
                 for layer in read:
-                    r, scale = recv[layer], model.blocks[layer].attn.attn_scale
+                    r, scale = recv[layer], attention_scale(model, layer)
                     q0, k0 = p0[layer]
                     raw = _key_scores(r.q, k0, scale)
                     # query 0 is P0's own, patched too (it matters only beside a learned sink)

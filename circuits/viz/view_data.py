@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,19 +66,22 @@ def compute_view_data(
     scores: dict[int, Tensor] = {}
     norms: dict[str, Tensor] = {}
 
-    def on_pattern(pattern: Tensor, hook) -> None:
-        patterns[hook.layer()] = pattern[0].detach().float()
-        scores[hook.layer()] = attn_to_p0(pattern[:1].float())
+    def on_pattern(pattern: Tensor, hook, layer: int) -> None:
+        patterns[layer] = pattern[0].detach().float()
+        scores[layer] = attn_to_p0(pattern[:1].float())
 
-    def on_resid(resid: Tensor, hook) -> None:
-        key = "embed" if hook.name.endswith("hook_resid_pre") else f"L{hook.layer()}"
+    def on_resid(resid: Tensor, hook, key: str) -> None:  # keyed here: a bridge names hooks its way
         norms[key] = resid[0].detach().float().norm(dim=-1)
 
     hooks: list[tuple[str, Callable]] = [
-        (get_act_name("pattern", layer), on_pattern) for layer in range(n_layers)
+        (get_act_name("pattern", layer), partial(on_pattern, layer=layer))
+        for layer in range(n_layers)
     ]
-    hooks += [(get_act_name("resid_post", layer), on_resid) for layer in range(n_layers)]
-    hooks.append((get_act_name("resid_pre", 0), on_resid))
+    hooks += [
+        (get_act_name("resid_post", layer), partial(on_resid, key=f"L{layer}"))
+        for layer in range(n_layers)
+    ]
+    hooks.append((get_act_name("resid_pre", 0), partial(on_resid, key="embed")))
     with torch.inference_mode():
         model.run_with_hooks(ids, return_type=None, fwd_hooks=hooks)
 

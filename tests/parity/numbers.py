@@ -1,0 +1,91 @@
+"""The numbers the TransformerLens 3 / 4 parity compares: what ``measure``, exact patching (every
+P0 site under two counterfactuals and four readouts) and ``discover`` report for one model and
+one batch of tokens. Computed by the same code on each major version, from the same weights, so
+any difference is the backend's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from circuits.circuit.config import DiscoverConfig
+from circuits.circuit.discover import discover
+from circuits.metrics.measure import measure_sinks
+from circuits.patching import Patcher, Site
+from circuits.patching.output_readouts import NextTokenLoss
+from circuits.patching.readouts import AttentionToP0, P0NormMetric, SinkMetric
+
+# discover-record keys that come from the default first pass (the P0-stream estimate on 3.x;
+# exact patching on a native TransformerLens 4 bridge, which exposes no pre-softmax scores);
+# ``discover_attribution`` (the attribution first pass, the same method on both) covers them
+FIRST_PASS_KEYS = (
+    "discover.first_pass",
+    "discover.faithfulness_curve.rankings.first_pass",
+    "discover.faithfulness_curve.summary.first_pass",
+    "discover.faithfulness_curve.patched_runs",
+)
+
+
+def p0_sites(cfg: Any) -> list[Site]:
+    """Every single-site patch at P0 a model of ``cfg`` offers."""
+    sites = [Site("embed")]
+    for la in range(cfg.n_layers):
+        sites += [Site("resid_pre", la), Site("attn", la), Site("resid_post", la)]
+        if not cfg.attn_only:
+            sites.append(Site("mlp", la))
+            if not cfg.parallel_attn_mlp:
+                sites.append(Site("resid_mid", la))
+        sites += [Site("head", la, head=h) for h in range(cfg.n_heads)]
+    return sites
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b.0": leaf}`` for nested dicts / lists / tensors; leaves are floats or strings."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().double().tolist()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}{i}."))
+    elif isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        out[prefix.rstrip(".")] = obj
+    elif isinstance(obj, (int, float)):
+        out[prefix.rstrip(".")] = float(obj)
+    else:
+        out[prefix.rstrip(".")] = str(obj)
+    return out
+
+
+def parity_numbers(model: Any, tokens: torch.Tensor, *, run_discover: bool = True) -> dict:
+    """Every number the parity compares, flattened (``flatten``)."""
+    cfg = model.cfg
+    n = cfg.n_layers
+    with torch.inference_mode():
+        logits = model(tokens)[:, :, :16]
+    out: dict[str, Any] = {"logits": logits}
+    out["measure"] = measure_sinks(model, tokens, bos=False).to_dict()
+    sites = p0_sites(cfg)
+    readouts = {
+        "sink": SinkMetric(),
+        "attn_to_p0": AttentionToP0(),
+        "p0_norm": P0NormMetric(n - 1),
+        "loss": NextTokenLoss(),
+    }
+    for cf in ("shift", "mean"):
+        patcher = Patcher(model, tokens, cf)
+        for rname, readout in readouts.items():
+            usable = [s for s in sites if s.order[0] < n - 1 or rname in ("loss", "p0_norm")]
+            res = patcher.patch(usable, readout)
+            out[f"patch.{cf}.{rname}"] = dict(zip(res.names, res.values.tolist(), strict=True))
+            out[f"patch.{cf}.{rname}.clean"] = res.clean
+    if run_discover:
+        for key, first_pass in (("discover", "p0-stream"), ("discover_attribution", "attribution")):
+            config = DiscoverConfig(progress=False, first_pass=first_pass)
+            record = dict(discover(model, tokens, config).record)
+            record.pop("timings_s", None)
+            out[key] = record
+    return flatten(out)
