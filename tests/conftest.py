@@ -11,16 +11,56 @@ import math
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from circuits.backend import ON_BRIDGE, TL_VERSION, HookedModel
+from circuits.backend.build import model_from_tl_weights
+
+# Unit modules not collected on TransformerLens 4 (README: On TransformerLens 4). Training and
+# emergence are refused there by name; the others build their hand-made models as
+# HookedTransformers or compare with HookedTransformer-only internals, and are not ported yet:
+# on TransformerLens 4 the same engine, measure, discover, views and panel are checked number by
+# number against 3.x by tests/parity.
+TL3_ONLY_MODULES = (
+    "test_architectures.py",  # every structure: tests/parity covers them against 3.x
+    "test_attribution_graph.py",
+    "test_attribution_ig.py",
+    "test_bigram_backcopy.py",
+    "test_checkpoint_series.py",
+    "test_codebase.py",  # lint, types and layers: one environment is enough
+    "test_curve.py",
+    "test_discover.py",
+    "test_emergence.py",
+    "test_faults.py",
+    "test_own_model.py",
+    "test_patching.py",
+    "test_property_inputs.py",
+    "test_questions.py",
+    "test_readme_files.py",
+    "test_stream.py",
+    "test_sweep_spec.py",
+    "test_token_file.py",
+    "test_training.py",
+    "test_zoo.py",
+)
+collect_ignore = [f"unit/{m}" for m in TL3_ONLY_MODULES] if ON_BRIDGE else []
+
+
+def pytest_report_header(config):
+    if ON_BRIDGE:
+        return (
+            f"TransformerLens {TL_VERSION}: {len(TL3_ONLY_MODULES)} HookedTransformer-only unit "
+            "modules not collected (tests/conftest.py: TL3_ONLY_MODULES)"
+        )
+    return None
+
 
 SINK_TOKEN = 7
 """The token id that the hand-built model recognises as a sink (placed at position 0)."""
 
 
-def build_sink_model(
-    score: float = 2.0, massive: float = 0.0, n_ctx: int = 32
-) -> HookedTransformer:
-    """A 1-layer attention-only model whose pattern is known in closed form.
+def build_sink_model(score: float = 2.0, massive: float = 0.0, n_ctx: int = 32) -> HookedModel:
+    """A 1-layer attention-only model whose pattern is known in closed form (a
+    ``HookedTransformer`` on TransformerLens 3.x, a bridge with the same weights on 4.x).
 
     Embeddings are one-hot (d_model = d_vocab = 16), no positional embedding, no norms.
     Every query has the same query vector (a bias), and only the SINK_TOKEN's key is non-zero,
@@ -32,12 +72,12 @@ def build_sink_model(
     W_O = 0, so the residual stream after the layer is the embedding; ``massive`` adds that value
     to dimension 3 of the sink token's embedding (a planted massive activation).
     """
-    d = 16
-    cfg = HookedTransformerConfig(
+    d, n_heads, d_head = 16, 2, 4
+    fields = dict(
         n_layers=1,
         d_model=d,
-        n_heads=2,
-        d_head=4,
+        n_heads=n_heads,
+        d_head=d_head,
         n_ctx=n_ctx,
         d_vocab=d,
         act_fn="relu",
@@ -49,20 +89,34 @@ def build_sink_model(
         device="cpu",
         seed=0,
     )
-    model = HookedTransformer(cfg, move_to_device=False)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.zero_()
-        model.embed.W_E.copy_(torch.eye(d))
-        if massive:
-            model.embed.W_E[SINK_TOKEN, 3] = massive
-        # query vector q = (1, 0, 0, 0) for every position; key of the sink token = (score, 0...)
-        model.blocks[0].attn.b_Q[:, 0] = 1.0
-        model.blocks[0].attn.W_K[:, SINK_TOKEN, 0] = score
-        if massive:
-            # keep the sink token's key at ``score`` despite the planted coordinate
-            model.blocks[0].attn.W_K[:, 3, 0] = 0.0
-    return model.eval()
+    zeros = torch.zeros
+    attn = {
+        "W_Q": zeros(n_heads, d, d_head),
+        "W_K": zeros(n_heads, d, d_head),
+        "W_V": zeros(n_heads, d, d_head),
+        "W_O": zeros(n_heads, d_head, d),
+        "b_Q": zeros(n_heads, d_head),
+        "b_K": zeros(n_heads, d_head),
+        "b_V": zeros(n_heads, d_head),
+        "b_O": zeros(d),
+    }
+    W_E = torch.eye(d)
+    if massive:
+        W_E[SINK_TOKEN, 3] = massive
+    # query vector q = (1, 0, 0, 0) for every position; key of the sink token = (score, 0...)
+    attn["b_Q"][:, 0] = 1.0
+    attn["W_K"][:, SINK_TOKEN, 0] = score
+    if massive:
+        # keep the sink token's key at ``score`` despite the planted coordinate
+        attn["W_K"][:, 3, 0] = 0.0
+    state = {
+        "embed.W_E": W_E,
+        "pos_embed.W_pos": zeros(n_ctx, d),
+        "unembed.W_U": zeros(d, d),
+        "unembed.b_U": zeros(d),
+        **{f"blocks.0.attn.{k}": v for k, v in attn.items()},
+    }
+    return model_from_tl_weights(fields, state)
 
 
 def closed_form_pattern(score: float, n: int) -> torch.Tensor:
@@ -76,7 +130,7 @@ def closed_form_pattern(score: float, n: int) -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def sink_model() -> HookedTransformer:
+def sink_model() -> HookedModel:
     return build_sink_model(score=2.0)
 
 

@@ -106,7 +106,13 @@ def model_from_tl_weights(fields: dict[str, Any], state_dict: dict[str, torch.Te
     3.x and 4.x: the parity tests' common ground)."""
     if not ON_BRIDGE:
         model = HookedModel(model_config(fields), move_to_device=False)
-        model.load_state_dict(state_dict, strict=False)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        params = dict(model.named_parameters())
+        unset = [k for k in missing if k in params]
+        if unset or unexpected:
+            raise ValueError(
+                f"weights do not fit the config: unset {unset[:4]}, unknown {unexpected[:4]}"
+            )
         return model.eval()
     from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
 

@@ -21,7 +21,9 @@ from tests.parity.numbers import FIRST_PASS_KEYS, parity_numbers
 ABS_TOL = 1e-5
 REL_TOL = 1e-4
 """float32 on both sides, different kernels (the bridge's linear layers vs TransformerLens 3's
-einsums): a number agrees when ``|a - b| <= ABS_TOL + REL_TOL * |a|``."""
+einsums): a number agrees when ``|a - b| <= ABS_TOL + REL_TOL * |a|``. The views' numbers are
+rounded to 4 digits (``views.json``), so there one rounding step (``ROUNDED_TOL``) may flip."""
+ROUNDED_TOL = 1.01e-4
 
 
 @dataclass
@@ -65,7 +67,8 @@ def compare_numbers(
             out.max_abs, out.worst = diff, key
         if abs(a) > ABS_TOL:
             out.max_rel = max(out.max_rel, diff / abs(a))
-        if diff > ABS_TOL + REL_TOL * abs(a):
+        rounding = ROUNDED_TOL if key.startswith("views.") else 0.0
+        if diff > ABS_TOL + REL_TOL * abs(a) + rounding:
             out.failures.append(f"{key}: {a!r} vs {b!r} (|diff| {diff:.2e})")
     return out
 

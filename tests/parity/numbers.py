@@ -12,14 +12,17 @@ import torch
 from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.discover import discover
 from circuits.metrics.measure import measure_sinks
+from circuits.panel.session import PATH_KINDS, PatchSession
 from circuits.patching import Patcher, Site
 from circuits.patching.output_readouts import NextTokenLoss
 from circuits.patching.readouts import AttentionToP0, P0NormMetric, SinkMetric
+from circuits.viz.view_data import compute_view_data
 
 # discover-record keys that come from the default first pass (the P0-stream estimate on 3.x;
 # exact patching on a native TransformerLens 4 bridge, which exposes no pre-softmax scores);
 # ``discover_attribution`` (the attribution first pass, the same method on both) covers them
 FIRST_PASS_KEYS = (
+    "panel.single_estimates",
     "discover.first_pass",
     "discover.faithfulness_curve.rankings.first_pass",
     "discover.faithfulness_curve.summary.first_pass",
@@ -60,6 +63,22 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def panel_numbers(model: Any, tokens: torch.Tensor) -> dict[str, Any]:
+    """What the panel answers for one selection (the embedding, block 0's attention, one head),
+    its single effects, and the selection's paths into every receiver kind of block 1."""
+    session = PatchSession(model, tokens)
+    selection = [session.components[0].name, session.components[1].name, session.heads[0].name]
+    out: dict[str, Any] = {
+        "answer": session.answer(selection).to_dict(),
+        "single_estimates": session.single_estimates(),
+    }
+    for kind in PATH_KINDS:
+        if kind == "mlp_in" and model.cfg.attn_only:
+            continue
+        out[f"paths.{kind}"] = session.paths(selection, kind, 1)
+    return out
+
+
 def parity_numbers(model: Any, tokens: torch.Tensor, *, run_discover: bool = True) -> dict:
     """Every number the parity compares, flattened (``flatten``)."""
     cfg = model.cfg
@@ -82,6 +101,8 @@ def parity_numbers(model: Any, tokens: torch.Tensor, *, run_discover: bool = Tru
             res = patcher.patch(usable, readout)
             out[f"patch.{cf}.{rname}"] = dict(zip(res.names, res.values.tolist(), strict=True))
             out[f"patch.{cf}.{rname}.clean"] = res.clean
+    out["views"] = compute_view_data(model, tokens[0], [str(t) for t in tokens[0].tolist()])
+    out["panel"] = panel_numbers(model, tokens)
     if run_discover:
         for key, first_pass in (("discover", "p0-stream"), ("discover_attribution", "attribution")):
             config = DiscoverConfig(progress=False, first_pass=first_pass)
