@@ -13,10 +13,11 @@ from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.discover import discover
 from circuits.metrics.measure import measure_sinks
 from circuits.panel.session import PATH_KINDS, PatchSession
-from circuits.patching import Patcher, Site
+from circuits.patching import Patcher
 from circuits.patching.output_readouts import NextTokenLoss
 from circuits.patching.readouts import AttentionToP0, P0NormMetric, SinkMetric
 from circuits.viz.view_data import compute_view_data
+from tests._variants import p0_sites
 
 # discover-record keys that come from the default first pass (the P0-stream estimate on 3.x;
 # exact patching on a native TransformerLens 4 bridge, which exposes no pre-softmax scores);
@@ -28,19 +29,6 @@ FIRST_PASS_KEYS = (
     "discover.faithfulness_curve.summary.first_pass",
     "discover.faithfulness_curve.patched_runs",
 )
-
-
-def p0_sites(cfg: Any) -> list[Site]:
-    """Every single-site patch at P0 a model of ``cfg`` offers."""
-    sites = [Site("embed")]
-    for la in range(cfg.n_layers):
-        sites += [Site("resid_pre", la), Site("attn", la), Site("resid_post", la)]
-        if not cfg.attn_only:
-            sites.append(Site("mlp", la))
-            if not cfg.parallel_attn_mlp:
-                sites.append(Site("resid_mid", la))
-        sites += [Site("head", la, head=h) for h in range(cfg.n_heads)]
-    return sites
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
