@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
+
+from circuits.core.arguments import Count, Index, NonEmpty, check_fields
 from circuits.core.conventions import check_counterfactual, default_receiver_layers
 from circuits.core.errors import UsageError
 
@@ -14,26 +16,33 @@ FIRST_PASSES = ("p0-stream", "attribution")
 """The first-pass estimates ``discover`` can rank and cross-check with (``DiscoverConfig.first_pass``)."""
 
 
+Threshold = Annotated[float, Field(ge=0, lt=1)]
+"""|effect| / clean value: in [0, 1)."""
+Share = Annotated[float, Field(gt=0, le=1)]
+"""A share that must be positive: in (0, 1]."""
+NonNegative = Annotated[int, Field(ge=0)]
+
+
 @dataclass
 class DiscoverConfig:
     """Knobs of the pipeline (defaults are what ``p0-circuits discover`` uses)."""
 
     counterfactual: str = "shift"
-    receivers: Sequence[int] | None = None
+    receivers: NonEmpty[Index] | None = None
     """Receiver layers of the sink metric (default: ``first_receiver`` .. last layer)."""
-    first_receiver: int | None = None
+    first_receiver: Index | None = None
     """None: layer 2 (Gu et al.'s Sink_0[2:]), or the last layer of a model with fewer than 3."""
-    component_threshold: float = 0.05
+    component_threshold: Threshold = 0.05
     """|effect| / clean sink needed to select a component (or a head)."""
-    head_threshold: float = 0.05
-    head_cover: float = 0.8
-    edge_threshold: float = 0.02
+    head_threshold: Threshold = 0.05
+    head_cover: Share = 0.8
+    edge_threshold: Threshold = 0.02
     """|effect| / clean sink (of the path's metric) needed to draw an edge."""
-    sufficiency: float = 0.8
+    sufficiency: Share = 0.8
     """kept fraction at which the backup search stops."""
-    max_backups: int = 3
-    backup_min_gain: float = 0.05
-    exact_top_k: int | None = None
+    max_backups: NonNegative = 3
+    backup_min_gain: Threshold = 0.05
+    exact_top_k: NonNegative | None = None
     """None (default): exact patching of every component. k: exact patching for the embedding,
     the blocks up to ``first_receiver`` and the k other components the first-pass estimate ranks
     highest. Exact is the default because patching all 59 of SmolLM2's components costs 16 s at
@@ -44,20 +53,27 @@ class DiscoverConfig:
     positions clean; Pearson r 0.97 with exact patching on SmolLM2, 0.986 on Gemma 3) or
     ``"attribution"`` (attribution patching, ``circuits.patching.attribution``; r -0.03 on
     SmolLM2, ``benchmarks/bench_attribution.py``)."""
-    ig_steps: int = 1
+    ig_steps: Count = 1
     """For ``first_pass="attribution"``: 1, the gradient at the clean run; k > 1, integrated
     gradients along the clean -> counterfactual path in k steps."""
-    shift_token: int | None = None
-    prediction_random_sets: int = 8
+    shift_token: Index | None = None
+    prediction_random_sets: NonNegative = 8
     """Random component sets the prediction step compares the circuit with (0: skip the step,
     ``circuits.circuit.prediction``)."""
     curve: bool = True
     """Measure the faithfulness curve of every ranking (CPR / CMD, ``circuits.circuit.curve``):
     about one patched run per size per ranking."""
-    curve_random_rankings: int = 2
+    curve_random_rankings: NonNegative = 2
     """Seeded random rankings the curve measures as the control."""
-    max_rows: int = 64
+    max_rows: Count = 64
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        try:  # ranges first, in the words the CLI's flags use
+            self.check()
+        except TypeError:
+            pass  # a value of the wrong type: check_fields names it
+        check_fields(self)  # types, NaN: before any work
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

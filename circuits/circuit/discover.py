@@ -45,6 +45,7 @@ from circuits.circuit.graph import CircuitGraph
 from circuits.circuit.prediction import prediction_effect
 from circuits.circuit.record import DiscoveryRecord, StepResult, Verdict
 from circuits.circuit.save import graph_attributes, save_discovery
+from circuits.core.arguments import NonEmpty, checked
 from circuits.core.outputs import output_dir
 from circuits.core.progress import status
 from circuits.patching.engine import Patcher
@@ -219,14 +220,15 @@ def starts_with_bos(model: HookedModel, tokens: Tensor) -> bool | None:
     return True if all(at_p0) else False if not any(at_p0) else None
 
 
+@checked
 def discover(
     model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     config: DiscoverConfig | None = None,
     *,
     model_name: str = "model",
-    str_tokens: list[list[str]] | None = None,
-    steps: Sequence[Step] = STEPS,
+    str_tokens: NonEmpty[list[str]] | None = None,
+    steps: NonEmpty[Step] = STEPS,
 ) -> Discovery:
     """Run the pipeline on ``tokens`` (``[n_prompts, n_tokens]``, P0 = each row's first token)."""
     config = config or DiscoverConfig()
@@ -250,7 +252,7 @@ def discover(
         n_prompts=int(tokens.shape[0]),
         n_tokens=int(tokens.shape[1]),
         tokens=tokens.tolist(),
-        str_tokens=str_tokens,
+        str_tokens=None if str_tokens is None else [list(row) for row in str_tokens],
         bos=starts_with_bos(model, tokens),
         config=config.to_dict(),
         block_structure="parallel" if model.cfg.parallel_attn_mlp else "sequential",

@@ -60,9 +60,8 @@ class EffectRow(_Section):
 class EffectTable(_Section):
     """Every patch of one sweep (``circuits.patching.results.PatchingResult``'s JSON form):
     which question (counterfactual, readout) and one ``EffectRow`` per patch. Path sweeps add
-    ``per_path_clean`` / ``per_path_metric`` (kept as extra fields)."""
-
-    model_config = ConfigDict(extra="allow")
+    ``per_path_clean`` / ``per_path_metric``; the engine names the patches it did not run
+    (``not_computed_after_metric``) and nested sweeps their cuts (``nested_cuts``)."""
 
     kind: str | None = None
     counterfactual: str | None = None
@@ -71,6 +70,10 @@ class EffectTable(_Section):
     metric: dict[str, Any] | None = None
     clean: float | None = None
     effects: list[EffectRow]
+    per_path_clean: list[float | None] | None = None
+    per_path_metric: list[dict[str, Any]] | None = None
+    not_computed_after_metric: list[str] | None = None
+    nested_cuts: list[int] | None = None
 
     @classmethod
     def of_result(cls, result: PatchingResult) -> EffectTable:
@@ -276,10 +279,11 @@ class Verdict(StepResult):
 
 class DiscoveryRecord(BaseModel):
     """Everything a discovery measured (``patching.json``), typed. The header says which
-    question was asked of which model; each later field is one step's section. Other keys a
-    caller adds are kept as they are."""
+    question was asked of which model; each later field is one step's section. A key that is
+    none of these is refused by name, at the top level as in every section (a misspelt
+    ``faithfulnes`` is an error, never a missing faithfulness)."""
 
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     format: str | None = None
     model: str | None = None

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from circuits.core.conventions import COUNTERFACTUAL_SPECS, parse_counterfactual_spec
 from circuits.core.errors import UsageError
 from circuits.core.provenance import provenance
+from circuits.zoo.gguf_file import check_gguf
 from circuits.zoo.names import resolve_model
 from circuits.zoo.pins import DEFAULT_MODEL
 
@@ -66,9 +67,11 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 
 
 def check_model(name: str, device: str = "auto") -> None:
-    """Fail now, before torch is imported, when ``name`` resolves to no model or ``device`` is
-    not a device name."""
-    resolve_model(name)
+    """Fail now, before torch is imported, when ``name`` resolves to no model (or to a local
+    GGUF file that is not one or is cut short) or ``device`` is not a device name."""
+    spec = resolve_model(name)
+    if spec.kind == "gguf" and spec.path is not None:
+        check_gguf(spec.path)
     check_device(device)
 
 

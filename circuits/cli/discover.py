@@ -188,11 +188,19 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
     return config
 
 
-def run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
+def check(args: argparse.Namespace) -> DiscoverConfig:
+    """Every check of the flags but ``--out``'s, before any model library is imported (``run``
+    makes them, and a sweep makes them for each of its jobs before the first runs); the
+    pipeline's config."""
     config = config_from(args)
     check_model(args.model, args.device)
     check_text(args.text)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    config = check(args)
     check_out(args.out, overwrite=args.overwrite)
 
     from circuits.circuit.discover import discover

@@ -73,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_quiet(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> None:
+    """Every check of the flags but ``--out``'s, before any model library is imported (``run``
+    makes them, and a sweep makes them for each of its jobs before the first runs)."""
     if not 0.0 < args.eps < 1.0:
         raise UsageError(f"--eps must lie in (0, 1), got {args.eps}")
     check_range("--massive-ratio", args.massive_ratio, 1.0)
@@ -82,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         check_range("--max-tokens", args.max_tokens, 2)
     check_model(args.model, args.device)
     check_text(args.text)
+
+
+def run(args: argparse.Namespace) -> int:
+    check(args)
     check_out(args.out, overwrite=args.overwrite)
 
     from circuits.core.outputs import output_dir

@@ -10,6 +10,7 @@ from pathlib import Path
 from circuits.cli.common import check_device, header
 from circuits.core.conventions import RUN_FILE
 from circuits.core.errors import UsageError
+from circuits.core.outputs import check_replaceable
 from circuits.training.config import DATA_SOURCES, MLPS, NORMS, POSITIONALS, TrainConfig
 
 NAME = "train"
@@ -177,6 +178,17 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
+def check_run_overwrite(out: Path) -> None:
+    """``--overwrite`` deletes ``out``: refused unless it is a training run (or empty), and
+    never the current directory, a folder that holds it, the root or the home directory."""
+    check_replaceable(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / RUN_FILE).is_file():
+        raise UsageError(
+            f"--out {out} is not a training run (it has no {RUN_FILE}) and --overwrite would "
+            f"delete it; choose another --out, or remove {out} yourself"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
@@ -184,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     if args.stop_at is not None and args.stop_at < 0:
         raise UsageError("--stop-at must be >= 0")
+    if args.overwrite:
+        check_run_overwrite(args.out)
 
     import torch
 

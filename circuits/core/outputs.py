@@ -6,8 +6,11 @@ written. A failure, Ctrl-C or a kill therefore never leaves a half-written ``NAM
 the temporary sibling, which the next run next to it removes (its process is gone).
 
 An existing ``NAME`` is refused unless ``overwrite``; then it is replaced whole, never mixed with
-the new files. Everything is checked (``check_out``) before any model is loaded, and a refused
-``--out`` creates nothing.
+the new files. Nothing replaces what the toolkit did not write: ``overwrite`` replaces only a
+folder that holds a p0-circuits ``manifest.json`` (every result folder does); any other non-empty
+folder is refused, as are the current directory, a folder that holds it, the filesystem root and
+the home directory. Everything is checked (``check_out``) before any model is loaded, and a
+refused ``--out`` creates nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from circuits.core.errors import UsageError
+from circuits.core.errors import ChecksumError, UsageError
+from circuits.core.manifest import MANIFEST, read_manifest
 
 PARTIAL = ".partial-"
 _OLD = ".replaced-"
@@ -31,24 +35,74 @@ def _existing_ancestor(path: Path) -> Path:
     return Path("/")
 
 
-def check_out(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """``out`` as a path, refused (one-line ``UsageError``, nothing created) when it exists and
-    ``overwrite`` is off, when it is a file, or when its folder cannot be written."""
-    path = Path(out)
+def _refuse_file_or_unwritable(path: Path, base: Path) -> None:
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} is a file; choose a directory path")
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise UsageError(
-            f"--out {path} already exists and is not empty; pass --overwrite to replace it "
-            "whole, or choose a new --out"
-        )
-    base = _existing_ancestor(path.parent)
+    base = _existing_ancestor(base)
     if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
         raise UsageError(
             f"cannot write to output directory {path} ({base} is not a writable directory); "
             "choose a writable --out"
         )
+
+
+def check_folder(out: str | os.PathLike) -> Path:
+    """``out`` as a path to a folder that is written into (kept, not replaced), refused
+    (one-line ``UsageError``, nothing created) when it is a file or cannot be written."""
+    path = Path(out)
+    _refuse_file_or_unwritable(path, path if path.is_dir() else path.parent)
     return path
+
+
+def check_out(out: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """``out`` as a path, refused (one-line ``UsageError``, nothing created) when it is a folder
+    a command must never replace (``check_replaceable``), a file, or cannot be written, or when
+    it exists and is not empty and ``overwrite`` is off or it holds no p0-circuits manifest."""
+    path = Path(out)
+    check_replaceable(path)
+    _refuse_file_or_unwritable(path, path.parent)
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise UsageError(
+                f"--out {path} already exists and is not empty; pass --overwrite to replace it "
+                "whole, or choose a new --out"
+            )
+        if not written_here(path):
+            raise UsageError(
+                f"--out {path} holds files p0-circuits did not write (it has no {MANIFEST}); "
+                "--overwrite replaces only a result folder: choose another --out, or remove "
+                f"{path} yourself"
+            )
+    return path
+
+
+def written_here(path: Path) -> bool:
+    """Whether folder ``path`` was written by p0-circuits: it holds a readable manifest."""
+    try:
+        return read_manifest(path) is not None
+    except ChecksumError:
+        return False
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse an ``--out`` that is the current directory or holds it (it cannot be renamed
+    onto), the filesystem root or the home directory, whatever ``--overwrite`` says."""
+    full = path.resolve()
+    cwd = Path.cwd().resolve()
+    what = None
+    if full == Path(full.anchor):
+        what = "the filesystem root"
+    elif full == Path.home().resolve():
+        what = "your home directory"
+    elif full == cwd:
+        what = "the current directory"
+    elif full in cwd.parents:
+        what = "a folder that holds the current directory"
+    if what is not None:
+        raise UsageError(
+            f"--out {path} is {what}, which a command never replaces; choose a new folder "
+            f"inside it, e.g. --out {path / 'results'}"
+        )
 
 
 def _alive(pid: int) -> bool:

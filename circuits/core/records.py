@@ -9,7 +9,9 @@ Three kinds of result directory exist (:func:`result_kind`):
 
 Every record carries its ``format`` (``RECORD_FORMATS``) and every result folder a
 ``manifest.json`` of checksums written with it: a record of another kind or version, or one
-changed after it was written, is refused with a one-line error before anything reads it.
+changed after it was written, is refused with a one-line error before anything reads it. So is a
+record whose top-level keys are not its kind's (``RECORD_KEYS``): a key missing, or one no
+version writes (a misspelt ``faithfulnes``), is named, never read as "no value".
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Collection
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,68 @@ from circuits.core.errors import UsageError
 from circuits.core.manifest import verify_files
 
 RECORD_FILES = {"measure": MEASURE_FILE, "discover": PATCHING_FILE}
+
+_MEASURED = (  # circuits.metrics.measure.SinkReport.to_dict: the measurement itself
+    "n_tokens",
+    "batch_size",
+    "bos",
+    "eps",
+    "sink_rate_all_layers",
+    "sink_rate_from_layer2",
+    "first_layer_norm_ratio_over_10",
+    "p0_norm_growth_first_two_blocks",
+    "norm_growth_share_l01",
+    "largest_norm_jump_layer",
+    "embed",
+    "layers",
+    "recognition",
+    "massive_ratio_threshold",
+    "massive_activations",
+)
+_MEASURE_HEADER = (  # what the command (or a caller in Python) says about the measurement
+    "model",
+    "command",
+    "args",
+    "seed",
+    "versions",
+    "command_line",
+    "model_source",
+    "model_description",
+    "n_tokens_in_text",
+    "truncated",
+    "tokens",
+    "token_ids",
+)
+_VIEWS = ("model", "bos", "n_tokens", "tokens", "token_ids", "heads", "patterns", "norm_labels")
+
+RECORD_KEYS: dict[str, tuple[tuple[str, ...], frozenset[str] | None]] = {
+    "measure": (("format", *_MEASURED), frozenset(("format", *_MEASURED, *_MEASURE_HEADER))),
+    # every other key of patching.json is typed, unknown ones refused, by
+    # circuits.circuit.record.DiscoveryRecord (a layer above this one)
+    "discover": (
+        (
+            "format",
+            "model",
+            "counterfactual",
+            "metric",
+            "receiver_layers",
+            "tokens",
+            "clean",
+            "components",
+            "circuit",
+            "faithfulness",
+            "verdict",
+        ),
+        None,
+    ),
+    "views": (("format", *_VIEWS, "norms"), frozenset(("format", *_VIEWS, "norms"))),
+    "run": (
+        ("format", "config", "vocab_size"),
+        frozenset(("format", "config", "vocab_size", "bos_token_id", "data_id", "provenance")),
+    ),
+}
+"""Per record kind: (the top-level keys every record holds, every key it may hold; None: checked
+by its typed model)."""
 
 
 def finite(value: Any) -> Any:
@@ -62,7 +128,8 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_record(path: str | os.PathLike, kind: str) -> dict[str, Any]:
-    """A record of ``kind`` (``RECORD_FORMATS``), refused when its format is another's."""
+    """A record of ``kind`` (``RECORD_FORMATS``), refused when its format is another's or its
+    top-level keys are not the kind's (``RECORD_KEYS``, ``check_keys``)."""
     data = read_json(path)
     expected = RECORD_FORMATS[kind]
     found = data.get("format")
@@ -71,7 +138,36 @@ def read_record(path: str | os.PathLike, kind: str) -> dict[str, Any]:
             f"{path} is not a {kind} record of this version (format {found!r}, expected "
             f"{expected!r}); rerun the command that wrote it"
         )
+    if kind in RECORD_KEYS:
+        check_keys(path, data, *RECORD_KEYS[kind])
     return data
+
+
+def check_keys(
+    source: str | os.PathLike,
+    data: dict[str, Any],
+    required: Collection[str],
+    allowed: Collection[str] | None = None,
+) -> None:
+    """A one-line ``UsageError`` naming every key of ``required`` that ``data`` lacks and every
+    key of ``data`` outside ``allowed`` (None: any), each with the key it is a likely misspelling
+    of."""
+    known = set(required) | set(allowed or ())
+    unknown = [] if allowed is None else [k for k in data if k not in known]
+    strays = [k for k in data if k not in known]
+    problems = [f"unknown key {k!r}{_likely(k, known, 'a misspelling of')}" for k in unknown]
+    problems += [
+        f"missing key {k!r}{_likely(k, strays, 'misspelt as')}" for k in required if k not in data
+    ]
+    if problems:
+        raise UsageError(
+            f"{source}: {'; '.join(problems)}; fix the key, or rerun the command that wrote it"
+        )
+
+
+def _likely(key: str, candidates: Collection[str], relation: str) -> str:
+    close = get_close_matches(str(key), [str(c) for c in candidates], n=1, cutoff=0.75)
+    return f" ({relation} {close[0]!r}?)" if close else ""
 
 
 def measure_subdirs(path: Path) -> list[Path]:

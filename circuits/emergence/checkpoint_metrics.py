@@ -44,6 +44,7 @@ from torch import Tensor
 
 from circuits.backend import HookedModel, get_act_name
 from circuits.circuit.config import DiscoverConfig
+from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import attention_destinations, key_attention
 from circuits.metrics.measure import measure_sinks
 from circuits.patching.engine import Patcher
@@ -96,7 +97,7 @@ def measure_checkpoint(
         destinations[hook.layer()] = attention_destinations(pattern, tokens)
 
     hooks = [(get_act_name("pattern", layer), on_pattern) for layer in range(n_layers)]
-    with torch.inference_mode():
+    with exclusive(model), torch.inference_mode():
         eval_loss = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks).item()
 
     down = downstream_layers(n_layers)

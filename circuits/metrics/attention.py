@@ -11,6 +11,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuits.core.arguments import Fraction, Index, checked
 from circuits.core.conventions import DEFAULT_EPS
 from circuits.core.errors import NonFiniteError, UsageError
 
@@ -45,6 +46,7 @@ def check_pattern(
         )
 
 
+@checked
 def attn_to_p0(pattern: Float[Tensor, "batch head query key"]) -> Float[Tensor, " head"]:
     """Attention that the other positions pay to P0: mean over queries q >= 1 of A[q, 0].
 
@@ -54,8 +56,9 @@ def attn_to_p0(pattern: Float[Tensor, "batch head query key"]) -> Float[Tensor, 
     return pattern[:, :, 1:, 0].mean(dim=(0, 2))
 
 
+@checked
 def sink_score(
-    pattern: Float[Tensor, "batch head query key"], key_position: int = 0
+    pattern: Float[Tensor, "batch head query key"], key_position: Index = 0
 ) -> Float[Tensor, " head"]:
     """Gu et al.'s alpha_k: mean over queries q >= k of A[q, k] (P0's own query included for k=0).
 
@@ -67,13 +70,15 @@ def sink_score(
     return pattern[:, :, key_position:, key_position].mean(dim=(0, 2))
 
 
-def sink_rate(scores: Float[Tensor, "..."], eps: float = DEFAULT_EPS) -> float:
+@checked
+def sink_rate(scores: Float[Tensor, "..."], eps: Fraction = DEFAULT_EPS) -> float:
     """Gu et al.'s Sink^eps: the share of heads whose sink score exceeds eps (0..1, not percent)."""
     if scores.numel() == 0:
         raise UsageError("sink_rate needs at least one head score")
     return (scores > eps).float().mean().item()
 
 
+@checked
 def sum_p_squared(pattern: Float[Tensor, "batch head query key"]) -> Float[Tensor, "head query"]:
     """The recognition signal sum_i p_i^2 of each query's attention distribution.
 

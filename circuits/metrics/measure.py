@@ -15,12 +15,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits.backend import HookedModel, get_act_name, learned_attention_sinks
+from circuits.core.arguments import Count, Fraction, Positive, checked
 from circuits.core.conventions import (
     DEFAULT_EPS,
     MASSIVE_RATIO_THRESHOLD,
     NORM_RATIO_SINK_THRESHOLD,
 )
 from circuits.core.errors import UsageError
+from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import (
     attn_to_p0,
     check_pattern,
@@ -209,14 +211,15 @@ class _Reducer:
         return layers
 
 
+@checked
 def measure_sinks(
     model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     *,
     bos: bool,
-    eps: float = DEFAULT_EPS,
-    max_massive: int = 200,
-    massive_ratio: float = MASSIVE_RATIO_THRESHOLD,
+    eps: Fraction = DEFAULT_EPS,
+    max_massive: Count = 200,
+    massive_ratio: Positive = MASSIVE_RATIO_THRESHOLD,
     progress: bool = False,
 ) -> SinkReport:
     """Run ``model`` once on ``tokens`` and measure the P0 sink in every layer.
@@ -241,7 +244,7 @@ def measure_sinks(
             bar.update(1)
 
         hooks += [(get_act_name("resid_post", layer), on_layer_done) for layer in range(n_layers)]
-        with torch.inference_mode():
+        with exclusive(model), torch.inference_mode():
             model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks)
     reducer.massive.sort(key=lambda m: -abs(m.value))
     return SinkReport(

@@ -11,6 +11,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.core.arguments import Index, Positive, checked
 from circuits.core.conventions import MASSIVE_ABS_THRESHOLD, MASSIVE_RATIO_THRESHOLD
 from circuits.core.errors import NonFiniteError, UsageError
 
@@ -24,6 +25,7 @@ def check_finite(x: Tensor, where: str) -> None:
         )
 
 
+@checked
 def residual_norms(resid: Float[Tensor, "batch pos d_model"]) -> tuple[float, float]:
     """(P0 norm, median norm of positions >= 1) of one residual stream hook.
 
@@ -50,11 +52,12 @@ class MassiveActivation:
     ratio_to_median: float
 
 
+@checked
 def massive_activations(
     resid: Float[Tensor, "batch pos d_model"],
-    layer: int,
-    abs_threshold: float = MASSIVE_ABS_THRESHOLD,
-    ratio_threshold: float = MASSIVE_RATIO_THRESHOLD,
+    layer: Index,
+    abs_threshold: Positive = MASSIVE_ABS_THRESHOLD,
+    ratio_threshold: Positive = MASSIVE_RATIO_THRESHOLD,
 ) -> list[MassiveActivation]:
     """Coordinates with |value| > abs_threshold and >= ratio_threshold x the median |value| of
     that hidden state (one hidden state = one (row, position) vector), after ``layer``."""

@@ -29,6 +29,7 @@ from circuits.backend import HookedModel, get_act_name
 from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.faithfulness import all_p0_components
 from circuits.circuit.graph import CircuitGraph
+from circuits.core.arguments import Index, checked
 from circuits.core.errors import UsageError
 from circuits.patching.counterfactuals import Counterfactual
 from circuits.patching.engine import Patcher
@@ -47,7 +48,8 @@ class HeadPattern(Metric):
 
     name = "head_pattern"
 
-    def __init__(self, layer: int, head: int, prompt: int = 0) -> None:
+    @checked
+    def __init__(self, layer: Index, head: Index, prompt: Index = 0) -> None:
         self.layer, self.head, self.prompt = int(layer), int(head), int(prompt)
 
     def validate(self, model: HookedModel, tokens: Tensor) -> None:
@@ -145,7 +147,21 @@ class PatchSession:
         for s in [*self.components, *self.heads]:
             if s.name == name:
                 return s
-        raise UsageError(f"unknown component {name!r}: the panel patches P0 components and heads")
+        known = [s.name for s in self.components[:3]]
+        raise UsageError(
+            f"unknown component {name!r}: the panel patches P0 components and heads of layers "
+            f"0..{max(self.receivers) - 1} (e.g. {', '.join(known)}, attn0.h0@p0)"
+        )
+
+    def check_selection(self, selection: Sequence[str]) -> None:
+        """A ``UsageError`` naming the first entry of ``selection`` that is not a component
+        name of this session (before any work)."""
+        for name in selection:
+            if not isinstance(name, str):
+                raise UsageError(
+                    f"selected entries are component names (str), got {type(name).__name__}"
+                )
+            self.site(name)
 
     # -- estimates -----------------------------------------------------------------------------
 

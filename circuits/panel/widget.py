@@ -16,23 +16,39 @@ stays responsive and the controls stay live; a newer click supersedes an older o
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
-from collections.abc import Sequence
+import weakref
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anywidget
 import traitlets
+from jaxtyping import Int
+from pydantic import Field
 from torch import Tensor
 
+from circuits.backend import HookedModel
+from circuits.core.arguments import Count, Index, NonEmpty, checked
 from circuits.core.errors import UsageError
+from circuits.panel.export import check_export_target, next_free, write_export
 from circuits.panel.session import PatchSession, selection_effects
 from circuits.panel.sources import PanelSource, panel_source
 from circuits.viz.style import effect_limit, effect_rgb
 from circuits.viz.views import bundle_js, mark_p0
+from circuits.zoo.model import ZooModel
 
 HERE = Path(__file__).parent
+_LIVE_PANELS: weakref.WeakSet[ExplorePanel] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_panels() -> None:
+    """At interpreter exit: cancel every panel's answer and wait for its worker, so that no
+    thread is inside the model when the interpreter tears down (which aborts the process)."""
+    for panel in list(_LIVE_PANELS):
+        panel.close_workers()
 
 
 class ExplorePanel(anywidget.AnyWidget):
@@ -69,7 +85,9 @@ class ExplorePanel(anywidget.AnyWidget):
         self.source = source
         self.export_dir = Path(export_dir) if export_dir is not None else Path("panel_selection")
         self._lock = threading.Lock()
-        self._model_lock = threading.Lock()
+        # one answer at a time per panel (its session's caches); the model's own lock
+        # (circuits.core.model_lock) keeps other panels' and patchers' hooks out of each forward
+        self._session_lock = threading.Lock()
         self._restoring = False
         self._generation = 0
         self._workers: list[threading.Thread] = []
@@ -89,6 +107,7 @@ class ExplorePanel(anywidget.AnyWidget):
         self.observe(self._on_question, names=["selected", "path_mode", "path_layer", "head"])
         self.observe(self._on_rebuild, names=["counterfactual", "readout", "receivers"])
         self.observe(self._on_export, names=["export_request"])
+        _LIVE_PANELS.add(self)
         self._schedule(first=not source.effects)
 
     # -- the map -------------------------------------------------------------------------------
@@ -166,16 +185,21 @@ class ExplorePanel(anywidget.AnyWidget):
         return gen == self._generation
 
     def _answer(self, gen: int, selection: list[str], first: bool, rebuild: bool) -> None:
-        # one model, one forward at a time: hooks live on the model's modules
-        with self._model_lock:
+        with self._session_lock:
             try:
                 if rebuild and not self._rebuild():
                     return
                 if self._current(gen) or rebuild:
+                    self.error = ""  # the message describes this action, not an older one
+                    self.session.check_selection(selection)
                     self._answer_stages(gen, selection, first)
             except UsageError as err:
                 if self._current(gen):
                     self.error, self.status = str(err), "error"
+            except Exception as err:  # a bug: shown in the panel, never a dead worker
+                if self._current(gen):
+                    self.error = f"internal error ({type(err).__name__}: {err}); please report it"
+                    self.status = "error"
             finally:
                 if self._current(gen):
                     self.busy = False
@@ -233,47 +257,61 @@ class ExplorePanel(anywidget.AnyWidget):
             self._workers.pop(0).join(timeout)
         return self
 
+    def close_workers(self) -> None:
+        """Cancel the answer in progress (it stops at its next stage) and wait for it."""
+        with self._lock:
+            self._generation += 1
+        self.wait(timeout=None)  # type: ignore[arg-type]
+
     # -- keeping what you found ----------------------------------------------------------------
 
-    def export(self, out_dir: str | os.PathLike | None = None) -> Path:
+    def export(self, out_dir: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
         """Write the selection as ``circuit.json`` and ``circuit.graphml`` (with its faithfulness,
-        counterfactual and readout as graph attributes) into ``out_dir``; the folder."""
-        from circuits.core.outputs import output_dir
-
+        counterfactual and readout as graph attributes) and their ``manifest.json`` into
+        ``out_dir`` (default: the panel's ``export_dir``); the folder. An existing folder is
+        refused unless ``overwrite``, which replaces only a previous panel export
+        (``circuits.panel.export``)."""
+        if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+            raise UsageError(
+                f"export(out_dir=...) takes a folder path, got {type(out_dir).__name__}"
+            )
+        if not isinstance(overwrite, bool):
+            raise UsageError(f"export(overwrite=...) takes True or False, got {overwrite!r}")
+        target = Path(out_dir) if out_dir is not None else self.export_dir
         if not self.selected:
             raise UsageError("nothing is selected: click the components of your circuit first")
-        with self._model_lock:
+        check_export_target(target, overwrite=overwrite)  # before any work
+        with self._session_lock:
             effects = self._effects or selection_effects(self.session, list(self.selected))
             graph = self.session.export_graph(list(self.selected), effects)
-        target = Path(out_dir) if out_dir is not None else self.export_dir
-        with output_dir(target, overwrite=True) as tmp:
-            graph.write_json(tmp / "circuit.json")
-            graph.write_graphml(tmp / "circuit.graphml")
-        return target
+        return write_export(graph, target, overwrite=overwrite)
 
     def _on_export(self, change: dict[str, Any]) -> None:
+        """The Export button: the next free folder after ``export_dir``, never a replacement."""
         try:
-            self.exported = str(self.export())
+            self.exported = str(self.export(next_free(self.export_dir)))
             self.error = ""
+            self.status = f"exported to {self.exported}"
         except UsageError as err:
             self.error = str(err)
 
 
+@checked
 def explore(
-    model: Any = None,
-    prompts: str | Tensor | None = None,
+    model: str | ZooModel | HookedModel | None = None,
+    prompts: str | Int[Tensor, "batch pos"] | Int[Tensor, " pos"] | None = None,
     *,
     discover_dir: str | os.PathLike | None = None,
     counterfactual: str | None = None,
-    receivers: Sequence[int] | None = None,
-    n_prompts: int = 4,
-    n_tokens: int = 32,
+    receivers: NonEmpty[Index] | None = None,
+    n_prompts: Count = 4,
+    n_tokens: Annotated[int, Field(ge=2)] = 32,
     export_dir: str | os.PathLike | None = None,
 ) -> ExplorePanel:
     """The live P0 patching panel for ``model`` (a zoo name, a ``ZooModel`` or any
     HookedTransformer) on ``prompts`` (a text, cut into ``n_prompts`` windows of ``n_tokens``, or
-    a token batch), or on a saved ``discover`` directory (its model, prompts, counterfactual,
-    receivers, exact effects and circuit)."""
+    a token batch ``[batch, pos]``; one prompt ``[pos]``), or on a saved ``discover`` directory
+    (its model, prompts, counterfactual, receivers, exact effects and circuit)."""
     source = panel_source(
         model,
         prompts,

@@ -21,14 +21,16 @@ their change twice). ``ig_steps=1`` is plain attribution patching (the gradient 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 
 import torch
 from torch import Tensor
 
 from circuits.backend import get_act_name
+from circuits.core.arguments import Count, NonEmpty, checked
 from circuits.core.errors import UsageError
+from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import sink_score
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate
 from circuits.patching.readouts import Metric
@@ -115,7 +117,7 @@ def _chunk_gradients(
     hooks += [(n, partial(keep, name=n)) for n in names]
     hooks += shifts  # an added constant leaves the gradient as is
     hooks += [(get_act_name("pattern", r), partial(on_pattern, layer=r)) for r in receivers]
-    with torch.enable_grad():
+    with exclusive(model), torch.enable_grad():
         model.run_with_hooks(
             patcher.tokens[rows], fwd_hooks=hooks, stop_at_layer=max(receivers) + 1
         )
@@ -124,13 +126,14 @@ def _chunk_gradients(
     return float(value.detach()), dict(zip(names, grads, strict=True))
 
 
+@checked
 def attribution_patch(
     patcher: PatchEngine,
-    sites: Sequence[Site],
+    sites: NonEmpty[Site],
     metric: Metric | None = None,
     *,
-    prompts_per_pass: int = 2,
-    ig_steps: int = 1,
+    prompts_per_pass: Count = 2,
+    ig_steps: Count = 1,
 ) -> PatchingResult:
     """Attribution-patching estimate of each single-site patch's effect on the sink metric
     (``ig_steps > 1``: integrated gradients along the clean -> counterfactual path, see the
@@ -189,6 +192,7 @@ def attribution_patch(
     )
 
 
+@checked
 def pearson(a: Tensor, b: Tensor) -> float | None:
     """Pearson correlation of two equal-length vectors (None if either is constant or too short)."""
     a, b = a.double().flatten(), b.double().flatten()

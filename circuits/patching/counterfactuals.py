@@ -33,15 +33,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from jaxtyping import Int
+from pydantic import Field
 from torch import Tensor
 
 from circuits.backend import HookedModel
+from circuits.core.arguments import Index, checked
 from circuits.core.conventions import parse_counterfactual_spec
 from circuits.core.errors import UsageError
+from circuits.core.model_lock import exclusive
 
 
 def shifted_tokens(
@@ -57,7 +60,7 @@ def shifted_tokens(
 
 def _run(model: HookedModel, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
     wanted = set(names)
-    with torch.inference_mode():
+    with exclusive(model), torch.inference_mode():
         _, cache = model.run_with_cache(
             tokens.to(model.cfg.device), return_type=None, names_filter=lambda n: n in wanted
         )
@@ -102,7 +105,8 @@ class Counterfactual:
 
 
 class Shift(Counterfactual):
-    def __init__(self, token: int | None = None) -> None:
+    @checked
+    def __init__(self, token: Index | None = None) -> None:
         self.token = None if token is None else int(token)
         self.spec = "shift" if token is None else f"shift:{self.token}"
         self.definition = (
@@ -156,6 +160,7 @@ class ZeroAblation(Counterfactual):
 class PromptSet(Counterfactual):
     """Counterfactual prompts of the clean prompts' shape: values from the model run on them."""
 
+    @checked
     def __init__(self, tokens: Int[Tensor, "batch pos"], name: str = "prompts") -> None:
         if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.is_floating_point():
             raise UsageError(
@@ -195,7 +200,8 @@ class FirstToken(PromptSet):
     """The clean prompts with position 0 holding ``token`` (an id, or a name resolved by
     ``resolve_token``)."""
 
-    def __init__(self, token: int | str) -> None:
+    @checked
+    def __init__(self, token: Index | str) -> None:
         self.token = token
         self.spec = f"token:{token}"
         self.definition = (
@@ -224,7 +230,10 @@ class FirstToken(PromptSet):
 class CachedActivations(Counterfactual):
     """Counterfactual values the caller computed: hook name -> tensor of the clean shape."""
 
-    def __init__(self, values: Mapping[str, Tensor], name: str = "cached") -> None:
+    @checked
+    def __init__(
+        self, values: Annotated[Mapping[str, Tensor], Field(min_length=1)], name: str = "cached"
+    ) -> None:
         self._values = dict(values)
         self.spec = name
         self.definition = "activations given by the caller (a cached activation set)"
@@ -278,11 +287,12 @@ def resolve_token(token: str | int, model: HookedModel) -> int:
     return _check_token(int(ids[0]), model, "token")
 
 
+@checked
 def resolve_counterfactual(
     counterfactual: str | Counterfactual,
     model: HookedModel | None = None,
     *,
-    shift_token: int | None = None,
+    shift_token: Index | None = None,
 ) -> Counterfactual:
     """A counterfactual object from a spec (``shift``, ``shift:1``, ``mean``, ``zero``,
     ``token:<bos>``) or an object as given; token names are resolved against ``model``."""

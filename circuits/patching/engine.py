@@ -24,8 +24,7 @@ Engine (``Patcher``):
   and the batch *grows* with depth: a patch's rows join at the block where it starts (from the
   cached clean ``resid_pre``), so patches starting at different layers (a resid_pre grid has one
   per layer) still share one forward without recomputing any clean block;
-* glibc is told to keep freed activation memory (``circuits.patching.allocator``): a batched forward
-  reuses its large buffers instead of page-faulting fresh ones in every block;
+* freed activation memory is kept (``circuits.patching.allocator``) for the next forward;
 * numbers equal TransformerLens' ``transformer_lens.patching`` functions where they run the same
   experiment (tests check max |diff| <= 1e-4).
 
@@ -46,7 +45,9 @@ from tqdm.auto import tqdm
 
 from circuits import backend
 from circuits.backend import HookedModel, get_act_name, learned_attention_sinks
+from circuits.core.arguments import Count, Index, NonEmpty, checked
 from circuits.core.errors import UsageError
+from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import check_pattern
 from circuits.metrics.residual import check_finite
 from circuits.patching.allocator import keep_freed_memory
@@ -89,14 +90,15 @@ class Patcher:
     (``circuits.patching.prefix``; False, or without ``RESUMES_FROM_RESIDUAL``: whole blocks).
     """
 
+    @checked
     def __init__(
         self,
         model: HookedModel,
         tokens: Int[Tensor, "batch pos"],
         counterfactual: str | Counterfactual = "shift",
         *,
-        shift_token: int | None = None,
-        max_rows: int = 64,
+        shift_token: Index | None = None,
+        max_rows: Count = 64,
         progress: bool = False,
         prefix_blocks: bool = True,
     ) -> None:
@@ -124,7 +126,7 @@ class Patcher:
 
         checks = [(get_act_name("pattern", la), check) for la in range(cfg.n_layers)]
         wanted = set(names) | {"hook_pos_embed"}
-        with torch.inference_mode(), model.hooks(fwd_hooks=checks):
+        with exclusive(model), torch.inference_mode(), model.hooks(fwd_hooks=checks):
             _, cache = model.run_with_cache(
                 self.tokens, return_type=None, names_filter=lambda n: n in wanted
             )
@@ -151,11 +153,8 @@ class Patcher:
     # -- validation ---------------------------------------------------------------------------
 
     def _check_hooks(self, names: Sequence[str]) -> None:
-        missing = [n for n in names if n not in self.model.hook_dict]
-        if missing:
-            raise UsageError(
-                f"hook(s) {missing[:3]} not found on the model: is it a HookedTransformer?"
-            )
+        if missing := [n for n in names if n not in self.model.hook_dict]:
+            raise UsageError(f"hook(s) {missing[:3]} not found on the model: is it hooked?")
 
     def check_site(self, site: Site) -> None:
         """A ``UsageError`` unless ``site`` exists on this model and prompt length."""
@@ -198,7 +197,8 @@ class Patcher:
                 store[h] = plan.reduced[h][0] if h in plan.reduced else None
         return store
 
-    def clean_value(self, metric: Metric) -> tuple[float, Tensor | None]:
+    @checked
+    def clean_value(self, metric: Metric | Callable) -> tuple[float, Tensor | None]:
         """The readout on the unpatched run (from the clean reductions of its reads)."""
         readout = as_readout(metric)
         readout.validate(self.model, self.tokens)
@@ -308,9 +308,10 @@ class Patcher:
 
     # -- activation patching -------------------------------------------------------------------
 
+    @checked
     def patch(
         self,
-        patches: Sequence[Patch],
+        patches: NonEmpty[Patch],
         metric: Metric | Callable | None = None,
         *,
         desc: str = "activation patching",
@@ -384,9 +385,10 @@ class Patcher:
 
         return sender_delta(self, sender)
 
+    @checked
     def path_patch(
         self,
-        paths: Sequence[tuple[Site, Receiver]],
+        paths: NonEmpty[tuple[Site, Receiver]],
         metric: Metric | Callable | None = None,
         *,
         desc: str = "path patching",

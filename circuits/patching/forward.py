@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Int
@@ -30,6 +30,7 @@ from torch import Tensor
 
 from circuits.backend import RESUMES_FROM_RESIDUAL, HookedModel, get_act_name
 from circuits.core.errors import UsageError
+from circuits.core.model_lock import exclusive
 from circuits.patching.hook_order import known_position, read_position
 from circuits.patching.readouts import Metric
 from circuits.patching.sites import Site
@@ -193,7 +194,7 @@ def run_stacked(
             joins.append((get_act_name("resid_pre", layer), join))
     hooks = joins + patch_hooks + plan.hooks()  # same-hook order: join, patch, read, stop
     kwargs: dict[str, Any] = {"fwd_hooks": hooks, "stop_at_layer": plan.stop_layer}
-    with torch.inference_mode():
+    with exclusive(model), torch.inference_mode():
         try:
             if first is None:
                 model.run_with_hooks(tokens.repeat(n, 1), return_type=None, **kwargs)
@@ -240,7 +241,7 @@ def _from_tokens(
     block 0 (``RESUMES_FROM_RESIDUAL``)."""
     inject = _start_row_hooks(starts, rows_of, tokens.shape[0])
     hooks = inject + patch_hooks + plan.hooks()  # same-hook order: inject, patch, read, stop
-    with torch.inference_mode():
+    with exclusive(model), torch.inference_mode():
         try:
             model.run_with_hooks(
                 tokens.repeat(len(starts), 1),
@@ -252,6 +253,7 @@ def _from_tokens(
             pass
 
 
+@runtime_checkable
 class PatchEngine(Protocol):
     """What the engine's sibling modules use of a ``Patcher`` (module docstring)."""
 

@@ -23,9 +23,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Int
 from torch import Tensor
 
 from circuits.backend import HookedModel, get_act_name
+from circuits.core.arguments import Index, NonEmpty, checked
 from circuits.core.errors import UsageError
 from circuits.patching.readouts import Metric
 
@@ -129,15 +131,20 @@ def _per_row(ids: int | Sequence[int] | Tensor, batch: int, what: str) -> Tensor
     return t
 
 
+TokenIds = Index | NonEmpty[Index] | Int[Tensor, "..."]
+"""One token id, or one per prompt (a sequence or an integer tensor)."""
+
+
 class LogitDifference(_OutputReadout):
     """logit(correct) - logit(wrong) at ``position`` (default: the last), batch-averaged."""
 
     name = "logit_difference"
 
+    @checked
     def __init__(
         self,
-        correct: int | Sequence[int] | Tensor,
-        wrong: int | Sequence[int] | Tensor,
+        correct: TokenIds,
+        wrong: TokenIds,
         position: int = -1,
     ) -> None:
         self.correct, self.wrong, self.position = correct, wrong, int(position)
@@ -187,7 +194,8 @@ class KLToClean(_OutputReadout):
 
     name = "kl_to_clean"
 
-    def __init__(self, positions: Sequence[int] | None = None) -> None:
+    @checked
+    def __init__(self, positions: NonEmpty[int] | None = None) -> None:
         self.positions = None if positions is None else tuple(int(p) for p in positions)
 
     def validate(self, model: HookedModel, tokens: Tensor) -> None:

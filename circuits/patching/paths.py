@@ -30,6 +30,7 @@ from circuits.backend import (
     get_act_name,
 )
 from circuits.core.errors import UsageError
+from circuits.core.model_lock import exclusive
 from circuits.patching.forward import PatchEngine, last_read
 from circuits.patching.readouts import Metric, SinkMetric
 from circuits.patching.results import PatchingResult
@@ -43,18 +44,19 @@ def model_flags(
     model: HookedModel, *, split_qkv: bool = False, mlp_in: bool = False
 ) -> Iterator[None]:
     """Temporarily turn on ``use_split_qkv_input`` / ``use_hook_mlp_in``; always restored."""
-    old_split, old_mlp = model.cfg.use_split_qkv_input, model.cfg.use_hook_mlp_in
-    try:
-        if split_qkv and not old_split:
-            model.set_use_split_qkv_input(True)
-        if mlp_in and not old_mlp:
-            model.set_use_hook_mlp_in(True)
-        yield
-    finally:
-        if model.cfg.use_split_qkv_input != old_split:
-            model.set_use_split_qkv_input(old_split)
-        if model.cfg.use_hook_mlp_in != old_mlp:
-            model.set_use_hook_mlp_in(old_mlp)
+    with exclusive(model):
+        old_split, old_mlp = model.cfg.use_split_qkv_input, model.cfg.use_hook_mlp_in
+        try:
+            if split_qkv and not old_split:
+                model.set_use_split_qkv_input(True)
+            if mlp_in and not old_mlp:
+                model.set_use_hook_mlp_in(True)
+            yield
+        finally:
+            if model.cfg.use_split_qkv_input != old_split:
+                model.set_use_split_qkv_input(old_split)
+            if model.cfg.use_hook_mlp_in != old_mlp:
+                model.set_use_hook_mlp_in(old_mlp)
 
 
 def attn_out_from_z(model: HookedModel, layer: int, z: Tensor) -> Tensor:
@@ -247,7 +249,7 @@ def _recomputed_receiver_hooks(
 
     hooks = [(name, partial(adder, items=items)) for name, items in add.items()]
     hooks += [(name, partial(capture, name=name)) for name in writes]
-    with torch.inference_mode():
+    with exclusive(model), torch.inference_mode():
         model.run_with_hooks(
             patcher.tokens.repeat(len(idx), 1),
             return_type=None,

@@ -24,6 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.backend import ModelConfig, get_act_name
+from circuits.core.model_lock import exclusive
 from circuits.patching.forward import PatchEngine, prefix_exact
 from circuits.patching.readouts import Metric
 from circuits.patching.sites import Site
@@ -55,7 +56,7 @@ def prefix_rows(
     b = patcher.batch
     start = patcher.clean[get_act_name("resid_pre", layer)][:, :prefix]
     kwargs = patcher.block_kwargs(prefix)
-    with torch.inference_mode():
+    with exclusive(patcher.model), torch.inference_mode():
         out = patcher.model.run_with_hooks(
             start.repeat(len(patches), 1, 1),
             fwd_hooks=patcher.counterfactual_hooks(patches),

@@ -19,13 +19,14 @@ P0-stream estimate and attribution patching compute it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from circuits.backend import ActivationCache, HookedModel, get_act_name, learned_attention_sinks
+from circuits.core.arguments import Count, Index, NonEmpty, checked
 from circuits.core.conventions import default_receiver_layers
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import attn_to_p0, check_pattern, sink_score
@@ -94,7 +95,8 @@ class _PatternReadout(Metric):
     per_layer_detail = True
     _reduce: Callable[[Tensor], Tensor]
 
-    def __init__(self, receivers: Sequence[int] | None = None) -> None:
+    @checked
+    def __init__(self, receivers: NonEmpty[Index] | None = None) -> None:
         self.receivers: tuple[int, ...] | None = (
             None if receivers is None else tuple(sorted({int(r) for r in receivers}))
         )
@@ -190,7 +192,8 @@ class P0NormMetric(Metric):
 
     name = "p0_norm"
 
-    def __init__(self, layer: int) -> None:
+    @checked
+    def __init__(self, layer: Index) -> None:
         self.layer = int(layer)
 
     def validate(self, model: HookedModel, tokens: Tensor) -> None:
@@ -251,12 +254,13 @@ class CacheMetric(Metric):
 
     name = "cache_callable"
 
+    @checked
     def __init__(
         self,
         fn: Callable[[ActivationCache], Any],
-        stop_layer: int | None = None,
+        stop_layer: Count | None = None,
         *,
-        hooks: Sequence[str] | None = None,
+        hooks: NonEmpty[str] | None = None,
     ) -> None:
         if not callable(fn):
             raise UsageError(f"metric must be callable, got {type(fn).__name__}")

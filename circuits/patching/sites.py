@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from circuits.backend import ModelConfig, get_act_name, kv_inputs_grouped
+from circuits.core.arguments import Count, Index, NonEmpty, Positions, check_fields, checked
 from circuits.core.conventions import RECEIVER_KINDS, SITE_KINDS
 from circuits.core.errors import UsageError
 
@@ -55,14 +58,20 @@ class Site:
     ``resid_pre5@p0``.
     """
 
-    kind: str
-    layer: int = 0
-    head: int | None = None
-    positions: tuple[int, ...] | None = (0,)
+    kind: Literal[SITE_KINDS]  # type: ignore[valid-type]
+    layer: Index = 0
+    head: Index | None = None
+    positions: Positions | None = (0,)
 
     def __post_init__(self) -> None:
-        if self.positions is not None:
-            object.__setattr__(self, "positions", tuple(int(p) for p in self.positions))
+        check_fields(self)  # kind, ranges and types, before the site is used
+        if self.head is not None and self.kind != "head":
+            raise UsageError(
+                f"Site(kind={self.kind!r}) takes no head index (got head={self.head}); "
+                "use kind='head'"
+            )
+        if self.kind == "head" and self.head is None:
+            raise UsageError("Site(kind='head') needs head=<index>")
 
     @property
     def act(self) -> str:
@@ -117,6 +126,7 @@ def as_sites(patch: Patch) -> tuple[Site, ...]:
     return sites
 
 
+@checked
 def patch_name(patch: Patch) -> str:
     return "+".join(s.name for s in as_sites(patch))
 
@@ -131,13 +141,14 @@ class Receiver:
     ``attn5.kv1.k``, ``mlp1.in``.
     """
 
-    kind: str
-    layer: int
-    heads: tuple[int, ...] | None = None
+    kind: Literal[RECEIVER_KINDS]  # type: ignore[valid-type]
+    layer: Index
+    heads: Annotated[tuple[Index, ...], Field(min_length=1)] | None = None
 
     def __post_init__(self) -> None:
-        if self.heads is not None:
-            object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
+        check_fields(self)  # kind, ranges and types; heads=() is refused (None: all heads)
+        if self.heads is not None and self.kind == "mlp_in":
+            raise UsageError("Receiver(kind='mlp_in') takes no heads (an MLP has none)")
 
     @property
     def hook_name(self) -> str:
@@ -167,12 +178,13 @@ class Receiver:
         }
 
 
+@checked
 def component_sites(
-    n_layers: int,
-    layers: Sequence[int] | None = None,
+    n_layers: Count,
+    layers: NonEmpty[Index] | None = None,
     *,
-    positions: tuple[int, ...] | None = (0,),
-    kinds: Sequence[str] = ("embed", "attn", "mlp"),
+    positions: Positions | None = (0,),
+    kinds: NonEmpty[str] = ("embed", "attn", "mlp"),
 ) -> list[Site]:
     """Sites for a component sweep: the embedding and each layer's ``kinds`` at ``positions``."""
     layers = range(n_layers) if layers is None else layers
@@ -184,8 +196,9 @@ def component_sites(
     return sites
 
 
+@checked
 def head_sites(
-    layers: Sequence[int], n_heads: int, *, positions: tuple[int, ...] | None = (0,)
+    layers: NonEmpty[Index], n_heads: Count, *, positions: Positions | None = (0,)
 ) -> list[Site]:
     return [
         Site("head", layer, head=h, positions=positions) for layer in layers for h in range(n_heads)

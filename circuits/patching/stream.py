@@ -40,6 +40,7 @@ from circuits.backend import (
     learned_attention_sinks,
 )
 from circuits.core.errors import UsageError
+from circuits.core.model_lock import exclusive
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate
 from circuits.patching.readouts import Metric
 from circuits.patching.results import PatchingResult
@@ -163,7 +164,7 @@ def _clean_receivers(patcher: PatchEngine, layers: Sequence[int]) -> dict[int, _
         hooks += [(q_name, partial(on_q, layer=layer)), (k_name, partial(on_k, layer=layer))]
         hooks.append((get_act_name("attn_scores", layer), partial(on_scores, layer=layer)))
     cap = model.cfg.attn_scores_soft_cap
-    with torch.inference_mode():
+    with exclusive(model), torch.inference_mode():
         model.run_with_hooks(
             patcher.tokens, fwd_hooks=hooks, return_type=None, stop_at_layer=max(layers) + 1
         )
@@ -195,7 +196,7 @@ def _patched_p0(
     else:
         first = patcher.clean[get_act_name("resid_pre", start)][:, :1].repeat(n, 1, 1)
         kwargs["start_at_layer"] = start
-    with torch.inference_mode():
+    with exclusive(model), torch.inference_mode():
         model.run_with_hooks(
             first, fwd_hooks=hooks, return_type=None, stop_at_layer=max(layers) + 1, **kwargs
         )

@@ -75,10 +75,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(outcome.table())
     print(f"summary: {', '.join(str(p) for p in outcome.files)}")
-    if outcome.failed:
-        print(
-            f"{len(outcome.failed)} job(s) failed; their reasons are above and in "
-            f"{args.out}/summary.csv; fix and re-run with --retry-failed"
-        )
+    unfinished = outcome.unfinished()
+    if unfinished:
+        print(unfinished)
         return 1
     return 0

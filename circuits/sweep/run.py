@@ -1,6 +1,8 @@
 """``run_sweep``: expand a spec, run its jobs on an executor, and write the sweep's summary.
 
-A re-run of the same spec into the same folder skips every job whose folder is complete and
+Everything is checked before the first job runs or anything is created: the spec, every job's
+command line (``circuits.sweep.spec.expand``) and ``out`` (a folder, or a path one can be made
+at). A re-run of the same spec into the same folder skips every job whose folder is complete and
 verified, skips the jobs that failed before unless ``retry_failed``, and runs the rest; a job
 another sweep is running at that moment is reported ``busy`` and left to it. The summary is
 rewritten from what is on disk at the end of every run.
@@ -15,9 +17,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from circuits.core.outputs import check_folder
 from circuits.core.progress import status as say_line
 from circuits.sweep.executors import ClusterOptions, run_local, run_submitit
-from circuits.sweep.jobs import FAILED
+from circuits.sweep.jobs import BUSY, FAILED
 from circuits.sweep.spec import expand, read_spec
 from circuits.sweep.summary import sweep_rows, write_summary
 
@@ -32,8 +35,32 @@ class SweepOutcome:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        """Jobs without a result: failed now, or failed before and not retried."""
+        """Jobs that failed: now, or before and not retried."""
         return [r for r in self.results if r["status"] == FAILED or r.get("failed_before")]
+
+    @property
+    def busy(self) -> list[dict[str, Any]]:
+        """Jobs another sweep on the same folder is running (no result here yet)."""
+        return [r for r in self.results if r["status"] == BUSY]
+
+    def unfinished(self) -> str | None:
+        """One line on the jobs without a result (failed or busy) and what to do; None when
+        every job has one (the sweep's exit code is 1 exactly when this is a line)."""
+        failed, busy = len(self.failed), len(self.busy)
+        if not failed and not busy:
+            return None
+        parts = []
+        if failed:
+            parts.append(
+                f"{failed} failed (reasons above and in summary.csv; fix and re-run with "
+                "--retry-failed)"
+            )
+        if busy:
+            parts.append(
+                f"{busy} busy in another sweep on this folder (re-run once it ends to summarise "
+                "them)"
+            )
+        return f"{failed + busy} of {len(self.results)} jobs have no result: " + "; ".join(parts)
 
     def table(self) -> str:
         """One line per job: status, id, and why (failed: the job's own one-line error)."""
@@ -64,8 +91,8 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run the sweep of ``spec_path`` into folder ``out`` (module docstring)."""
     spec = read_spec(spec_path)
+    root = check_folder(out)
     jobs = [j.describe() for j in expand(spec, base=Path(spec_path).resolve().parent)]
-    root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(jobs), desc="sweep", unit="job", disable=not progress)
 

@@ -19,20 +19,24 @@ A spec names the axes; the grid is their product, one job per point::
 Every job is one command line of ``p0-circuits`` (``Job.argv``), whose output is an ordinary
 output folder of that command (``DIR/jobs/<job id>``). Relative model and text paths are read
 from the spec file's folder. The whole grid is checked before anything runs: every command line is parsed
-by the real command's parser, every model name resolved and every checkpoint found, without
-importing a model library.
+by the real command's parser and checked by the command's own pre-load checks (the ones ``run``
+makes before it loads a model), every model name resolved and every checkpoint found, without
+importing a model library. An empty axis, a spec that is not UTF-8 and a NaN or infinite value
+are refused too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -74,7 +78,7 @@ class SweepSpec(BaseModel):
 
     commands: list[Literal["measure", "discover"]] = Field(min_length=1)
     models: list[str] = Field(min_length=1)
-    checkpoints: Literal["all", "last"] | list[int] = "last"
+    checkpoints: Literal["all", "last"] | Annotated[list[int], Field(min_length=1)] = "last"
     counterfactuals: list[str] = Field(default_factory=lambda: ["shift"], min_length=1)
     prompts: list[PromptSetting] = Field(default_factory=lambda: [PromptSetting()], min_length=1)
     args: dict[str, Any] = Field(default_factory=dict)
@@ -124,17 +128,47 @@ def read_spec(path: str | os.PathLike) -> SweepSpec:
     source = Path(path)
     if not source.is_file():
         raise UsageError(f"sweep spec {source} does not exist; give a .toml or .json file")
-    text = source.read_text()
+    kind = "json" if source.suffix == ".json" else "toml"
     try:
-        data = json.loads(text) if source.suffix == ".json" else tomllib.loads(text)
+        text = source.read_text(encoding="utf-8")
+        data = json.loads(text) if kind == "json" else tomllib.loads(text)
+    except UnicodeDecodeError as err:
+        raise UsageError(
+            f"sweep spec {source} is not UTF-8 text ({err.reason} at byte {err.start}); "
+            "save it as UTF-8"
+        ) from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-        raise UsageError(f"sweep spec {source} is not valid {source.suffix[1:]}: {err}") from None
+        raise UsageError(f"sweep spec {source} is not valid {kind}: {err}") from None
+    where = _non_finite(data)
+    if where is not None:
+        raise UsageError(
+            f"sweep spec {source}: {where} is not a finite number (the spec is recorded as "
+            "JSON, which has no nan or inf); give a finite value"
+        )
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise UsageError(f"sweep spec {source}: {where}: {first['msg']}") from None
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinite number in ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where or '(top level)'} = {value}"
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _flag(key: str, value: Any) -> list[str]:
@@ -209,13 +243,17 @@ def expand(spec: SweepSpec, base: str | os.PathLike = ".") -> list[Job]:
                     tuple(argv),
                 )
             )
+    if not jobs:
+        raise UsageError("the sweep's grid is empty (an axis has no value); give every axis one")
     _check_command_lines(jobs)
     return jobs
 
 
 def _check_command_lines(jobs: list[Job]) -> None:
-    """Parse every job's command line with the real parser and run its pre-load checks."""
-    from circuits.cli import build_parser
+    """Parse every job's command line with the real parser and make its command's own checks
+    of the flags (its ``check(args)``, everything ``run`` checks before loading a model but
+    ``--out``): a spec one of its commands would refuse is refused before any job runs."""
+    from circuits.cli import COMMAND_MODULES, build_parser
 
     parser = build_parser()
     seen: set[str] = set()
@@ -223,10 +261,15 @@ def _check_command_lines(jobs: list[Job]) -> None:
         if job.id in seen:
             raise UsageError(f"the sweep has job {job.id} twice; remove the repeated axis value")
         seen.add(job.id)
+        fix = f"fix the spec's [args], [{job.command}] or [[prompts]]"
         try:
-            parser.parse_args(job.with_out(Path("/nonexistent-check")))
+            args = parser.parse_args(job.with_out(Path("/nonexistent-check")))
         except SystemExit:
             raise UsageError(
                 f"job {job.id}: `p0-circuits {' '.join(job.argv)}` is not a valid command line "
-                "(see the message above); fix the spec's [args], [{job.command}] or [[prompts]]"
+                f"(see the message above); {fix}"
             ) from None
+        try:
+            importlib.import_module(COMMAND_MODULES[job.command]).check(args)
+        except UsageError as err:
+            raise UsageError(f"job {job.id}: {err}; {fix}") from None

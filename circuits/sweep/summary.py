@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from circuits.circuit.record import DiscoveryRecord
-from circuits.core.atomic import write_json, write_text
-from circuits.core.conventions import MEASURE_FILE, PATCHING_FILE
+from circuits.core.atomic import write_text
+from circuits.core.conventions import PATCHING_FILE
 from circuits.core.errors import MissingDataError
+from circuits.core.records import finite, load_measure, load_result
 from circuits.sweep.jobs import DONE, JOBS_DIR, STATUS_SUFFIX, is_complete, job_paths, read_status
 
 SUMMARY_JSONL = "summary.jsonl"
@@ -54,7 +55,7 @@ COLUMNS = (
 
 
 def _discover_numbers(out: Path) -> dict[str, Any]:
-    rec = DiscoveryRecord.of(json.loads((out / PATCHING_FILE).read_text()), str(out))
+    rec = DiscoveryRecord.of(load_result(out, "discover"), str(out / PATCHING_FILE))
     faith = rec.faithfulness
     return {
         "sink": rec.clean_sink(),
@@ -70,7 +71,7 @@ def _discover_numbers(out: Path) -> dict[str, Any]:
 
 
 def _measure_numbers(out: Path) -> dict[str, Any]:
-    data = json.loads((out / MEASURE_FILE).read_text())
+    data = load_measure(out)
     later = [row["sink_score"] for row in data.get("layers", []) if row["layer"] >= 2]
     return {
         "sink": sum(later) / len(later) if later else None,
@@ -132,19 +133,21 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def write_summary(root: Path, rows: list[dict[str, Any]], spec: dict[str, Any]) -> list[Path]:
-    """``summary.jsonl``, ``summary.csv``, ``report.html`` (each written atomically)."""
+    """``sweep.json`` (the spec), ``summary.jsonl``, ``summary.csv``, ``report.html``, each
+    written atomically. Every text is made before the first file is written, and the spec is
+    written first, so a summary never lies next to a missing or older spec."""
     from circuits.viz.sweep_page import sweep_page
 
-    lines = "".join(
-        json.dumps({k: row.get(k) for k in (*COLUMNS, "effects")}) + "\n" for row in rows
-    )
-    written = [
-        write_text(root / SUMMARY_JSONL, lines),
-        write_text(root / SUMMARY_CSV, _csv(rows)),
-        write_json(root / SPEC_COPY, spec),
-    ]
+    texts = {
+        SPEC_COPY: json.dumps(spec, indent=2, allow_nan=False) + "\n",
+        SUMMARY_JSONL: "".join(
+            json.dumps({k: row.get(k) for k in (*COLUMNS, "effects")}, allow_nan=False) + "\n"
+            for row in finite(rows)
+        ),
+        SUMMARY_CSV: _csv(rows),
+    }
     try:
-        written.append(write_text(root / REPORT, sweep_page(rows, spec)))
+        texts[REPORT] = sweep_page(rows, spec)
     except MissingDataError:
         pass
-    return written
+    return [write_text(root / name, text) for name, text in texts.items()]

@@ -23,6 +23,7 @@ from circuits.core.atomic import atomic_path
 from circuits.core.conventions import RECORD_FORMATS, RUN_FILE
 from circuits.core.errors import ChecksumError, UsageError
 from circuits.core.manifest import SIDECAR, sidecar_matches, write_sidecar
+from circuits.core.records import RECORD_KEYS, check_keys
 from circuits.training.config import TrainConfig
 from circuits.training.model import build_model
 
@@ -157,6 +158,7 @@ def read_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]]:
         or "config" not in meta
     ):
         raise UsageError(f"{path} is not a p0-circuits run of this version; train a new run")
+    check_keys(path, meta, *RECORD_KEYS["run"])
     return TrainConfig.from_dict(meta["config"]), meta
 
 

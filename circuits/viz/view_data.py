@@ -18,6 +18,7 @@ from circuits.core.atomic import write_json
 from circuits.core.conventions import RECORD_FORMATS, VIEWS_FILE
 from circuits.core.errors import UsageError
 from circuits.core.manifest import verify_files
+from circuits.core.model_lock import exclusive
 from circuits.core.records import read_record
 from circuits.metrics.attention import attn_to_p0
 from circuits.zoo.model import as_zoo_model
@@ -82,7 +83,7 @@ def compute_view_data(
         for layer in range(n_layers)
     ]
     hooks.append((get_act_name("resid_pre", 0), partial(on_resid, key="embed")))
-    with torch.inference_mode():
+    with exclusive(model), torch.inference_mode():
         model.run_with_hooks(ids, return_type=None, fwd_hooks=hooks)
 
     grid = torch.stack([scores[layer] for layer in range(n_layers)])  # [layer, head]

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from circuits.backend import ON_BRIDGE, HookedModel
+from circuits.core.arguments import checked
 from circuits.core.cache import cache_lock, cache_root, sha256_file
 from circuits.core.errors import UnknownModelError, UsageError
 from circuits.core.records import read_json
@@ -35,6 +36,7 @@ from circuits.zoo import convert
 from circuits.zoo.converted import converted_cache_dir, load_or_convert
 from circuits.zoo.families import missing_config_fields
 from circuits.zoo.fetch import fetch_gguf
+from circuits.zoo.gguf_file import check_gguf
 from circuits.zoo.model import ZooModel
 from circuits.zoo.names import resolve_model
 from circuits.zoo.pins import DEFAULT_MODEL, ZOO, ZooEntry
@@ -90,15 +92,8 @@ def _from_gguf_entry(entry: ZooEntry, progress: bool) -> ZooModel:
     )
 
 
-GGUF_MAGIC = b"GGUF"
-
-
 def _from_local_gguf(path: Path, progress: bool) -> ZooModel:
-    with open(path, "rb") as handle:
-        if handle.read(4) != GGUF_MAGIC:
-            raise UsageError(
-                f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)"
-            )
+    check_gguf(path)
     sha = sha256_file(path)
     key = f"local-{sha[:16]}"
     with cache_lock(key):
@@ -284,6 +279,7 @@ def _from_zoo(entry: ZooEntry, progress: bool) -> ZooModel:
     )
 
 
+@checked
 def load_model(
     name: str = DEFAULT_MODEL, *, progress: bool = True, device: str | None = "cpu"
 ) -> ZooModel:

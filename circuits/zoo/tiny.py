@@ -9,6 +9,7 @@ import torch
 
 from circuits.backend import HookedModel, ModelConfig
 from circuits.backend.build import model_config, model_from_config
+from circuits.core.arguments import Index, checked
 from circuits.zoo.tokenizers import ByteTokenizer
 
 
@@ -42,6 +43,7 @@ def tiny_config(**overrides: Any) -> ModelConfig:
     return model_config(tiny_fields(**overrides))
 
 
-def tiny_model(seed: int = 0, **cfg_overrides: Any) -> HookedModel:
+@checked
+def tiny_model(seed: Index = 0, **cfg_overrides: Any) -> HookedModel:
     """A small random-init model (seeded): 2 layers, d_model 32 unless overridden."""
     return model_from_config(tiny_fields(**cfg_overrides), seed=seed)

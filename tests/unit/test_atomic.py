@@ -8,6 +8,7 @@ import pytest
 
 from circuits.core.atomic import atomic_path, prepare_out_dir, write_json
 from circuits.core.errors import UsageError
+from circuits.core.manifest import write_manifest
 from circuits.core.outputs import output_dir
 
 
@@ -53,6 +54,7 @@ def test_an_output_folder_appears_whole_or_not_at_all(tmp_path):
 def test_an_existing_folder_is_refused_or_replaced_whole(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "keep.txt").write_text("earlier result")
+    write_manifest(tmp_path / "old")  # a folder p0-circuits wrote
     with pytest.raises(UsageError, match="--overwrite"):
         with output_dir(tmp_path / "old"):
             pass

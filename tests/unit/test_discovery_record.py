@@ -124,6 +124,18 @@ def test_a_wrong_or_misspelt_key_is_refused_by_name():
         DiscoveryRecord.of(misspelt)
 
 
+def test_a_misspelt_top_level_key_is_refused_as_a_nested_one_is():
+    data = json.loads(SMOLLM2.read_text())
+    data["faithfulnes"] = data.pop("faithfulness")
+    with pytest.raises(UsageError, match=r"faithfulnes: Extra inputs") as err:
+        DiscoveryRecord.of(data, "patching.json")
+    assert "\n" not in str(err.value)
+    table = json.loads(SMOLLM2.read_text())
+    table["components"]["efects"] = table["components"].pop("effects")
+    with pytest.raises(UsageError, match=r"components\.(efects|effects)"):
+        DiscoveryRecord.of(table)
+
+
 def test_figures_draw_the_typed_record_as_they_draw_its_json():
     from circuits.viz.patching_figures import component_heatmap_figure, faithfulness_figure
 

@@ -10,6 +10,7 @@ as one line (exit 1) and ``--debug``; 7 an offline hub name fails fast (tests/e2
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _render_fixtures import discover_dir
 from _training_helpers import tiny_trigger_args
 
 from circuits.cli import main
@@ -66,6 +68,35 @@ def _edit_record(t: Path, change: Callable[[dict], object], reseal: bool) -> lis
     if reseal:  # the checksum matches: only the content check can refuse it
         write_manifest(folder)
     return ["render", str(folder)]
+
+
+def _discovered_with_key(t: Path, old: str, new: str) -> list[str]:
+    """A discover folder whose patching.json has key ``old`` renamed ``new``, its manifest
+    rewritten (the checksum matches: only the key check can refuse it)."""
+    folder = discover_dir(t)
+    record = json.loads((folder / "patching.json").read_text())
+    record[new] = record.pop(old)
+    (folder / "patching.json").write_text(json.dumps(record))
+    write_manifest(folder)
+    return ["render", str(folder)]
+
+
+def _gguf(path: Path, keep: float = 1.0) -> Path:
+    """A small valid GGUF file (two float tensors), cut to its first ``keep`` fraction."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_tensor("a", np.ones((8, 16), dtype=np.float32))
+    writer.add_tensor("b", np.ones((32,), dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
 
 
 def _run_dir(t: Path, steps: int = 6) -> Path:
@@ -183,12 +214,20 @@ CASES = [
         _unchanged_old_out,
     ),
     Case(
-        "measure: --out exists, --overwrite",
-        (4,),
+        "measure: --out exists, --overwrite, but p0-circuits did not write it",
+        (1, 4),
         lambda t: [*_old_out(t), "--overwrite"],
+        2,
+        ("did not write", "choose another --out", "remove"),
+        _unchanged_old_out,
+    ),
+    Case(
+        "measure: --out is an earlier result, --overwrite",
+        (4,),
+        lambda t: [*MEASURE, "--out", str(_measured(t)), "--overwrite"],
         0,
         (),
-        lambda t: not (t / "out" / "keep.txt").exists() and (t / "out" / "manifest.json").is_file(),
+        lambda t: (t / "m" / "manifest.json").is_file() and not (t / "out").exists(),
     ),
     Case(
         "measure: --out is a file",
@@ -218,6 +257,20 @@ CASES = [
         ],
         2,
         ("not a GGUF file",),
+    ),
+    Case(
+        "measure: a truncated .gguf",
+        (1,),
+        lambda t: ["measure", "--model", str(_gguf(t / "m.gguf", 0.5)), "--out", str(t / "out")],
+        2,
+        ("is truncated", "its header says", "bytes, the file has", "download it again"),
+    ),
+    Case(
+        "measure: a .gguf cut inside its header",
+        (1,),
+        lambda t: ["measure", "--model", str(_gguf(t / "m.gguf", 0.05)), "--out", str(t / "out")],
+        2,
+        ("is truncated", "ends inside its header", "download it again"),
     ),
     Case(
         "measure: a folder that is no model",
@@ -370,6 +423,29 @@ CASES = [
         ("does not hold a JSON object",),
     ),
     Case(
+        "render: a misspelt top-level key in patching.json",
+        (1,),
+        lambda t: _discovered_with_key(t, "faithfulness", "faithfulnes"),
+        2,
+        ("patching.json", "missing key 'faithfulness'", "misspelt as 'faithfulnes'"),
+        lambda t: not (t / "discover" / "report.html").exists(),
+    ),
+    Case(
+        "render: an unknown top-level key in patching.json",
+        (1,),
+        lambda t: _discovered_with_key(t, "timings_s", "timing_s"),
+        2,
+        ("patching.json", "timing_s", "Extra inputs"),
+        lambda t: not (t / "discover" / "report.html").exists(),
+    ),
+    Case(
+        "render: a misspelt top-level key in sink_metrics.json",
+        (1,),
+        lambda t: _edit_record(t, lambda r: r.update(epss=r.pop("eps")), reseal=True),
+        2,
+        ("sink_metrics.json", "unknown key 'epss'", "missing key 'eps'"),
+    ),
+    Case(
         "render: a circuit without its record",
         (1,),
         lambda t: ["render", str(_write(t / "c" / "circuit.json", "{}").parent)],
@@ -506,6 +582,20 @@ CASES = [
         ],
         2,
         ("--device",),
+    ),
+    Case(
+        "train: --overwrite on a folder that is not a run",
+        (1, 4),
+        lambda t: [
+            "train",
+            *tiny_trigger_args(steps=2, checkpoints=1, save_every=0),
+            "--out",
+            str(_write(t / "out" / "keep.txt", "mine").parent),
+            "--overwrite",
+        ],
+        2,
+        ("not a training run", "--overwrite would delete it", "remove"),
+        _unchanged_old_out,
     ),
     Case(
         "train: resume with another config",
@@ -691,7 +781,49 @@ def test_python_api_refuses_bad_token_ids_and_nan_models():
         Patcher(model, torch.tensor([[1, 2, 3, 4]]))
 
 
+def test_an_out_that_holds_the_working_directory_is_refused_before_any_work(
+    monkeypatch, tmp_path, capsys
+):
+    discovery = importlib.import_module("circuits.circuit.discover")  # the module, not the
+    # function the package exports under the same name
+
+    def never(*a, **k):
+        raise AssertionError("the discovery ran before --out was refused")
+
+    monkeypatch.setattr(discovery, "discover", never)
+    _write(tmp_path / "work" / "a" / "notes.txt", "mine")
+    cases = [
+        (tmp_path / "work", ".", "the current directory"),
+        (tmp_path / "work", str(tmp_path / "work"), "the current directory"),
+        (tmp_path / "work" / "a", str(tmp_path / "work"), "holds the current directory"),
+        (tmp_path / "work" / "a", "..", "holds the current directory"),
+    ]
+    for cwd, out, fragment in cases:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        assert main([*DISCOVER, "--out", out, "--overwrite"]) == 2, out
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and fragment in lines[0] and "choose a new folder" in lines[0]
+    assert (tmp_path / "work" / "a" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]  # no partial, no replaced
+
+
+def test_the_root_and_the_home_directory_are_never_replaced(monkeypatch, tmp_path):
+    from circuits.core.errors import UsageError
+    from circuits.core.outputs import check_out
+
+    home = _write(tmp_path / "home" / "notes.txt", "mine").parent
+    write_manifest(home)  # even one that looks like a result folder
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(UsageError, match="your home directory"):
+        check_out(home, overwrite=True)
+    with pytest.raises(UsageError, match="the filesystem root"):
+        check_out("/", overwrite=True)
+
+
 SPECIAL = [
+    test_an_out_that_holds_the_working_directory_is_refused_before_any_work,
+    test_the_root_and_the_home_directory_are_never_replaced,
     test_a_model_with_nan_weights_is_an_error_naming_the_layer,
     test_a_full_disk_while_writing_leaves_nothing,
     test_an_unexpected_error_is_one_line_and_debug_shows_it,

@@ -153,7 +153,9 @@ def test_cached_activations_and_prompt_sets_are_checked(model, tokens):
     with pytest.raises(UsageError, match="same length"):
         Patcher(model, tokens, PromptSet(tokens[:, :5]))
     with pytest.raises(UsageError, match="no values for hook"):
-        Patcher(model, tokens, CachedActivations({}))
+        Patcher(model, tokens, CachedActivations({"hook_embed": torch.zeros(*tokens.shape, 32)}))
+    with pytest.raises(UsageError, match=r"CachedActivations\(values=.*at least 1 item"):
+        CachedActivations({})
 
 
 # -- readouts on the output ------------------------------------------------------------------------
