@@ -368,3 +368,26 @@ def test_every_bad_argument_is_refused_by_name_before_work(world, tmp_path):
         failures.append(f"{entry}({name}) {kind}: accepted {value!r}")
     print(f"{len(calls)} entries, {len(rows)} bad arguments, kinds {sorted(kinds)}")
     assert not failures, "\n".join(failures)
+
+
+def test_the_issue_examples_are_refused_by_name(world):
+    """Issue 36's examples, each of which answered (or raised from deep inside) before."""
+    import circuits.patching as P
+    from circuits.panel import explore
+
+    site = P.Site("attn", 0)
+    cases = [
+        ("correct", lambda: P.LogitDifference(1.7, 2)),  # was: token 1
+        ("prompts", lambda: explore(world.model, torch.zeros(2, 2, 8, dtype=torch.long))),
+        ("layer", lambda: P.Site("attn", 0.5)),  # was: KeyError on a hook name
+        ("values", lambda: P.CachedActivations({"hook_embed": 0.0})),  # was: AttributeError
+        ("paths", lambda: world.patcher.path_patch([site])),  # was: TypeError
+        ("prompts", lambda: explore("tiny", 123)),  # was: TypeError
+        ("positions", lambda: P.KLToClean([])),  # was: nan
+        ("heads", lambda: P.Receiver("k", 1, heads=())),  # was: the clean value
+    ]
+    for name, call in cases:
+        before = world.forwards
+        with pytest.raises(UsageError, match=name):
+            call()
+        assert world.forwards == before
