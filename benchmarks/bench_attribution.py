@@ -41,7 +41,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from circuits.circuit.config import DiscoverConfig
-    from circuits.patching import Patcher, SinkMetric
+    from circuits.patching import Patcher, SinkScore
     from circuits.patching.attribution import attribution_patch, pearson
     from circuits.patching.sites import component_sites
     from circuits.patching.stream import p0_stream_estimate
@@ -56,9 +56,9 @@ def main() -> int:
             zm, n_prompts=args.n_prompts, n_tokens=args.n_tokens, bos=zm.natural_bos
         )
         receivers = DiscoverConfig().receiver_layers(cfg.n_layers)
-        metric = SinkMetric(receivers)
+        metric = SinkScore(receivers)
         patcher = Patcher(zm.model, tokens, args.counterfactual, max_rows=64)
-        sites = component_sites(cfg.n_layers, list(range(max(receivers))))
+        sites = component_sites(cfg.n_layers, list(range(max(receivers))), positions=(0,))
         t = time.perf_counter()
         exact = patcher.patch(sites, metric).effects
         t_exact = time.perf_counter() - t

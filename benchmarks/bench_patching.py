@@ -61,7 +61,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from circuits.patching import Patcher, SinkMetric, Site
+    from circuits.patching import Patcher, SinkScore, Site
     from circuits.prompts import prompt_set
     from circuits.zoo import load_model
 
@@ -76,7 +76,7 @@ def main() -> int:
     t = time.perf_counter()
     patcher = Patcher(model, tokens, "shift", max_rows=args.max_rows)
     t_setup = time.perf_counter() - t
-    metric = SinkMetric(receivers)
+    metric = SinkScore(receivers)
     grids = {
         "heads": [
             Site("head", la, head=h, positions=None if args.grid == "full" else (0,))

@@ -59,14 +59,14 @@ def discover_run(model: str, n_prompts: int, n_tokens: int, extra: tuple[str, ..
 
 def measure_size(zm, grid, n_prompts: int, n_tokens: int, args) -> dict:
     """Every side on one size (see the module docstring)."""
-    from circuits.patching import Patcher, SinkMetric
+    from circuits.patching import Patcher, SinkScore
     from circuits.prompts import prompt_set
 
     model, cfg = zm.model, zm.model.cfg
     receivers = list(range(cfg.n_layers))
     tokens = prompt_set(zm, n_prompts=n_prompts, n_tokens=n_tokens, bos=zm.natural_bos)
     patcher = Patcher(model, tokens, "shift", max_rows=args.max_rows)
-    metric = SinkMetric(receivers)
+    metric = SinkScore(receivers)
     t_fwd = S.clean_forward_s(model, tokens)
     row = {
         "model": zm.name,

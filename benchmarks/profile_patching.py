@@ -67,7 +67,7 @@ def main() -> int:
 
     from torch.profiler import ProfilerActivity, profile
 
-    from circuits.patching import Patcher, SinkMetric, Site
+    from circuits.patching import Patcher, SinkScore, Site
     from circuits.prompts import prompt_set
     from circuits.zoo import load_model
 
@@ -77,7 +77,7 @@ def main() -> int:
     patcher = Patcher(
         zm.model, tokens, "shift", max_rows=args.max_rows, prefix_blocks=not args.whole_blocks
     )
-    metric = SinkMetric(range(cfg.n_layers))
+    metric = SinkScore(range(cfg.n_layers))
     n = cfg.n_layers if args.layers is None else args.layers
     pos = None if args.grid == "full" else (0,)
     grid = [Site("head", la, head=h, positions=pos) for la in range(n) for h in range(cfg.n_heads)]

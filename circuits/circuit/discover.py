@@ -49,7 +49,7 @@ from circuits.core.arguments import NonEmpty, checked
 from circuits.core.outputs import output_dir
 from circuits.core.progress import status
 from circuits.patching.engine import Patcher
-from circuits.patching.readouts import SinkMetric
+from circuits.patching.readouts import SinkScore
 from circuits.patching.sites import Receiver, Site
 
 Step = Callable[[S.DiscoveryState], StepResult]
@@ -233,7 +233,7 @@ def discover(
     """Run the pipeline on ``tokens`` (``[n_prompts, n_tokens]``, P0 = each row's first token)."""
     config = config or DiscoverConfig()
     config.check()
-    metric = SinkMetric(config.receiver_layers(model.cfg.n_layers))
+    metric = SinkScore(config.receiver_layers(model.cfg.n_layers))
     patcher = Patcher(
         model,
         tokens,

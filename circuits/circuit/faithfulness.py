@@ -23,9 +23,10 @@ from typing import Any
 
 from circuits.backend import ModelConfig
 from circuits.circuit.config import DiscoverConfig
+from circuits.core.conventions import P0_POSITIONS
 from circuits.patching.engine import Patcher
 from circuits.patching.nested import patch_nested
-from circuits.patching.readouts import SinkMetric
+from circuits.patching.readouts import SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site, component_sites
 
@@ -45,12 +46,12 @@ class Faithfulness:
 def all_p0_components(cfg: ModelConfig, layers: Sequence[int]) -> list[Site]:
     """Every component's output at P0 in ``layers``: the embedding, attention and MLPs."""
     kinds = ("embed", "attn") if cfg.attn_only else ("embed", "attn", "mlp")
-    return component_sites(cfg.n_layers, layers, kinds=kinds)
+    return component_sites(cfg.n_layers, layers, positions=P0_POSITIONS, kinds=kinds)
 
 
 def faithfulness(
     patcher: Patcher,
-    metric: SinkMetric,
+    metric: SinkScore,
     circuit: list[Site],
     everything: list[Site],
     n_heads: int,
@@ -82,7 +83,7 @@ def faithfulness(
 
 
 def kept_through_layer(
-    patcher: Patcher, metric: SinkMetric, others: list[Site], clean: float
+    patcher: Patcher, metric: SinkScore, others: list[Site], clean: float
 ) -> list[dict[str, float]]:
     """Where the kept sink is lost: the sink, as a fraction of clean, with the circuit kept and
     only the non-circuit P0 components of layers <= L ablated (the embedding counts as below
@@ -100,7 +101,7 @@ def kept_through_layer(
 
 def _best_in_layer(
     patcher: Patcher,
-    metric: SinkMetric,
+    metric: SinkScore,
     others: list[Site],
     backups: list[Site],
     layer: int,
@@ -125,7 +126,7 @@ def _best_in_layer(
 
 def find_backups(
     patcher: Patcher,
-    metric: SinkMetric,
+    metric: SinkScore,
     others: list[Site],
     kept: float,
     kept_through: list[dict[str, float]],

@@ -183,9 +183,6 @@ class CircuitGraph:
 
     # -- files (circuits.circuit.export) ------------------------------------------------------
 
-    def to_node_link(self) -> dict[str, Any]:
-        return nx.node_link_data(self.g, edges="edges")
-
     def write_json(self, path: str | os.PathLike) -> Path:
         """Node-link JSON (networkx ``node_link_data``), written atomically."""
         return export.write_node_link(self.g, path)

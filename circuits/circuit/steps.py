@@ -43,10 +43,11 @@ from circuits.circuit.record import (
     PathsFound,
     SinkBaseline,
 )
+from circuits.core.conventions import P0_POSITIONS
 from circuits.core.errors import UsageError
 from circuits.patching.attribution import attribution_patch, pearson
 from circuits.patching.engine import Patcher
-from circuits.patching.readouts import SinkMetric
+from circuits.patching.readouts import SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Receiver, Site, component_sites, head_sites, path_exists
 from circuits.patching.stream import EstimateUnavailable, p0_stream_estimate
@@ -59,7 +60,7 @@ class DiscoveryState:
 
     patcher: Patcher
     config: DiscoverConfig
-    metric: SinkMetric
+    metric: SinkScore
     record: DiscoveryRecord
     say: Callable[[str], None]
     clean: float = 0.0
@@ -131,7 +132,9 @@ def no_sink_baseline(n_pos: int, clean: float) -> SinkBaseline:
 
 def _component_sites(state: DiscoveryState) -> list[Site]:
     kinds = ("embed", "attn") if state.cfg.attn_only else ("embed", "attn", "mlp")
-    return component_sites(state.cfg.n_layers, state.sweep_layers, kinds=kinds)
+    return component_sites(
+        state.cfg.n_layers, state.sweep_layers, positions=P0_POSITIONS, kinds=kinds
+    )
 
 
 def first_pass(state: DiscoveryState) -> FirstPass:
@@ -142,7 +145,9 @@ def first_pass(state: DiscoveryState) -> FirstPass:
     of each with integrated gradients). Where the model does not expose what the P0-stream
     estimate reads (``EstimateUnavailable``: a TransformerLens 4 native bridge) the first pass is
     exact patching, and its ``kind`` says so."""
-    sites = _component_sites(state) + head_sites(state.sweep_layers, state.cfg.n_heads)
+    sites = _component_sites(state) + head_sites(
+        state.sweep_layers, state.cfg.n_heads, positions=P0_POSITIONS
+    )
     if state.config.first_pass == "p0-stream":
         try:
             result = p0_stream_estimate(state.patcher, sites, state.metric)
@@ -190,7 +195,11 @@ def head_sweep(state: DiscoveryState) -> HeadSweep:
     nodes = [s for s in state.selected if s.kind != "attn"]
     joint: dict[int, HeadLayerChoice] = {}
     if head_layers:
-        heads = patcher.patch(head_sites(head_layers, n_heads), state.metric, desc="head sweep")
+        heads = patcher.patch(
+            head_sites(head_layers, n_heads, positions=P0_POSITIONS),
+            state.metric,
+            desc="head sweep",
+        )
         state.heads = heads
         state.relative.update(zip(heads.names, (heads.effects / state.clean).tolist(), strict=True))
         picks = {

@@ -37,17 +37,6 @@ def default_receiver_layers(n_layers: int) -> list[int]:
 
 # --- counterfactuals for "being at position zero" ----------------------------------------------
 
-COUNTERFACTUALS: dict[str, str] = {
-    "shift": (
-        "same prompts with one token prepended (default: each prompt's last token); the value at "
-        "position p is that run's activation at position p+1, i.e. the same token one place later, "
-        "so P0 receives what its token computes when it is not at position 0"
-    ),
-    "mean": "mean of the clean activation over all prompts and all positions >= 1 (mean ablation)",
-    "zero": "all zeros (zero ablation)",
-}
-
-
 COUNTERFACTUAL_SPECS = {
     "shift": "shift (each prompt's last token prepended) or shift:ID (token ID prepended)",
     "mean": "mean ablation",
@@ -90,6 +79,9 @@ def check_counterfactual(spec: str) -> str:
     parse_counterfactual_spec(spec)
     return spec
 
+
+P0_POSITIONS = (0,)
+"""The positions a P0 circuit's sites patch: position zero alone."""
 
 # --- what can be patched, and where a path can end ---------------------------------------------
 

@@ -34,7 +34,7 @@ from circuits.core.errors import UsageError
 from circuits.patching.counterfactuals import Counterfactual
 from circuits.patching.engine import Patcher
 from circuits.patching.output_readouts import NextTokenLoss
-from circuits.patching.readouts import AttentionToP0, Metric, SinkMetric
+from circuits.patching.readouts import AttentionToP0, Readout, SinkScore
 from circuits.patching.sites import Receiver, Site, head_sites
 from circuits.patching.stream import EstimateUnavailable, p0_stream_estimate
 
@@ -42,7 +42,7 @@ READOUTS = ("sink score", "attention to P0", "next-token loss")
 PATH_KINDS = ("k", "q", "v", "mlp_in")
 
 
-class HeadPattern(Metric):
+class HeadPattern(Readout):
     """One head's attention pattern on prompt ``prompt`` (the detail, ``[query, key]``); its
     value is that head's attention to P0 (mean over queries q >= 1)."""
 
@@ -52,7 +52,7 @@ class HeadPattern(Metric):
     def __init__(self, layer: Index, head: Index, prompt: Index = 0) -> None:
         self.layer, self.head, self.prompt = int(layer), int(head), int(prompt)
 
-    def validate(self, model: HookedModel, tokens: Tensor) -> None:
+    def check(self, model: HookedModel, tokens: Tensor) -> None:
         if not 0 <= self.layer < model.cfg.n_layers or not 0 <= self.head < model.cfg.n_heads:
             raise UsageError(
                 f"head {self.layer}.{self.head} does not exist: layers 0..{model.cfg.n_layers - 1}, "
@@ -62,10 +62,7 @@ class HeadPattern(Metric):
     def reads(self, model: HookedModel) -> tuple[str, ...]:
         return (get_act_name("pattern", self.layer),)
 
-    def key(self) -> Any:
-        return (self.name, self.layer, self.head, self.prompt)
-
-    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+    def reduce(self, name: str, acts: Tensor) -> Tensor:
         return acts[:, self.prompt, self.head].float().clone()  # [n, query, key]
 
     def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -81,7 +78,7 @@ class HeadPattern(Metric):
 
 
 @dataclass
-class Readout:
+class PanelAnswer:
     """The panel's answer for one selection (every number exact unless ``estimate``)."""
 
     selection: list[str]
@@ -119,7 +116,7 @@ class PatchSession:
         self.receivers = list(DiscoverConfig(receivers=receivers).receiver_layers(n))
         self.set_readout(readout)
         self.components = all_p0_components(model.cfg, range(max(self.receivers)))
-        self.heads = head_sites(range(max(self.receivers)), model.cfg.n_heads)
+        self.heads = head_sites(range(max(self.receivers)), model.cfg.n_heads, positions=(0,))
         self.head = head if head is not None else (self.receivers[0], 0)
         self._estimates: dict[str, float] | None = None
         self._clean_pattern: list[list[float]] | None = None
@@ -130,18 +127,18 @@ class PatchSession:
         if readout not in READOUTS:
             raise UsageError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
         self.readout_name = readout
-        self.readout: Metric = self._readout_on(self.receivers)
+        self.readout: Readout = self._readout_on(self.receivers)
 
-    def _readout_on(self, layers: Sequence[int]) -> Metric:
+    def _readout_on(self, layers: Sequence[int]) -> Readout:
         if self.readout_name == "sink score":
-            return SinkMetric(layers)
+            return SinkScore(layers)
         if self.readout_name == "attention to P0":
             return AttentionToP0(layers)
         return NextTokenLoss()
 
     @property
     def per_layer(self) -> bool:
-        return self.readout.per_layer_detail
+        return self.readout.layer_columns() is not None
 
     def site(self, name: str) -> Site:
         for s in [*self.components, *self.heads]:
@@ -171,7 +168,7 @@ class PatchSession:
         the model does not expose what the estimate reads (``EstimateUnavailable``)."""
         if self._estimates is None:
             sites = [*self.components, *self.heads]
-            metric = SinkMetric(self.receivers)
+            metric = SinkScore(self.receivers)
             try:
                 res = p0_stream_estimate(self.patcher, sites, metric)
             except EstimateUnavailable:
@@ -185,7 +182,7 @@ class PatchSession:
         if self.readout_name != "sink score" or not selection:
             return None
         est = self.single_estimates()
-        clean, _ = self.patcher.clean_value(SinkMetric(self.receivers))
+        clean, _ = self.patcher.clean_value(SinkScore(self.receivers))
         return clean + sum(est[n] for n in selection)
 
     # -- exact answers -------------------------------------------------------------------------
@@ -248,10 +245,10 @@ class PatchSession:
         res = self.patcher.path_patch(pairs, metric, desc="")
         return res.as_dict()
 
-    def answer(self, selection: Sequence[str]) -> Readout:
+    def answer(self, selection: Sequence[str]) -> PanelAnswer:
         """Everything the panel shows for a selection, exact (the slow path, for tests)."""
         _, clean = self.clean_curve()
-        out = Readout(list(selection), self.layers(), clean)
+        out = PanelAnswer(list(selection), self.layers(), clean)
         if selection:
             out.patched = self.curve(selection)
             out.kept, out.ablated = self.faithfulness(selection)

@@ -33,7 +33,7 @@ from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import sink_score
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate
-from circuits.patching.readouts import Metric
+from circuits.patching.readouts import Readout, SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site
 
@@ -41,10 +41,10 @@ from circuits.patching.sites import Site
 def _check(
     patcher: PatchEngine,
     sites: list[Site],
-    metric: Metric | None,
+    metric: Readout | None,
     prompts_per_pass: int,
     ig_steps: int,
-) -> Metric:
+) -> SinkScore:
     if not sites:
         raise UsageError("no sites given")
     for s in sites:
@@ -130,27 +130,27 @@ def _chunk_gradients(
 def attribution_patch(
     patcher: PatchEngine,
     sites: NonEmpty[Site],
-    metric: Metric | None = None,
+    readout: Readout | None = None,
     *,
     prompts_per_pass: Count = 2,
     ig_steps: Count = 1,
 ) -> PatchingResult:
-    """Attribution-patching estimate of each single-site patch's effect on the sink metric
+    """Attribution-patching estimate of each single-site patch's effect on the sink readout
     (``ig_steps > 1``: integrated gradients along the clean -> counterfactual path, see the
     module docstring; it costs ``ig_steps`` forwards and backwards).
 
     ``values`` are ``clean + estimate`` so that ``effects`` compare directly with
-    ``Patcher.patch`` on the same sites and metric.
+    ``Patcher.patch`` on the same sites and readout.
 
-    The sink metric is a mean over prompts, so its gradient splits over them: the forward and
+    The sink readout is a mean over prompts, so its gradient splits over them: the forward and
     backward run on ``prompts_per_pass`` prompts at a time (each chunk's gradient scaled by its
     share of the batch), which bounds the memory the backward holds without changing the result.
     """
     sites = list(sites)
-    metric = _check(patcher, sites, metric, prompts_per_pass, ig_steps)
+    readout = _check(patcher, sites, readout, prompts_per_pass, ig_steps)
     path = _interpolated(sites)
     alphas = [0.0] if ig_steps == 1 else [(j + 0.5) / ig_steps for j in range(ig_steps)]
-    receivers = list(metric.sink_layers() or ())
+    receivers = list(readout.layers)
     names = sorted({s.hook_name for s in sites})
     n_prompts = patcher.tokens.shape[0]
     clean = 0.0
@@ -185,10 +185,10 @@ def attribution_patch(
         for p, r in zip(params, requires, strict=True):
             p.requires_grad_(r)
     if alphas[0]:  # no pass ran at the clean point: the engine's cached clean value
-        clean = patcher.clean_value(metric)[0]
+        clean = patcher.clean_value(readout)[0]
     kind = "attribution" if ig_steps == 1 else f"integrated gradients, {ig_steps} steps"
     return PatchingResult.from_estimates(
-        sites, est, clean, metric.describe(), patcher.counterfactual_record(), kind
+        sites, est, clean, readout.describe(), patcher.counterfactual.describe(), kind
     )
 
 

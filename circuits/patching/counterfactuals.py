@@ -322,17 +322,3 @@ def resolve_counterfactual(
         cf.definition += f" ({named!r})"
         cf.spec = f"token:{named}"
     return cf
-
-
-def counterfactual_values(
-    model: HookedModel,
-    tokens: Int[Tensor, "batch pos"],
-    clean: dict[str, Tensor],
-    name: str | Counterfactual,
-    hook_names: Iterable[str],
-    *,
-    shift_token: int | None = None,
-) -> dict[str, Tensor]:
-    """Counterfactual activation at each of ``hook_names``, aligned with the clean run's shape."""
-    cf = resolve_counterfactual(name, model, shift_token=shift_token)
-    return cf.values(model, tokens, clean, list(hook_names))

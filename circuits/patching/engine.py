@@ -29,7 +29,7 @@ Engine (``Patcher``):
   experiment (tests check max |diff| <= 1e-4).
 
 Path patching (``Patcher.path_patch``) is in ``circuits.patching.paths``. Clean values are
-computed once per hook and reduction (``Metric.reduction_key``), never cached by object identity.
+computed once per hook and question (``readouts.question_key``), never by object identity.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -54,7 +54,13 @@ from circuits.patching.allocator import keep_freed_memory
 from circuits.patching.counterfactuals import Counterfactual, resolve_counterfactual
 from circuits.patching.forward import Hook, ReadPlan, can_change, run_stacked
 from circuits.patching.prefix import plan_prefixes, prefix_start_rows
-from circuits.patching.readouts import Metric, SinkMetric, as_readout
+from circuits.patching.readouts import (
+    ComparedToClean,
+    Readout,
+    SinkScore,
+    as_readout,
+    question_key,
+)
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Patch, Receiver, Site, as_sites, check_site, patch_name
 from circuits.prompts import check_tokens
@@ -146,10 +152,6 @@ class Patcher:
         self._clean_reduced: dict[Any, dict[str, Tensor]] = defaultdict(dict)
         self._clean_acts: dict[str, Tensor] = {}
 
-    def counterfactual_record(self) -> dict[str, Any]:
-        """The counterfactual as every result records it (``Counterfactual.describe``)."""
-        return self.counterfactual.describe()
-
     # -- validation ---------------------------------------------------------------------------
 
     def _check_hooks(self, names: Sequence[str]) -> None:
@@ -161,26 +163,27 @@ class Patcher:
         check_site(site, self.model.cfg, self.n_pos)
 
     def prepare(
-        self, metric: Metric | Callable | None, last_layer: int, *, clean: bool = True
-    ) -> Metric:
+        self, metric: Readout | Callable | None, last_layer: int, *, clean: bool = True
+    ) -> Readout:
         """The readout for patches up to ``last_layer``, its defaults resolved, checked against
         the model and prompts, and (``clean``) its clean reductions computed: a clean forward
         the first time a hook is read with that reduction."""
-        readout = as_readout(metric).resolved(last_layer, self.model.cfg.n_layers)
-        readout.validate(self.model, self.tokens)
+        readout = as_readout(metric)
+        readout.check(self.model, self.tokens)
         if clean:
             self._ensure_clean(readout)
         return readout
 
     # -- clean value ---------------------------------------------------------------------------
 
-    def _ensure_clean(self, readout: Metric) -> dict[str, Tensor]:
-        store = self._clean_reduced[readout.reduction_key()]
+    def _ensure_clean(self, readout: Readout) -> dict[str, Tensor]:
+        store = self._clean_reduced[question_key(readout)]
         reads = readout.reads(self.model)
         missing = [
             h
             for h in reads
-            if h not in store or (readout.needs_clean() and h not in self._clean_acts)
+            if h not in store
+            or (isinstance(readout, ComparedToClean) and h not in self._clean_acts)
         ]
         if missing:
             plan = ReadPlan(
@@ -198,10 +201,10 @@ class Patcher:
         return store
 
     @checked
-    def clean_value(self, metric: Metric | Callable) -> tuple[float, Tensor | None]:
+    def clean_value(self, readout: Readout | Callable) -> tuple[float, Tensor | None]:
         """The readout on the unpatched run (from the clean reductions of its reads)."""
-        readout = as_readout(metric)
-        readout.validate(self.model, self.tokens)
+        readout = as_readout(readout)
+        readout.check(self.model, self.tokens)
         store = self._ensure_clean(readout)
         reads = [h for h in readout.reads(self.model) if store[h] is not None]
         values, detail = readout.combine({h: store[h][None] for h in reads})
@@ -209,7 +212,7 @@ class Patcher:
 
     def clean_sink_per_layer(self) -> list[float]:
         """Clean sink score (mean over heads and prompts) of every layer."""
-        _, detail = self.clean_value(SinkMetric(range(self.model.cfg.n_layers)))
+        _, detail = self.clean_value(SinkScore(range(self.model.cfg.n_layers)))
         assert detail is not None
         return [float(x) for x in detail]
 
@@ -217,7 +220,7 @@ class Patcher:
 
     def run(
         self,
-        metric: Metric,
+        metric: Readout,
         *,
         starts: Sequence[int | None],
         patch_hooks: list[Hook],
@@ -238,7 +241,7 @@ class Patcher:
             self.model,
             metric,
             self.batch,
-            clean_reduced=self._clean_reduced[metric.reduction_key()],
+            clean_reduced=self._clean_reduced[question_key(metric)],
             clean_acts=self._clean_acts,
         )
         self._run_plan(plan, starts=starts, patch_hooks=patch_hooks, start_rows=start_rows)
@@ -312,7 +315,7 @@ class Patcher:
     def patch(
         self,
         patches: NonEmpty[Patch],
-        metric: Metric | Callable | None = None,
+        readout: Readout | Callable | None = None,
         *,
         desc: str = "activation patching",
     ) -> PatchingResult:
@@ -330,7 +333,7 @@ class Patcher:
             for s in sites:
                 self.check_site(s)
         last = max(max(s.order[0] for s in sites) for sites in plist)
-        readout = self.prepare(metric, last, clean=False)  # nothing runs before the checks
+        readout = self.prepare(readout, last, clean=False)  # nothing runs before the checks
         inert = [i for i, sites in enumerate(plist) if not can_change(sites, readout, self.model)]
         if len(inert) == len(plist):
             raise UsageError(
@@ -371,25 +374,18 @@ class Patcher:
             values=values,
             clean=clean,
             metric=readout.describe(),
-            counterfactual=self.counterfactual_record(),
+            counterfactual=self.counterfactual.describe(),
             detail=None if details[0] is None else torch.stack(details),  # type: ignore[arg-type]
             extra={"not_computed_after_metric": [patch_name(plist[i]) for i in inert]},
         )
 
     # -- path patching (circuits.patching.paths) -----------------------------------------------
 
-    def sender_delta(self, sender: Site) -> Float[Tensor, "batch pos d_model"]:
-        """The sender's direct write at its positions, counterfactual minus clean (see
-        ``circuits.patching.paths.sender_delta``)."""
-        from circuits.patching.paths import sender_delta
-
-        return sender_delta(self, sender)
-
     @checked
     def path_patch(
         self,
         paths: NonEmpty[tuple[Site, Receiver]],
-        metric: Metric | Callable | None = None,
+        readout: Readout | Callable | None = None,
         *,
         desc: str = "path patching",
     ) -> PatchingResult:
@@ -397,4 +393,4 @@ class Patcher:
         ``circuits.patching.paths.path_patch``)."""
         from circuits.patching.paths import path_patch
 
-        return path_patch(self, paths, metric, desc=desc)
+        return path_patch(self, paths, readout, desc=desc)

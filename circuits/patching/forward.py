@@ -32,7 +32,7 @@ from circuits.backend import RESUMES_FROM_RESIDUAL, HookedModel, get_act_name
 from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.patching.hook_order import known_position, read_position
-from circuits.patching.readouts import Metric
+from circuits.patching.readouts import ComparedToClean, Readout, SinkScore
 from circuits.patching.sites import Site
 
 Hook = tuple[str, Callable]
@@ -46,19 +46,19 @@ def stop_forward(act: Tensor, hook) -> None:
     raise ForwardDone
 
 
-def last_read(readout: Metric, model: HookedModel) -> tuple[int, float]:
+def last_read(readout: Readout, model: HookedModel) -> tuple[int, float]:
     """The position (``read_position``) of the readout's last read."""
     n = model.cfg.n_layers
     return max(read_position(h, n) for h in readout.reads(model))
 
 
-def can_change(sites: Sequence[Site], readout: Metric, model: HookedModel) -> bool:
+def can_change(sites: Sequence[Site], readout: Readout, model: HookedModel) -> bool:
     """Whether patching ``sites`` together can change the readout (some site precedes a read)."""
     return min(s.order for s in sites) < last_read(readout, model)
 
 
 def prefix_exact(
-    layer: int, first_order: tuple[int, float], readout: Metric, model: HookedModel
+    layer: int, first_order: tuple[int, float], readout: Readout, model: HookedModel
 ) -> bool:
     """Whether block ``layer`` may be skipped by the stacked forward (run on the prefix alone)
     for a patch whose first site is at ``first_order``: no read in that block at or after it."""
@@ -71,12 +71,12 @@ def prefix_exact(
 
 
 def prepare_sink_estimate(
-    patcher: PatchEngine, sites: Sequence[Site], metric: Metric | None, method: str
-) -> Metric:
+    patcher: PatchEngine, sites: Sequence[Site], metric: Readout | None, method: str
+) -> SinkScore:
     """The readout of an estimate that computes the sink score only (the P0-stream estimate,
     attribution patching), prepared for ``sites``; any other readout refused by name."""
     readout = patcher.prepare(metric, max(s.order[0] for s in sites))
-    if readout.sink_layers() is None:
+    if not isinstance(readout, SinkScore):
         raise UsageError(
             f"{method} the sink score only, not {readout.name}: use exact patching "
             "(Patcher.patch) for this readout"
@@ -88,13 +88,13 @@ class ReadPlan:
     """A readout's reads during one stacked run: each read hook reduces the rows present
     (``readout.reduce``); ``finish`` fills in the clean reduction for the patches whose rows had
     not joined yet, and combines. ``clean_reduced``: hook -> clean reduction (``[...]``);
-    ``clean_acts``: hook -> clean activation, for readouts that ``needs_clean``; with
+    ``clean_acts``: hook -> clean activation, for ``ComparedToClean`` readouts; with
     ``record_clean`` the run *is* the clean run and records both."""
 
     def __init__(
         self,
         model: HookedModel,
-        readout: Metric,
+        readout: Readout,
         batch: int,
         *,
         clean_reduced: dict[str, Tensor],
@@ -118,11 +118,12 @@ class ReadPlan:
     def _on_read(self, act: Tensor, hook, *, name: str) -> None:
         # ``name`` is the read's legacy hook name (a bridge's ``hook.name`` is its own)
         chunks = act.reshape(-1, self.batch, *act.shape[1:])
+        if not isinstance(self.readout, ComparedToClean):
+            self.reduced[name] = self.readout.reduce(name, chunks)
+            return
         if self.record_clean:
-            if self.readout.needs_clean():
-                self.clean_acts[name] = act[: self.batch].clone()
-        clean = self.clean_acts.get(name) if self.readout.needs_clean() else None
-        self.reduced[name] = self.readout.reduce(name, chunks, clean)
+            self.clean_acts[name] = act[: self.batch].clone()
+        self.reduced[name] = self.readout.reduce(name, chunks, self.clean_acts.get(name))
 
     def hooks(self) -> list[Hook]:
         hooks: list[Hook] = [(name, partial(self._on_read, name=name)) for name in self.names]
@@ -265,18 +266,17 @@ class PatchEngine(Protocol):
     progress: bool
     clean: dict[str, Tensor]
     cf: dict[str, Tensor]
-
-    def counterfactual_record(self) -> dict[str, Any]: ...
+    counterfactual: Any
 
     def check_site(self, site: Site) -> None: ...
 
-    def prepare(self, metric: Metric | Callable | None, last_layer: int) -> Metric: ...
+    def prepare(self, metric: Readout | Callable | None, last_layer: int) -> Readout: ...
 
-    def clean_value(self, metric: Metric) -> tuple[float, Tensor | None]: ...
+    def clean_value(self, metric: Readout) -> tuple[float, Tensor | None]: ...
 
     def run(
         self,
-        metric: Metric,
+        metric: Readout,
         *,
         starts: Sequence[int | None],
         patch_hooks: list[Hook],

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from circuits.backend import get_act_name
 from circuits.patching.forward import PatchEngine, can_change
-from circuits.patching.readouts import Metric
+from circuits.patching.readouts import Readout
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site, patch_name
 
@@ -33,26 +33,24 @@ def patch_nested(
     patcher: PatchEngine,
     sites: Sequence[Site],
     cuts: Sequence[int],
-    metric: Metric,
+    readout: Readout,
     *,
     desc: str = "nested patches",
 ) -> PatchingResult:
-    """The metric with the sites of layers ``<= cut`` patched, for each cut (module docstring);
+    """The readout with the sites of layers ``<= cut`` patched, for each cut (module docstring);
     the same result as ``patcher.patch([[s for s in sites if layer(s) <= cut] ...])``.
 
     The shared run applies to readouts whose value is the mean of per-layer columns, each read
-    within its layer (``Metric.per_layer_detail``); any other readout gets one exact patched run
+    within its layer (``Readout.layer_columns``); any other readout gets one exact patched run
     per cut."""
     nested = [[s for s in sites if _layer(s) <= cut] for cut in cuts]
     last = max(_layer(s) for s in sites)
     for s in sites:
         patcher.check_site(s)
-    resolved = patcher.prepare(metric, last)
-    if not resolved.per_layer_detail or any(
-        not p or not can_change(p, resolved, patcher.model) for p in nested
-    ):
+    resolved = patcher.prepare(readout, last)
+    layers = resolved.layer_columns()
+    if layers is None or any(not p or not can_change(p, resolved, patcher.model) for p in nested):
         return patcher.patch(nested, resolved, desc=desc)  # no shared run for this question
-    layers = resolved.detail_layers()
     clean, _ = patcher.clean_value(resolved)
     wanted = {cut + 1 for cut in cuts if cut + 1 <= max(layers)}
     start = min(_layer(s) for s in sites)
@@ -76,7 +74,7 @@ def patch_nested(
         values=detail.mean(dim=1),
         clean=clean,
         metric=resolved.describe(),
-        counterfactual=patcher.counterfactual_record(),
+        counterfactual=patcher.counterfactual.describe(),
         detail=detail,
         extra={"nested_cuts": list(cuts)},
     )
@@ -85,7 +83,7 @@ def patch_nested(
 def _residual_stream(
     patcher: PatchEngine,
     sites: tuple[Site, ...],
-    metric: Metric,
+    metric: Readout,
     start: int,
     layers: set[int],
 ) -> tuple[Tensor, dict[int, Tensor]]:

@@ -29,7 +29,7 @@ from torch import Tensor
 from circuits.backend import HookedModel, get_act_name
 from circuits.core.arguments import Index, NonEmpty, checked
 from circuits.core.errors import UsageError
-from circuits.patching.readouts import Metric
+from circuits.patching.readouts import ComparedToClean, Readout
 
 
 def final_residual_hook(model: HookedModel) -> str:
@@ -61,11 +61,11 @@ def logits_of(model: HookedModel, resid: Tensor, columns: Tensor | None = None) 
     return logits
 
 
-class _OutputReadout(Metric):
+class _OutputReadout(Readout):
     _model: HookedModel | None = None
     _tokens: Tensor | None = None
 
-    def validate(self, model: HookedModel, tokens: Tensor) -> None:
+    def check(self, model: HookedModel, tokens: Tensor) -> None:
         self._model, self._tokens = model, tokens
 
     def reads(self, model: HookedModel) -> tuple[str, ...]:
@@ -78,7 +78,7 @@ class _OutputReadout(Metric):
     @property
     def model(self) -> HookedModel:
         if self._model is None:
-            raise RuntimeError("readout used before validate (internal error)")
+            raise RuntimeError("readout used before check (internal error)")
         return self._model
 
 
@@ -98,15 +98,12 @@ class NextTokenLoss(_OutputReadout):
 
     name = "next_token_loss"
 
-    def validate(self, model: HookedModel, tokens: Tensor) -> None:
+    def check(self, model: HookedModel, tokens: Tensor) -> None:
         if tokens.shape[1] < 2:
             raise UsageError("the next-token loss needs prompts of at least 2 tokens")
-        super().validate(model, tokens)
+        super().check(model, tokens)
 
-    def key(self) -> Any:
-        return (self.name,)
-
-    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+    def reduce(self, name: str, acts: Tensor) -> Tensor:  # type: ignore[override]
         assert self._tokens is not None
         out = []
         for resid in acts:  # one patch at a time: [batch, pos - 1, vocab] at most
@@ -149,8 +146,8 @@ class LogitDifference(_OutputReadout):
     ) -> None:
         self.correct, self.wrong, self.position = correct, wrong, int(position)
 
-    def validate(self, model: HookedModel, tokens: Tensor) -> None:
-        super().validate(model, tokens)
+    def check(self, model: HookedModel, tokens: Tensor) -> None:
+        super().check(model, tokens)
         b, t = tokens.shape
         if not -t <= self.position < t:
             raise UsageError(f"logit difference position {self.position} outside 0..{t - 1}")
@@ -163,11 +160,7 @@ class LogitDifference(_OutputReadout):
         self._ci = torch.searchsorted(self._cols, self._c)
         self._wi = torch.searchsorted(self._cols, self._w)
 
-    def key(self) -> Any:
-        as_t = lambda x: tuple(torch.as_tensor(x).reshape(-1).tolist())  # noqa: E731
-        return (self.name, as_t(self.correct), as_t(self.wrong), self.position)
-
-    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+    def reduce(self, name: str, acts: Tensor) -> Tensor:
         rows = torch.arange(acts.shape[1], device=acts.device)
         resid = acts[:, :, self.position]  # [n, batch, d_model]: one row per prompt
         out = []
@@ -188,7 +181,7 @@ class LogitDifference(_OutputReadout):
         }
 
 
-class KLToClean(_OutputReadout):
+class KLToClean(_OutputReadout, ComparedToClean):
     """KL(clean || patched) of the next-token distribution (nats), mean over positions and
     prompts; ``positions=None``: every position."""
 
@@ -198,22 +191,16 @@ class KLToClean(_OutputReadout):
     def __init__(self, positions: NonEmpty[int] | None = None) -> None:
         self.positions = None if positions is None else tuple(int(p) for p in positions)
 
-    def validate(self, model: HookedModel, tokens: Tensor) -> None:
-        super().validate(model, tokens)
+    def check(self, model: HookedModel, tokens: Tensor) -> None:
+        super().check(model, tokens)
         t = tokens.shape[1]
         if self.positions is not None and any(not -t <= p < t for p in self.positions):
             raise UsageError(f"KL positions {self.positions} outside 0..{t - 1}")
 
-    def needs_clean(self) -> bool:
-        return True
-
-    def key(self) -> Any:
-        return (self.name, self.positions)
-
     def _rows(self, resid: Tensor) -> Tensor:
         return resid if self.positions is None else resid[:, list(self.positions)]
 
-    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None = None) -> Tensor:
         assert clean is not None
         ref = logits_of(self.model, self._rows(clean)).float().log_softmax(dim=-1)
         out = []
@@ -231,16 +218,13 @@ class KLToClean(_OutputReadout):
         }
 
 
-class LossAndKL(NextTokenLoss):
+class LossAndKL(NextTokenLoss, ComparedToClean):
     """``NextTokenLoss`` as the value and ``(loss, KL(clean || patched))`` as the detail, from one
     unembedding per patch: the two questions of ``circuits.circuit.prediction`` in one run."""
 
     name = "next_token_loss_and_kl"
 
-    def needs_clean(self) -> bool:
-        return True
-
-    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None = None) -> Tensor:
         assert clean is not None and self._tokens is not None
         ref = logits_of(self.model, clean).float().log_softmax(dim=-1)
         out = []

@@ -32,7 +32,7 @@ from circuits.backend import (
 from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.patching.forward import PatchEngine, last_read
-from circuits.patching.readouts import Metric, SinkMetric
+from circuits.patching.readouts import Readout, SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Receiver, Site, check_receiver
 
@@ -114,14 +114,14 @@ def default_receiver_layers(receiver: Receiver, n_layers: int) -> tuple[int, ...
 def path_patch(
     patcher: PatchEngine,
     paths: Sequence[tuple[Site, Receiver]],
-    metric: Metric | Callable | None = None,
+    readout: Readout | Callable | None = None,
     *,
     desc: str = "path patching",
 ) -> PatchingResult:
-    """IOI-style path patching: one metric value per (sender, receiver) path.
+    """IOI-style path patching: one readout value per (sender, receiver) path.
 
-    Default metric (``metric=None``): ``default_receiver_layers`` of each path; each path then
-    gets its own receiver layers, so pass one explicit metric when the values must be comparable.
+    Default readout (``readout=None``): ``default_receiver_layers`` of each path; each path then
+    gets its own receiver layers, so pass one explicit readout when the values must be comparable.
     """
     paths = list(paths)
     if not paths:
@@ -131,26 +131,26 @@ def path_patch(
             raise UsageError("each path must be a (Site, Receiver) pair")
         patcher.check_site(sender)
         check_receiver(receiver, sender, patcher.model.cfg)
-    if metric is None:
+    if readout is None:
         return _per_path_default_metric(patcher, paths, desc)
     last = max(r.layer for _, r in paths)
-    metric = patcher.prepare(metric, last)
-    read = last_read(metric, patcher.model)
+    readout = patcher.prepare(readout, last)
+    read = last_read(readout, patcher.model)
     for s, r in paths:
         if r.order >= read:
             raise UsageError(
                 f"path {s.name}->{r.name} cannot change the readout: it reads layer "
                 f"{read[0]} at the latest, not after receiver {r.name}; choose later receiver layers"
             )
-    clean, _ = patcher.clean_value(metric)
-    values, details = _run_paths(patcher, paths, metric, desc)
+    clean, _ = patcher.clean_value(readout)
+    values, details = _run_paths(patcher, paths, readout, desc)
     return PatchingResult(
         names=[f"{s.name}->{r.name}" for s, r in paths],
         patches=[[s.to_dict(), r.to_dict()] for s, r in paths],
         values=values,
         clean=clean,
-        metric=metric.describe(),
-        counterfactual=patcher.counterfactual_record(),
+        metric=readout.describe(),
+        counterfactual=patcher.counterfactual.describe(),
         detail=None if details[0] is None else torch.stack(details),  # type: ignore[arg-type]
         kind="path",
     )
@@ -169,7 +169,7 @@ def _per_path_default_metric(
     metrics: list[dict[str, Any]] = [{}] * len(paths)
     groups = tqdm(by_metric.items(), desc=desc, disable=not patcher.progress, leave=False)
     for layers, idx in groups:  # one bar over the groups; none per group
-        sub = path_patch(patcher, [paths[i] for i in idx], SinkMetric(layers), desc="")
+        sub = path_patch(patcher, [paths[i] for i in idx], SinkScore(layers), desc="")
         for j, i in enumerate(idx):
             values[i] = sub.values[j]
             cleans[i] = sub.clean
@@ -183,7 +183,7 @@ def _per_path_default_metric(
             "name": "sink_score",
             "definition": "per path: receiver layer (q/k) or later layers (v/mlp_in)",
         },
-        counterfactual=patcher.counterfactual_record(),
+        counterfactual=patcher.counterfactual.describe(),
         kind="path",
     )
     res.extra["per_path_clean"] = cleans
@@ -273,7 +273,7 @@ def _recomputed_receiver_hooks(
 
 
 def _run_paths(
-    patcher: PatchEngine, paths: list[tuple[Site, Receiver]], metric: Metric, desc: str
+    patcher: PatchEngine, paths: list[tuple[Site, Receiver]], metric: Readout, desc: str
 ) -> tuple[Tensor, list[Tensor | None]]:
     deltas = {s: sender_delta(patcher, s) for s in {s for s, _ in paths}}
     starts: dict[int, int | None] = {i: r.layer for i, (_, r) in enumerate(paths)}

@@ -26,7 +26,7 @@ from torch import Tensor
 from circuits.backend import ModelConfig, get_act_name
 from circuits.core.model_lock import exclusive
 from circuits.patching.forward import PatchEngine, prefix_exact
-from circuits.patching.readouts import Metric
+from circuits.patching.readouts import Readout
 from circuits.patching.sites import Site
 
 AFTER_PATTERN = ("head", "attn", "resid_mid", "mlp", "resid_post")
@@ -77,7 +77,7 @@ def plan_prefixes(
     patcher: PatchEngine,
     plist: list[tuple[Site, ...]],
     starts: dict[int, int | None],
-    metric: Metric,
+    metric: Readout,
 ) -> dict[int, tuple[int, int]]:
     """The patches (index -> (block, prefix)) that run their block on a prefix; their entry in
     ``starts`` moves to the next block. Only where that is exact for the readout (module

@@ -1,25 +1,36 @@
-"""Readouts as data: what a patched run is measured by, and what it reads.
+"""Readouts as data: what a patched run is measured by.
 
-Each readout *declares* the hooks it reads (``reads``). The engine captures exactly those, reduces
-each to a small per-patch tensor at the hook (``reduce``) and combines the reductions into one
-value per patch (``combine``). From the declaration the engine decides which shortcuts are exact
+A readout is four things, and nothing else is asked of one:
+
+* ``reads(model)``: the hooks it reads;
+* ``reduce(name, acts)``: each read hook's activation reduced to a small per-patch tensor at
+  the hook (a ``ComparedToClean`` readout is also given the clean activation there);
+* ``combine(reduced)``: the reductions combined into one value per patch (and a detail);
+* ``describe()``: its name, definition and parameters, as every result records them.
+
+Two optional declarations: ``check(model, tokens)`` refuses a question the model cannot answer
+(and resolves defaults such as the receiver layers), and ``layer_columns()`` says that the
+detail's columns are each read within one layer (nested runs, the panel's per-layer curve).
+
+Everything else the engine derives. From the reads it decides which shortcuts are exact
 (``circuits.patching.forward``): where the forward may stop, which patches cannot change the
-readout, which patched blocks may run on their prefix alone, and which reads of a patch that
-starts deeper are its clean values. Two more declarations name the estimates that apply:
-``per_layer_detail`` (the value is the mean of per-layer columns, each read within its layer:
-nested runs) and ``sink_layers`` (the value *is* Gu et al.'s sink score of those layers: the
-P0-stream estimate and attribution patching compute it).
+readout, which patched blocks may run on their prefix alone. Clean values are cached under
+``question_key``: the readout's class and its public attributes (its parameters), with a
+callable held by the key itself, so two readouts share a clean value only when they ask the same
+question, and a new readout with a new parameter cannot receive another's clean value. Only
+``SinkScore`` *is* Gu et al.'s sink score, which the P0-stream estimate and attribution patching
+compute.
 
-* ``SinkMetric``: Gu et al.'s sink score of the receiver layers (the circuit's output);
+* ``SinkScore``: Gu et al.'s sink score of the receiver layers (the circuit's output);
 * ``AttentionToP0``: mean attention of queries q >= 1 to P0 in the receiver layers;
-* ``P0NormMetric``: P0's residual norm after a layer (the massive-activation signal);
-* ``CacheMetric``: any callable on the activation cache of named hooks;
+* ``P0Norm``: P0's residual norm after a layer (the massive-activation signal);
+* ``CacheReadout``: any callable on the activation cache of named hooks;
 * output readouts (``circuits.patching.output_readouts``): next-token loss, logit difference, KL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
@@ -34,37 +45,22 @@ from circuits.metrics.residual import residual_norms
 from circuits.patching.hook_order import read_position
 
 
-class Metric:
-    """A readout: what a patched run is measured by (the module docstring).
+class Readout:
+    """A readout (the module docstring): ``reads``, ``reduce``, ``combine``, ``describe``.
 
-    ``reads(model)``: the hooks read, any order. ``reduce(name, acts, clean)``: ``acts`` is
-    ``[n_present, batch, ...]`` (one slice per patch present at that hook), ``clean`` the clean
-    run's activation there when the readout asked for it (``needs_clean``); returns
-    ``[n_present, ...]``. ``combine(reduced)``: per hook ``[n_patches, ...]`` -> ``(values
-    [n_patches], detail [n_patches, ...] | None)``. ``key()``: hashable data naming the
-    readout (equal keys: equal questions). ``reduction_key``: readouts whose reductions of a
-    hook coincide share it (their clean reductions are computed once).
+    ``reduce(name, acts)``: ``acts`` is ``[n_present, batch, ...]`` (one slice per patch present
+    at that hook); returns ``[n_present, ...]``. ``combine(reduced)``: per hook ``[n_patches,
+    ...]`` -> ``(values [n_patches], detail [n_patches, ...] | None)``. A readout's parameters
+    are its public attributes (they make its ``question_key``); what ``check`` keeps for
+    ``reduce`` goes in private ones.
     """
 
-    name = "metric"
-    per_layer_detail = False
-
-    def validate(self, model: HookedModel, tokens: Tensor) -> None:
-        """Check the readout against the model and prompts (and keep what ``reduce`` needs)."""
+    name = "readout"
 
     def reads(self, model: HookedModel) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def needs_clean(self) -> bool:
-        return False
-
-    def reduction_key(self) -> Any:
-        return self.key()
-
-    def key(self) -> Any:
-        raise NotImplementedError
-
-    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+    def reduce(self, name: str, acts: Tensor) -> Tensor:
         raise NotImplementedError
 
     def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
@@ -73,26 +69,51 @@ class Metric:
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def sink_layers(self) -> tuple[int, ...] | None:
-        """The layers whose mean Gu sink score this readout is, if it is exactly that (the
-        P0-stream estimate and attribution patching compute only it); else None."""
+    def check(self, model: HookedModel, tokens: Tensor) -> None:
+        """Refuse (``UsageError``) a question this model and these prompts cannot answer, and
+        keep what ``reduce`` needs (optional)."""
+
+    def layer_columns(self) -> tuple[int, ...] | None:
+        """The layer each detail column is read within, when the value is their mean
+        (optional; None: no such structure)."""
         return None
 
-    def detail_layers(self) -> tuple[int, ...]:
-        """With ``per_layer_detail``: the layer each detail column reads (within that layer)."""
+
+class ComparedToClean(Readout):
+    """A readout whose reduction compares the patched activation with the clean one at the same
+    hook (KL to the clean distribution): ``reduce(name, acts, clean)``."""
+
+    def reduce(self, name: str, acts: Tensor, clean: Tensor | None = None) -> Tensor:  # type: ignore[override]
         raise NotImplementedError
 
-    def resolved(self, last_patched_layer: int, n_layers: int) -> Metric:
-        """This readout with defaults that depend on the patches filled in."""
-        return self
+
+def _frozen(value: Any) -> Hashable:
+    if isinstance(value, Tensor):
+        return ("tensor", tuple(value.shape), tuple(value.reshape(-1).tolist()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, range):
+        return tuple(value)
+    hash(value)  # a callable or any other object: compared (and kept alive) by identity
+    return value
 
 
-class _PatternReadout(Metric):
+def question_key(readout: Readout) -> Hashable:
+    """What a readout asks, as a hashable key: its class and its public attributes. Two readouts
+    share cached clean values exactly when their keys are equal (the module docstring)."""
+    params = tuple(
+        sorted((k, _frozen(v)) for k, v in vars(readout).items() if not k.startswith("_"))
+    )
+    return (type(readout), params)
+
+
+class _PatternReadout(Readout):
     """A per-head reduction of the receiver layers' attention patterns, averaged over heads and
-    then over layers; ``receivers=None``: the default receiver layers
-    (``circuits.core.conventions.default_receiver_layers``: layer 2 .. last, as ``discover``)."""
+    then over layers; ``receivers=None``: the default receiver layers of the model it is asked
+    of (``circuits.core.conventions.default_receiver_layers``: layer 2 .. last, as ``discover``)."""
 
-    per_layer_detail = True
     _reduce: Callable[[Tensor], Tensor]
 
     @checked
@@ -100,45 +121,33 @@ class _PatternReadout(Metric):
         self.receivers: tuple[int, ...] | None = (
             None if receivers is None else tuple(sorted({int(r) for r in receivers}))
         )
+        self._layers: tuple[int, ...] | None = self.receivers
         self._sinks = False
-
-    def resolved(self, last_patched_layer: int, n_layers: int) -> Metric:
-        if self.receivers is not None:
-            return self
-        return type(self)(default_receiver_layers(n_layers))
 
     @property
     def layers(self) -> tuple[int, ...]:
-        if self.receivers is None:
-            raise RuntimeError(f"{type(self).__name__} receivers are unresolved (internal error)")
-        return self.receivers
+        """The receiver layers (the defaults once ``check`` has seen the model)."""
+        if self._layers is None:
+            raise RuntimeError(f"{type(self).__name__} used before check (internal error)")
+        return self._layers
 
-    def detail_layers(self) -> tuple[int, ...]:
+    def layer_columns(self) -> tuple[int, ...]:
         return self.layers
 
-    def validate(self, model: HookedModel, tokens: Tensor) -> None:
+    def check(self, model: HookedModel, tokens: Tensor) -> None:
         self._sinks = learned_attention_sinks(model.cfg)
-        if self.receivers is None:
-            raise UsageError(f"{type(self).__name__} receivers are unresolved (internal error)")
-        if not self.receivers:
-            raise UsageError(f"{type(self).__name__} needs at least one receiver layer")
-        bad = [r for r in self.receivers if not 0 <= r < model.cfg.n_layers]
+        n = model.cfg.n_layers
+        self._layers = self.receivers or tuple(default_receiver_layers(n))
+        bad = [r for r in self._layers if not 0 <= r < n]
         if bad:
             raise UsageError(
-                f"receiver layer(s) {bad} out of range: the model has layers "
-                f"0..{model.cfg.n_layers - 1}"
+                f"receiver layer(s) {bad} out of range: the model has layers 0..{n - 1}"
             )
 
     def reads(self, model: HookedModel) -> tuple[str, ...]:
         return tuple(get_act_name("pattern", r) for r in self.layers)
 
-    def key(self) -> Any:
-        return (self.name, self.receivers)
-
-    def reduction_key(self) -> Any:
-        return self.name
-
-    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+    def reduce(self, name: str, acts: Tensor) -> Tensor:
         check_pattern(acts.reshape(-1, *acts.shape[2:]), name, sinks=self._sinks)
         return torch.stack([type(self)._reduce(c) for c in acts])  # [n, head]
 
@@ -147,8 +156,12 @@ class _PatternReadout(Metric):
         detail = torch.stack(cols, dim=1)  # [n, receivers]
         return detail.mean(dim=1), detail
 
+    def _described(self, definition: str) -> dict[str, Any]:
+        layers = self._layers if self._layers is not None else self.receivers
+        return {"name": self.name, "definition": definition, "receiver_layers": list(layers or [])}
 
-class SinkMetric(_PatternReadout):
+
+class SinkScore(_PatternReadout):
     """Gu et al.'s sink score alpha_0 (``circuits.metrics.sink_score``: mean over queries q >= 0
     of A[q, 0], batch-averaged), averaged over the heads of the receiver layers and then over
     the receiver layers. ``receivers=None``: the default receiver layers, layer 2 .. last (the
@@ -158,16 +171,11 @@ class SinkMetric(_PatternReadout):
     name = "sink_score"
     _reduce = staticmethod(sink_score)
 
-    def sink_layers(self) -> tuple[int, ...] | None:
-        return self.layers
-
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "definition": "Gu et al. alpha_0: mean over queries q>=0 of A[q,0], averaged over "
-            "prompts, heads and receiver layers",
-            "receiver_layers": list(self.receivers or []),
-        }
+        return self._described(
+            "Gu et al. alpha_0: mean over queries q>=0 of A[q,0], averaged over prompts, heads "
+            "and receiver layers"
+        )
 
 
 class AttentionToP0(_PatternReadout):
@@ -178,15 +186,12 @@ class AttentionToP0(_PatternReadout):
     _reduce = staticmethod(attn_to_p0)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "definition": "mean over queries q>=1 of A[q,0], averaged over prompts, heads and "
-            "receiver layers",
-            "receiver_layers": list(self.receivers or []),
-        }
+        return self._described(
+            "mean over queries q>=1 of A[q,0], averaged over prompts, heads and receiver layers"
+        )
 
 
-class P0NormMetric(Metric):
+class P0Norm(Readout):
     """P0's residual norm after block ``layer`` (``hook_resid_post``), batch-averaged, as in
     ``circuits.metrics.residual_norms``: the massive-activation signal."""
 
@@ -196,7 +201,7 @@ class P0NormMetric(Metric):
     def __init__(self, layer: Index) -> None:
         self.layer = int(layer)
 
-    def validate(self, model: HookedModel, tokens: Tensor) -> None:
+    def check(self, model: HookedModel, tokens: Tensor) -> None:
         if not 0 <= self.layer < model.cfg.n_layers:
             raise UsageError(
                 f"P0 norm layer {self.layer} out of range: the model has layers "
@@ -206,13 +211,7 @@ class P0NormMetric(Metric):
     def reads(self, model: HookedModel) -> tuple[str, ...]:
         return (get_act_name("resid_post", self.layer),)
 
-    def key(self) -> Any:
-        return (self.name, self.layer)
-
-    def reduction_key(self) -> Any:
-        return self.name
-
-    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+    def reduce(self, name: str, acts: Tensor) -> Tensor:
         return torch.tensor([float(residual_norms(c)[0]) for c in acts])
 
     def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, None]:
@@ -237,11 +236,11 @@ class _MissingHook(dict):
             )
         raise UsageError(
             f"the cache callable read {key!r}, which its readout does not capture: "
-            f"name it in CacheMetric(fn, hooks=[...]) (captured: {sorted(self)[:4]}...)"
+            f"name it in CacheReadout(fn, hooks=[...]) (captured: {sorted(self)[:4]}...)"
         )
 
 
-class CacheMetric(Metric):
+class CacheReadout(Readout):
     """Any callable on the activation cache: ``fn(cache) -> scalar``.
 
     ``cache`` is a TransformerLens ``ActivationCache`` of one patched run (batch = the prompts)
@@ -265,14 +264,15 @@ class CacheMetric(Metric):
         if not callable(fn):
             raise UsageError(f"metric must be callable, got {type(fn).__name__}")
         self.fn = fn
-        self._stop = stop_layer
+        self.stop_layer = stop_layer
         self.hooks = None if hooks is None else tuple(hooks)
         self._model: HookedModel | None = None
 
-    def validate(self, model: HookedModel, tokens: Tensor) -> None:
+    def check(self, model: HookedModel, tokens: Tensor) -> None:
         self._model = model
-        if self._stop is not None and not 1 <= self._stop <= model.cfg.n_layers:
-            raise UsageError(f"stop_layer {self._stop} out of range 1..{model.cfg.n_layers}")
+        stop = self.stop_layer
+        if stop is not None and not 1 <= stop <= model.cfg.n_layers:
+            raise UsageError(f"stop_layer {stop} out of range 1..{model.cfg.n_layers}")
         if self.hooks is not None:
             unknown = [h for h in self.hooks if h not in model.hook_dict]
             if unknown:
@@ -290,21 +290,15 @@ class CacheMetric(Metric):
     def reads(self, model: HookedModel) -> tuple[str, ...]:
         if self.hooks is not None:
             return self.hooks
-        stop = model.cfg.n_layers if self._stop is None else self._stop
+        stop = model.cfg.n_layers if self.stop_layer is None else self.stop_layer
         names = []
         for name in model.hook_dict:
             layer, _ = read_position(name, model.cfg.n_layers)
-            if layer < stop or (self._stop is None and name.startswith("ln_final")):
+            if layer < stop or (self.stop_layer is None and name.startswith("ln_final")):
                 names.append(name)
         return tuple(names)
 
-    def key(self) -> Any:
-        return (self.name, self.fn, self._stop, self.hooks)  # holds fn: its id cannot be reused
-
-    def reduction_key(self) -> Any:
-        return "capture"  # the activation itself: shared by every cache callable
-
-    def reduce(self, name: str, acts: Tensor, clean: Tensor | None) -> Tensor:
+    def reduce(self, name: str, acts: Tensor) -> Tensor:
         return acts.detach().clone()
 
     def describe(self) -> dict[str, Any]:
@@ -340,15 +334,15 @@ class CacheMetric(Metric):
         return torch.tensor(values), None
 
 
-def as_readout(metric: Metric | Callable | None) -> Metric:
+def as_readout(metric: Readout | Callable | None) -> Readout:
     """A readout from what a caller passed: a readout as is, a callable on the cache wrapped in
-    ``CacheMetric``, None: the sink score of the default receiver layers (2 .. last)."""
+    ``CacheReadout``, None: the sink score of the default receiver layers (2 .. last)."""
     if metric is None:
-        return SinkMetric()
-    if isinstance(metric, Metric):
+        return SinkScore()
+    if isinstance(metric, Readout):
         return metric
     if callable(metric):
-        return CacheMetric(metric)
+        return CacheReadout(metric)
     raise UsageError(
         f"metric must be a readout or a callable on the cache, got {type(metric).__name__}"
     )

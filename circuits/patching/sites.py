@@ -183,10 +183,11 @@ def component_sites(
     n_layers: Count,
     layers: NonEmpty[Index] | None = None,
     *,
-    positions: Positions | None = (0,),
+    positions: Positions | None,
     kinds: NonEmpty[str] = ("embed", "attn", "mlp"),
 ) -> list[Site]:
-    """Sites for a component sweep: the embedding and each layer's ``kinds`` at ``positions``."""
+    """Sites for a component sweep: the embedding and each layer's ``kinds`` at ``positions``
+    (no default: ``(0,)`` for P0, ``None`` for every position, as TransformerLens' ``*_all_pos``)."""
     layers = range(n_layers) if layers is None else layers
     sites = [Site("embed", 0, positions=positions)] if "embed" in kinds else []
     for layer in layers:
@@ -198,8 +199,10 @@ def component_sites(
 
 @checked
 def head_sites(
-    layers: NonEmpty[Index], n_heads: Count, *, positions: Positions | None = (0,)
+    layers: NonEmpty[Index], n_heads: Count, *, positions: Positions | None
 ) -> list[Site]:
+    """Every head of ``layers`` at ``positions`` (no default: ``(0,)`` for P0, ``None`` for
+    every position)."""
     return [
         Site("head", layer, head=h, positions=positions) for layer in layers for h in range(n_heads)
     ]

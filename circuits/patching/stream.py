@@ -42,7 +42,7 @@ from circuits.backend import (
 from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate
-from circuits.patching.readouts import Metric
+from circuits.patching.readouts import Readout, SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site
 
@@ -55,7 +55,7 @@ class EstimateUnavailable(UsageError):
     carries the pattern. Callers fall back to exact patching."""
 
 
-def _check(patcher: PatchEngine, sites: list[Site], metric: Metric | None) -> Metric:
+def _check(patcher: PatchEngine, sites: list[Site], metric: Readout | None) -> SinkScore:
     if not sites:
         raise UsageError("no sites given")
     cfg = patcher.model.cfg
@@ -228,7 +228,7 @@ def _start_groups(sites: list[Site], batch: int) -> dict[int, list[int]]:
 def p0_stream_estimate(
     patcher: PatchEngine,
     sites: Sequence[Site],
-    metric: Metric | None = None,
+    readout: Readout | None = None,
     *,
     patches_per_pass: int = 512,
 ) -> PatchingResult:
@@ -240,10 +240,10 @@ def p0_stream_estimate(
     forward of the one-token prompts from that block on.
     """
     sites = list(sites)
-    metric = _check(patcher, sites, metric)
+    readout = _check(patcher, sites, readout)
     if patches_per_pass < 1:
         raise UsageError("patches_per_pass must be >= 1")
-    layers = list(metric.sink_layers() or ())
+    layers = list(readout.layers)
     model = patcher.model
     cap = model.cfg.attn_scores_soft_cap
     recv = _clean_receivers(patcher, layers)
@@ -263,7 +263,7 @@ def p0_stream_estimate(
                     s0 = r.s0 + _softcap(raw, cap) - r.raw0
                     moved = r.p0(s0).mean(dim=(-3, -2, -1)) - r.clean_p0
                     est[idx] += moved.double().cpu() / len(layers)  # est lives on the CPU
-    clean = patcher.clean_value(metric)[0]
+    clean = patcher.clean_value(readout)[0]
     return PatchingResult.from_estimates(
-        sites, est, clean, metric.describe(), patcher.counterfactual_record(), KIND
+        sites, est, clean, readout.describe(), patcher.counterfactual.describe(), KIND
     )

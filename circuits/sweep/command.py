@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from circuits.cli.common import add_quiet
+from circuits.sweep.executors import EXECUTORS
 
 NAME = "sweep"
 HELP = (
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the sweep's folder (reused)")
     parser.add_argument(
         "--executor",
-        choices=("local", "submitit-local", "slurm"),
+        choices=EXECUTORS,
         default="local",
         help="local: this machine (default); submitit-local / slurm: through submitit",
     )

@@ -43,7 +43,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from circuits.core.errors import UsageError
 
-SWEEP_COMMANDS = ("measure", "discover")
 CHECKPOINT_GLOB = "checkpoints/step_*.pt"
 _PROMPT_KEYS = {
     "measure": {"bos", "text", "max_tokens", "truncate"},

@@ -27,7 +27,7 @@ from circuits.core.atomic import write_text
 from circuits.core.conventions import PATCHING_FILE
 from circuits.core.errors import MissingDataError
 from circuits.core.records import finite, load_measure, load_result
-from circuits.sweep.jobs import DONE, JOBS_DIR, STATUS_SUFFIX, is_complete, job_paths, read_status
+from circuits.sweep.jobs import DONE, is_complete, job_paths, read_status
 
 SUMMARY_JSONL = "summary.jsonl"
 SUMMARY_CSV = "summary.csv"
@@ -102,15 +102,6 @@ def job_row(root: Path, job: dict[str, Any]) -> dict[str, Any]:
 
 def sweep_rows(root: Path, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [job_row(root, job) for job in jobs]
-
-
-def known_jobs(root: Path) -> list[dict[str, Any]]:
-    """Every job that has a status in ``root`` (for a summary without the spec)."""
-    return [
-        s["job"]
-        for p in sorted((root / JOBS_DIR).glob(f"*{STATUS_SUFFIX}"))
-        if (s := read_status(p)) and "job" in s
-    ]
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

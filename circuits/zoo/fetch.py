@@ -50,10 +50,6 @@ class GGUFSource:
     size: int
     parts: tuple[WheelFile, ...]
 
-    @property
-    def total_wheel_files(self) -> int:
-        return len(self.parts)
-
 
 def verify_file(path: Path, expected_sha256: str) -> None:
     """Raise ``ChecksumError`` unless ``path`` hashes to ``expected_sha256``."""

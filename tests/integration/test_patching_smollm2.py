@@ -9,7 +9,7 @@ import transformer_lens.patching as tlp
 from _tl_helpers import tl_sink_metric
 from transformer_lens import ActivationCache
 
-from circuits.patching import Patcher, SinkMetric, Site
+from circuits.patching import Patcher, SinkScore, Site
 
 TOL = 1e-4
 
@@ -41,12 +41,12 @@ def test_smollm2_head_patches_match_transformer_lens(smollm2):
     finally:
         model.reset_hooks(including_permanent=True)
     ours = patcher.patch(
-        [Site("head", la, head=h, positions=None) for la, h in rows], SinkMetric(layers)
+        [Site("head", la, head=h, positions=None) for la, h in rows], SinkScore(layers)
     )
     assert (ours.values - theirs).abs().max() <= TOL
     assert ours.effects.abs().max() > 1e-3
     # P0-only patches of the whole layer-0 attention and MLP move the sink of later layers
-    p0 = patcher.patch([Site("attn", 0), Site("mlp", 0)], SinkMetric(layers))
+    p0 = patcher.patch([Site("attn", 0), Site("mlp", 0)], SinkScore(layers))
     assert p0.effects.abs().max() > 1e-3
 
 
@@ -70,7 +70,7 @@ def test_smollm2_chosen_first_token_and_output_readouts_equal_a_plain_hook_loop(
     )
     bos = smollm2.tokenizer.bos_token_id
     patcher = Patcher(model, toks, "token:<bos>")
-    assert patcher.counterfactual_record()["first_token"] == bos
+    assert patcher.counterfactual.describe()["first_token"] == bos
     cf_toks = toks.clone()
     cf_toks[:, 0] = bos
     _, cf = model.run_with_cache(cf_toks)

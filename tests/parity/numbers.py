@@ -15,7 +15,7 @@ from circuits.metrics.measure import measure_sinks
 from circuits.panel.session import PATH_KINDS, PatchSession
 from circuits.patching import Patcher
 from circuits.patching.output_readouts import NextTokenLoss
-from circuits.patching.readouts import AttentionToP0, P0NormMetric, SinkMetric
+from circuits.patching.readouts import AttentionToP0, P0Norm, SinkScore
 from circuits.viz.view_data import compute_view_data
 from tests._variants import p0_sites
 
@@ -77,9 +77,9 @@ def parity_numbers(model: Any, tokens: torch.Tensor, *, run_discover: bool = Tru
     out["measure"] = measure_sinks(model, tokens, bos=False).to_dict()
     sites = p0_sites(cfg)
     readouts = {
-        "sink": SinkMetric(),
+        "sink": SinkScore(),
         "attn_to_p0": AttentionToP0(),
-        "p0_norm": P0NormMetric(n - 1),
+        "p0_norm": P0Norm(n - 1),
         "loss": NextTokenLoss(),
     }
     for cf in ("shift", "mean"):

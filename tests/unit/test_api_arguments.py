@@ -38,7 +38,7 @@ from circuits.core.errors import UsageError
 PACKAGES = ("circuits", "circuits.patching", "circuits.panel")
 
 NOT_ENTRIES = {
-    "Metric": "the abstract readout class: its subclasses are the entries",
+    "Readout": "the abstract readout class: its subclasses are the entries",
     "Counterfactual": "the abstract counterfactual class: its subclasses are the entries",
     "PatchingResult": "a result the engine returns, not built by users",
     "SinkReport": "a result measure_sinks returns, not built by users",
@@ -125,12 +125,12 @@ def _valid_calls(w: _World, tmp) -> dict[str, tuple[Any, dict[str, Any]]]:
                 prefix_blocks=True,
             ),
         ),
-        "Patcher.patch": (w.patcher.patch, dict(patches=[site], metric=P.SinkMetric([2]), desc="")),
+        "Patcher.patch": (w.patcher.patch, dict(patches=[site], readout=P.SinkScore([2]), desc="")),
         "Patcher.path_patch": (
             w.patcher.path_patch,
-            dict(paths=[(site, recv)], metric=P.SinkMetric([2]), desc=""),
+            dict(paths=[(site, recv)], readout=P.SinkScore([2]), desc=""),
         ),
-        "Patcher.clean_value": (w.patcher.clean_value, dict(metric=P.SinkMetric([2]))),
+        "Patcher.clean_value": (w.patcher.clean_value, dict(readout=P.SinkScore([2]))),
         "Site": (P.Site, dict(kind="head", layer=1, head=2, positions=(0, 1))),
         "Receiver": (P.Receiver, dict(kind="q", layer=1, heads=(0,))),
         "component_sites": (
@@ -139,11 +139,11 @@ def _valid_calls(w: _World, tmp) -> dict[str, tuple[Any, dict[str, Any]]]:
         ),
         "head_sites": (P.head_sites, dict(layers=[0], n_heads=4, positions=(0,))),
         "patch_name": (P.patch_name, dict(patch=site)),
-        "SinkMetric": (P.SinkMetric, dict(receivers=[1, 2])),
+        "SinkScore": (P.SinkScore, dict(receivers=[1, 2])),
         "AttentionToP0": (P.AttentionToP0, dict(receivers=[1, 2])),
-        "P0NormMetric": (P.P0NormMetric, dict(layer=1)),
-        "CacheMetric": (
-            P.CacheMetric,
+        "P0Norm": (P.P0Norm, dict(layer=1)),
+        "CacheReadout": (
+            P.CacheReadout,
             dict(fn=lambda cache: 0.0, stop_layer=2, hooks=["blocks.0.hook_resid_post"]),
         ),
         "NextTokenLoss": (P.NextTokenLoss, {}),
@@ -165,7 +165,7 @@ def _valid_calls(w: _World, tmp) -> dict[str, tuple[Any, dict[str, Any]]]:
         ),
         "attribution_patch": (
             P.attribution_patch,
-            dict(patcher=w.patcher, sites=[site], metric=None, prompts_per_pass=1, ig_steps=1),
+            dict(patcher=w.patcher, sites=[site], readout=None, prompts_per_pass=1, ig_steps=1),
         ),
         "pearson": (P.pearson, dict(a=torch.rand(5), b=torch.rand(5))),
         "DiscoverConfig": (

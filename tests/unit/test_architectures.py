@@ -20,7 +20,7 @@ from transformer_lens.utilities import get_act_name
 
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import sink_score
-from circuits.patching import Patcher, Receiver, SinkMetric, Site
+from circuits.patching import Patcher, Receiver, SinkScore, Site
 from circuits.patching.attribution import attribution_patch
 from circuits.patching.nested import patch_nested
 from circuits.patching.prefix import prefix_patch
@@ -84,7 +84,7 @@ def test_every_activation_patch_equals_the_naive_computation(case, cf):
     layers = list(range(N_LAYERS))
     patcher = Patcher(model, tokens, cf, max_rows=12)
     patches = _all_sites(model.cfg)
-    ours = patcher.patch(patches, SinkMetric(layers))
+    ours = patcher.patch(patches, SinkScore(layers))
     naive = [
         _naive_sink(model, tokens, [_setter(s, patcher.cf) for s in p], layers) for p in patches
     ]
@@ -102,9 +102,9 @@ def test_prefix_blocks_equal_whole_blocks(case):
     patches = _all_sites(model.cfg)
     prefixed = [p for p in patches if prefix_patch(tuple(p), model.cfg, tokens.shape[1])]
     assert len(prefixed) >= 2 * (N_LAYERS - 1)
-    fast = Patcher(model, tokens, "shift", max_rows=12).patch(patches, SinkMetric(layers))
+    fast = Patcher(model, tokens, "shift", max_rows=12).patch(patches, SinkScore(layers))
     whole = Patcher(model, tokens, "shift", max_rows=12, prefix_blocks=False)
-    slow = whole.patch(patches, SinkMetric(layers))
+    slow = whole.patch(patches, SinkScore(layers))
     assert (fast.values - slow.values).abs().max().item() <= 1e-6, name
 
 
@@ -119,7 +119,7 @@ def test_nested_patches_equal_separate_runs(case, with_embed):
     sites += [Site(late, 2), Site("head", 2, head=0, positions=None)]
     cuts = [0, 1, 2]
     patcher = Patcher(model, tokens, "zero", max_rows=6)
-    for metric in (SinkMetric(range(N_LAYERS)), SinkMetric([1, 2])):
+    for metric in (SinkScore(range(N_LAYERS)), SinkScore([1, 2])):
         ours = patch_nested(patcher, sites, cuts, metric)
         nested = [[s for s in sites if s.kind == "embed" or s.layer <= c] for c in cuts]
         separate = patcher.patch(nested, metric)
@@ -144,11 +144,11 @@ def test_grids_equal_transformer_lens_patching(case):
         model.reset_hooks(including_permanent=True)
     heads = patcher.patch(
         [Site("head", la, head=h, positions=None) for la in layers for h in range(n_heads)],
-        SinkMetric(layers),
+        SinkScore(layers),
     )
     resid = patcher.patch(
         [Site("resid_pre", la, positions=(p,)) for la in layers for p in range(n_pos)],
-        SinkMetric(layers),
+        SinkScore(layers),
     )
     assert (heads.values.view(N_LAYERS, n_heads) - theirs_heads).abs().max() <= TOL, name
     assert (resid.values.view(N_LAYERS, n_pos) - theirs_resid).abs().max() <= TOL, name
@@ -227,7 +227,7 @@ def test_path_patching_equals_the_naive_ioi_computation(case):
                 (Site("head", 1, head=0), Receiver("mlp_in", 1))
             )  # attention -> its own MLP
     layers = [1, 2]
-    ours = patcher.path_patch(paths, SinkMetric(layers))
+    ours = patcher.path_patch(paths, SinkScore(layers))
     for (sender, receiver), value in zip(paths, ours.values.tolist(), strict=True):
         expected = _naive_path(model, tokens, patcher, sender, receiver, layers)
         assert abs(value - expected) <= TOL, f"{name}: {sender.name}->{receiver.name}"
@@ -243,7 +243,7 @@ def test_attribution_is_the_limit_of_exact_patching(case):
     sites = [Site("embed"), Site("attn", 0), Site("head", 1, head=2)]
     if not model.cfg.attn_only:
         sites.append(Site("mlp", 0))
-    metric = SinkMetric([1, 2])
+    metric = SinkScore([1, 2])
     attr = attribution_patch(patcher, sites, metric)
     eps = 1e-3
     for hook in {s.hook_name for s in sites}:

@@ -10,7 +10,7 @@ from transformer_lens.utilities import get_act_name
 
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import sink_score
-from circuits.patching import Patcher, SinkMetric, Site
+from circuits.patching import Patcher, SinkScore, Site
 from circuits.patching.attribution import attribution_patch
 from circuits.zoo import tiny_model
 
@@ -27,7 +27,7 @@ def patcher():
 def test_one_site_integral_is_the_exact_effect(patcher, site):
     """Along a one-site path the gradient integral is M(a') - M(a) (fundamental theorem): with
     64 midpoints it matches the exact patch far better than the plain gradient does."""
-    metric = SinkMetric([1, 2])
+    metric = SinkScore([1, 2])
     exact = patcher.patch([site], metric).effects[0].item()
     plain = attribution_patch(patcher, [site], metric).effects[0].item()
     ig = attribution_patch(patcher, [site], metric, ig_steps=64).effects[0].item()
@@ -42,7 +42,7 @@ def test_joint_path_matches_a_naive_riemann_sum(patcher):
     comps = [Site("embed"), Site("attn", 0), Site("mlp", 0), Site("attn", 1)]
     heads = [Site("head", 1, head=h) for h in range(model.cfg.n_heads)]
     sites = comps + heads
-    metric = SinkMetric([2])
+    metric = SinkScore([2])
     steps = 4
     got = attribution_patch(patcher, sites, metric, ig_steps=steps, prompts_per_pass=4)
 

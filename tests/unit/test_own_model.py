@@ -12,7 +12,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuits.core.errors import UsageError
 from circuits.metrics import measure_sinks
-from circuits.patching import Patcher, SinkMetric, Site
+from circuits.patching import Patcher, SinkScore, Site
 from circuits.prompts import default_text, prompt_set, tokenize_text
 from circuits.viz.report import write_result
 from circuits.viz.view_data import view_data_for_text
@@ -80,8 +80,8 @@ def test_padded_batches_are_refused_with_the_fix(own):
 def test_bos_counterfactual_is_the_tokenizer_bos_and_equals_a_plain_hook_loop(own):
     tokens = prompt_set(own, n_prompts=3, n_tokens=12, bos=False)
     patcher = Patcher(own, tokens, "token:<bos>")
-    assert patcher.counterfactual_record()["first_token"] == own.tokenizer.bos_token_id
-    res = patcher.patch([Site("mlp", 0)], SinkMetric([2]))
+    assert patcher.counterfactual.describe()["first_token"] == own.tokenizer.bos_token_id
+    res = patcher.patch([Site("mlp", 0)], SinkScore([2]))
     bos_tokens = tokens.clone()
     bos_tokens[:, 0] = own.tokenizer.bos_token_id
     _, cf = own.run_with_cache(bos_tokens)
@@ -154,7 +154,7 @@ def test_learned_positions_at_p0_are_a_site(own):
     from circuits.zoo import tiny_model
 
     tokens = prompt_set(own, n_prompts=3, n_tokens=12, bos=False)
-    res = Patcher(own, tokens, "shift").patch([Site("pos_embed")], SinkMetric([1, 2]))
+    res = Patcher(own, tokens, "shift").patch([Site("pos_embed")], SinkScore([1, 2]))
     store = {}
 
     def setter(act, hook):
@@ -174,7 +174,7 @@ def test_learned_positions_at_p0_are_a_site(own):
     assert float(res.values[0]) == pytest.approx((store[1] + store[2]) / 2, abs=1e-6)
     rotary = tiny_model(seed=0, n_layers=2)
     with pytest.raises(UsageError, match="no pos_embed to patch"):
-        Patcher(rotary, tokens % 200).patch([Site("pos_embed")], SinkMetric([1]))
+        Patcher(rotary, tokens % 200).patch([Site("pos_embed")], SinkScore([1]))
 
 
 @pytest.fixture(scope="module")

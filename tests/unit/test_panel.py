@@ -10,7 +10,7 @@ from transformer_lens.utilities import get_act_name
 from circuits.circuit.graph import CircuitGraph
 from circuits.core.errors import UsageError
 from circuits.panel import explore
-from circuits.patching import Patcher, SinkMetric, Site
+from circuits.patching import Patcher, SinkScore, Site
 from circuits.zoo import tiny_model
 
 N_LAYERS = 4
@@ -46,7 +46,7 @@ def test_a_click_gives_the_exact_numbers(model, tokens, tmp_path):
     assert {"embed@p0", "attn0@p0", "mlp1@p0", "attn1.h2@p0"} <= set(comps)
     # the map's colours come from exact single effects equal to Patcher's
     patcher = Patcher(model, tokens, "shift")
-    single = patcher.patch([Site("mlp", 0)], SinkMetric(layers))
+    single = patcher.patch([Site("mlp", 0)], SinkScore(layers))
     assert comps["mlp0@p0"]["relative"] == pytest.approx(float(single.relative[0]), abs=1e-6)
 
     panel.selected = ["attn0@p0", "mlp0@p0"]  # what a click does
@@ -68,7 +68,7 @@ def test_a_click_gives_the_exact_numbers(model, tokens, tmp_path):
     clean = sum(r["clean"]) / len(layers)
     assert r["ablated"] == pytest.approx(sum(r["patched"]) / len(layers) / clean, abs=1e-6)
     others = [s for s in panel.session.components if s.name not in r["selection"]]
-    kept = patcher.patch([tuple(others)], SinkMetric(layers)).values[0] / clean
+    kept = patcher.patch([tuple(others)], SinkScore(layers)).values[0] / clean
     assert r["kept"] == pytest.approx(float(kept), abs=1e-6)
     # the receiver head's pattern after the patch: the plain hook loop's
     assert len(r["pattern_patched"]) == tokens.shape[1]
@@ -87,7 +87,7 @@ def test_changing_the_counterfactual_and_readout_reasks_the_question(model, toke
     panel.counterfactual = "zero"
     panel.wait()
     assert panel.session.patcher.counterfactual.spec == "zero"
-    zero = Patcher(model, tokens, "zero").patch([Site("mlp", 0)], SinkMetric([2, 3]))
+    zero = Patcher(model, tokens, "zero").patch([Site("mlp", 0)], SinkScore([2, 3]))
     assert panel.result["patched"] == pytest.approx(zero.detail[0].tolist(), abs=1e-6)
     panel.counterfactual = "no-such-thing"
     panel.wait()
@@ -108,7 +108,7 @@ def test_path_mode_and_bad_selections(model, tokens):
     patcher = Patcher(model, tokens, "shift")
     from circuits.patching import Receiver
 
-    want = patcher.path_patch([(Site("mlp", 0), Receiver("k", 2))], SinkMetric([2, 3]))
+    want = patcher.path_patch([(Site("mlp", 0), Receiver("k", 2))], SinkScore([2, 3]))
     assert panel.result["paths"]["mlp0@p0->attn2.k"] == pytest.approx(
         float(want.effects[0]), abs=1e-6
     )

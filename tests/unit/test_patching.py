@@ -14,11 +14,11 @@ from transformer_lens.utilities import get_act_name
 from circuits.core.errors import UsageError
 from circuits.metrics import residual_norms, sink_score
 from circuits.patching import (
-    CacheMetric,
-    P0NormMetric,
+    CacheReadout,
+    P0Norm,
     Patcher,
     Receiver,
-    SinkMetric,
+    SinkScore,
     Site,
     component_sites,
     head_sites,
@@ -52,7 +52,7 @@ def tl_metric(model):
 @pytest.mark.parametrize("cf", ["shift", "mean", "zero"])
 def test_head_and_resid_grids_match_transformer_lens(model, tokens, tl_metric, cf):
     patcher = Patcher(model, tokens, cf, max_rows=12)
-    metric = SinkMetric(range(N_LAYERS))
+    metric = SinkScore(range(N_LAYERS))
     source = ActivationCache(patcher.cf, model)
     n_heads, n_pos = model.cfg.n_heads, tokens.shape[1]
 
@@ -83,7 +83,7 @@ def test_layer_pos_patches_match_transformer_lens(model, tokens, tl_metric, kind
     patcher = Patcher(model, tokens, "shift")
     n_pos = tokens.shape[1]
     sites = [Site(kind, layer, positions=(p,)) for layer in range(N_LAYERS) for p in range(n_pos)]
-    ours = patcher.patch(sites, SinkMetric(range(N_LAYERS)))
+    ours = patcher.patch(sites, SinkScore(range(N_LAYERS)))
     theirs = tl_fn(model, tokens, ActivationCache(patcher.cf, model), tl_metric)
     assert (ours.values.view(N_LAYERS, n_pos) - theirs).abs().max() <= TOL
 
@@ -101,15 +101,17 @@ def test_head_by_pos_matches_transformer_lens(model, tokens, tl_metric):
         index_df=index_df,
     )
     ours = patcher.patch(
-        [Site("head", la, head=h, positions=(p,)) for la, p, h in rows], SinkMetric(range(N_LAYERS))
+        [Site("head", la, head=h, positions=(p,)) for la, p, h in rows], SinkScore(range(N_LAYERS))
     )
     assert (ours.values - theirs).abs().max() <= TOL
     assert ours.effects.abs().max() > 1e-4
 
 
 def test_batching_and_truncation_do_not_change_numbers(model, tokens):
-    sites = component_sites(N_LAYERS - 1) + head_sites([0, 1], model.cfg.n_heads)
-    metric = SinkMetric([1, 2])
+    sites = component_sites(N_LAYERS - 1, positions=(0,)) + head_sites(
+        [0, 1], model.cfg.n_heads, positions=(0,)
+    )
+    metric = SinkScore([1, 2])
     one = Patcher(model, tokens, "shift", max_rows=tokens.shape[0]).patch(sites, metric)
     many = Patcher(model, tokens, "shift", max_rows=1000).patch(sites, metric)
     assert torch.allclose(one.values, many.values, atol=1e-6)
@@ -119,18 +121,18 @@ def test_batching_and_truncation_do_not_change_numbers(model, tokens):
         return sink_score(cache[get_act_name("pattern", 2)]).mean()
 
     mixed = [Site("resid_pre", 2), Site("mlp", 0), Site("head", 1, head=3), Site("attn", 0)]
-    for metric in (CacheMetric(sink_l2), P0NormMetric(2), SinkMetric([1, 2])):
+    for metric in (CacheReadout(sink_l2), P0Norm(2), SinkScore([1, 2])):
         a = Patcher(model, tokens, "shift", max_rows=tokens.shape[0]).patch(mixed, metric)
         b = Patcher(model, tokens, "shift", max_rows=1000).patch(mixed, metric)
         assert torch.allclose(a.values, b.values, atol=1e-6), metric.name
         assert (a.values - a.clean).abs().max() > 1e-4, metric.name
     paths = [(Site("mlp", 0), Receiver("k", 2)), (Site("head", 0, head=1), Receiver("k", 1))]
-    a = Patcher(model, tokens, "shift", max_rows=tokens.shape[0]).path_patch(paths, SinkMetric([2]))
-    b = Patcher(model, tokens, "shift", max_rows=1000).path_patch(paths, SinkMetric([2]))
+    a = Patcher(model, tokens, "shift", max_rows=tokens.shape[0]).path_patch(paths, SinkScore([2]))
+    b = Patcher(model, tokens, "shift", max_rows=1000).path_patch(paths, SinkScore([2]))
     assert torch.allclose(a.values, b.values, atol=1e-6)
     # a truncated run (stop after layer 1) equals the full-model value on layer 1
-    trunc = Patcher(model, tokens, "shift").patch(sites[:3], SinkMetric([1]))
-    full = Patcher(model, tokens, "shift").patch(sites[:3], SinkMetric([1, 2]))
+    trunc = Patcher(model, tokens, "shift").patch(sites[:3], SinkScore([1]))
+    full = Patcher(model, tokens, "shift").patch(sites[:3], SinkScore([1, 2]))
     assert torch.allclose(trunc.values, full.detail[:, 0], atol=1e-6)
 
 
@@ -148,7 +150,7 @@ def test_shift_counterfactual_is_the_first_token_one_place_later(model, tokens):
 def test_p0_norm_metric_against_manual_hooks(model, tokens):
     patcher = Patcher(model, tokens, "zero")
     site = Site("attn", 0)
-    res = patcher.patch([site], P0NormMetric(1))
+    res = patcher.patch([site], P0Norm(1))
 
     def zero_p0(act, hook):
         act[:, 0] = 0.0
@@ -170,8 +172,8 @@ def test_cache_callable_metric_equals_sink_metric(model, tokens):
     def sink_l2(cache):
         return sink_score(cache[get_act_name("pattern", 2)]).mean()
 
-    ours = patcher.patch(sites, CacheMetric(sink_l2))
-    ref = patcher.patch(sites, SinkMetric([2]))
+    ours = patcher.patch(sites, CacheReadout(sink_l2))
+    ref = patcher.patch(sites, SinkScore([2]))
     assert torch.allclose(ours.values, ref.values, atol=1e-6)
     assert ours.clean == pytest.approx(ref.clean, abs=1e-6)
 
@@ -239,7 +241,7 @@ def test_path_patching_matches_naive_ioi(tokens, post_norm):
         (Site("mlp", 0), Receiver("v", 1)),
     ]
     layers = [1, 2]
-    ours = patcher.path_patch(paths, SinkMetric(layers))
+    ours = patcher.path_patch(paths, SinkScore(layers))
     for (sender, receiver), value in zip(paths, ours.values.tolist(), strict=True):
         expected = _naive_path_patch(model, tokens, patcher, sender, receiver, layers)
         assert value == pytest.approx(expected, abs=TOL), f"{sender.name}->{receiver.name}"
@@ -248,14 +250,14 @@ def test_path_patching_matches_naive_ioi(tokens, post_norm):
     assert not model.cfg.use_split_qkv_input and not model.cfg.use_hook_mlp_in
     # default metric: the receiver's own layer for k/q
     default = patcher.path_patch(paths[:1])
-    single = patcher.path_patch(paths[:1], SinkMetric([1]))
+    single = patcher.path_patch(paths[:1], SinkScore([1]))
     assert default.values[0].item() == pytest.approx(single.values[0].item(), abs=1e-6)
 
 
 def test_attribution_matches_finite_differences(model, tokens):
     patcher = Patcher(model, tokens, "shift")
     sites = [Site("attn", 0), Site("mlp", 0), Site("head", 1, head=1), Site("embed")]
-    metric = SinkMetric([1, 2])
+    metric = SinkScore([1, 2])
     attr = attribution_patch(patcher, sites, metric)
     exact = patcher.patch(sites, metric)
     assert attr.clean == pytest.approx(exact.clean, abs=1e-6)
@@ -282,11 +284,11 @@ def test_bad_input_fails_before_compute(model, tokens):
     )
     try:
         with pytest.raises(UsageError, match="outside the prompt"):
-            patcher.patch([Site("attn", 0, positions=(tokens.shape[1],))], SinkMetric([2]))
+            patcher.patch([Site("attn", 0, positions=(tokens.shape[1],))], SinkScore([2]))
         with pytest.raises(UsageError, match="head index 4 out of range"):
-            patcher.patch([Site("head", 0, head=4)], SinkMetric([2]))
+            patcher.patch([Site("head", 0, head=4)], SinkScore([2]))
         with pytest.raises(UsageError, match="layer 7 out of range"):
-            patcher.patch([Site("mlp", 7)], SinkMetric([2]))
+            patcher.patch([Site("mlp", 7)], SinkScore([2]))
         with pytest.raises(UsageError, match="not after sender"):
             patcher.path_patch([(Site("mlp", 1), Receiver("k", 1))])
         with pytest.raises(UsageError, match="not after sender"):
@@ -296,7 +298,7 @@ def test_bad_input_fails_before_compute(model, tokens):
         with pytest.raises(UsageError, match="no patch can change the readout.*mlp"):
             patcher.patch([Site("mlp", N_LAYERS - 1)])  # the default receivers end before it
         with pytest.raises(UsageError, match="no patch can change the readout"):
-            patcher.patch([Site("attn", 2)], SinkMetric([1]))
+            patcher.patch([Site("attn", 2)], SinkScore([1]))
         assert calls == []  # nothing ran
         with pytest.raises(UsageError, match="must return a scalar"):
             patcher.patch(

@@ -17,16 +17,16 @@ from circuits.core.errors import UsageError
 from circuits.patching import (
     AttentionToP0,
     CachedActivations,
-    CacheMetric,
+    CacheReadout,
     FirstToken,
     KLToClean,
     LogitDifference,
     NextTokenLoss,
-    P0NormMetric,
+    P0Norm,
     Patcher,
     PromptSet,
     Receiver,
-    SinkMetric,
+    SinkScore,
     Site,
     component_sites,
 )
@@ -92,7 +92,7 @@ def test_clean_values_never_come_from_another_readout(model, tokens):
     reused by CPython, and the next readout was handed the old clean value."""
     patcher = Patcher(model, tokens, "zero")
     for layer in [0, 1, 2, 0, 2, 1]:
-        res = patcher.patch([Site("embed")], P0NormMetric(layer))  # freed after the call
+        res = patcher.patch([Site("embed")], P0Norm(layer))  # freed after the call
         gc.collect()
         want = _plain(
             model,
@@ -103,11 +103,61 @@ def test_clean_values_never_come_from_another_readout(model, tokens):
             ),
         )
         assert res.clean == pytest.approx(want, rel=1e-5)
-    for layer in [1, 2, 1]:  # bare callables: a fresh CacheMetric each call
+    for layer in [1, 2, 1]:  # bare callables: a fresh CacheReadout each call
         name = get_act_name("resid_post", layer)
         res = patcher.patch([Site("embed")], lambda cache, n=name: cache[n].norm())
         want = _plain(model, tokens, [], lambda lg, s, n=name: float(s[n].norm()))
         assert res.clean == pytest.approx(want, rel=1e-5)
+
+
+def test_a_new_readout_cannot_receive_another_readouts_clean_value(model, tokens):
+    """The clean-value cache is keyed by what a readout asks (its class and public attributes),
+    derived by the engine: a user's readout adds a parameter and declares nothing else, and each
+    instance still gets its own clean value. Under the old hand-written ``reduction_key`` (the
+    sink score's name, inherited by a subclass) the second power below received the first's
+    clean reductions."""
+
+    class SinkPower(SinkScore):
+        """The receivers' per-head sink score raised to ``power``, averaged (a new question)."""
+
+        def __init__(self, receivers, power):
+            super().__init__(receivers)
+            self.power = power
+
+        def reduce(self, name, acts):
+            return super().reduce(name, acts) ** self.power
+
+    def plain(power, layers):
+        def read(logits, store):
+            per_layer = [
+                float(
+                    store[get_act_name("pattern", la)][:, :, :, 0]
+                    .mean(dim=(0, 2))
+                    .pow(power)
+                    .mean()
+                )
+                for la in layers
+            ]
+            return sum(per_layer) / len(per_layer)
+
+        return _plain(model, tokens, [], read)
+
+    patcher = Patcher(model, tokens, "zero")
+    for power, layers in [(1, [1, 2]), (2, [1, 2]), (3, [1, 2]), (2, [2]), (1, [1, 2])]:
+        clean, _ = patcher.clean_value(SinkPower(layers, power))
+        assert clean == pytest.approx(plain(power, layers), rel=1e-5)
+        assert patcher.clean_value(SinkScore(layers))[0] == pytest.approx(
+            plain(1, layers), rel=1e-5
+        )
+    # two cache callables on one hook, each a new object: each its own clean value
+    name = get_act_name("resid_post", 1)
+    for scale in (1.0, 3.0, 1.0):
+        got, _ = patcher.clean_value(
+            CacheReadout(lambda c, k=scale: k * c[name].norm(), hooks=[name])
+        )
+        assert got == pytest.approx(
+            scale * _plain(model, tokens, [], lambda lg, s: float(s[name].norm())), rel=1e-5
+        )
 
 
 # -- counterfactuals as data ---------------------------------------------------------------------
@@ -120,7 +170,7 @@ def test_first_token_counterfactual_equals_a_plain_hook_loop(model, tokens):
     _, cf_cache = model.run_with_cache(cf_tokens)
     patcher = Patcher(model, tokens, f"token:{token}")
     sites = [Site("embed"), Site("attn", 0), Site("mlp", 0), Site("head", 1, head=2)]
-    res = patcher.patch(sites, SinkMetric([2]))
+    res = patcher.patch(sites, SinkScore([2]))
     for site, value in zip(sites, res.values, strict=True):
         hook = _setter(site.hook_name, cf_cache[site.hook_name], head=site.head)
         want = _plain(
@@ -206,7 +256,7 @@ def test_a_readout_of_the_patched_block_keeps_the_whole_block_run(model, tokens)
     """P0's norm after block 1 with mlp1@p0 patched: the prefix shortcut would skip block 1's
     output, so the engine must run the block (``prefix_exact``)."""
     patcher = Patcher(model, tokens, "zero")
-    res = patcher.patch([Site("mlp", 1), Site("attn", 1)], P0NormMetric(1))
+    res = patcher.patch([Site("mlp", 1), Site("attn", 1)], P0Norm(1))
     for site, value in zip([Site("mlp", 1), Site("attn", 1)], res.values, strict=True):
         zero = torch.zeros_like(patcher.clean[site.hook_name])
         want = _plain(
@@ -220,7 +270,7 @@ def test_a_readout_of_the_patched_block_keeps_the_whole_block_run(model, tokens)
 
 def test_a_named_hook_readout_reads_ln_final_patched(model, tokens):
     patcher = Patcher(model, tokens, "zero")
-    readout = CacheMetric(
+    readout = CacheReadout(
         lambda c: c["ln_final.hook_scale"][:, 0].mean(), hooks=["ln_final.hook_scale"]
     )
     res = patcher.patch([Site("mlp", 2)], readout)
@@ -236,7 +286,7 @@ def test_a_named_hook_readout_reads_ln_final_patched(model, tokens):
     with pytest.raises(UsageError, match="does not capture"):
         patcher.patch(
             [Site("mlp", 2)],
-            CacheMetric(
+            CacheReadout(
                 lambda c: c["blocks.1.hook_resid_post"].sum(), hooks=["ln_final.hook_scale"]
             ),
         )
@@ -260,7 +310,7 @@ def test_attention_to_p0_readout_equals_a_plain_hook_loop(model, tokens):
 
 
 def test_readouts_without_layers_read_discovers_receivers_whatever_is_patched(model, tokens):
-    """``SinkMetric()`` once read the layers after the last patch, so its clean value changed
+    """``SinkScore()`` once read the layers after the last patch, so its clean value changed
     from call to call; now it reads layer 2 .. last, as ``discover`` does."""
     patcher = Patcher(model, tokens, "zero")
     want_clean = _plain(
@@ -274,7 +324,7 @@ def test_readouts_without_layers_read_discovers_receivers_whatever_is_patched(mo
         ),
     )
     for site in [Site("embed"), Site("mlp", 0), Site("attn", 1)]:
-        res = patcher.patch([site], SinkMetric())
+        res = patcher.patch([site], SinkScore())
         assert res.clean == pytest.approx(want_clean, abs=1e-6)
         zero = torch.zeros_like(patcher.cf[site.hook_name])
         want = _plain(
@@ -293,7 +343,7 @@ def test_estimates_refuse_readouts_they_cannot_compute(model, tokens):
     patcher = Patcher(model, tokens, "shift")
     for estimate in (p0_stream_estimate, attribution_patch):
         with pytest.raises(UsageError, match="sink score only.*Patcher.patch"):
-            estimate(patcher, component_sites(N_LAYERS), NextTokenLoss())
+            estimate(patcher, component_sites(N_LAYERS, positions=(0,)), NextTokenLoss())
 
 
 # -- IOI-style: corrupted prompts, logit difference ---------------------------------------------
@@ -387,18 +437,18 @@ def test_every_hook_a_cache_readout_can_name_reflects_the_patch(model, tokens):
     assert any(n.startswith("ln_final") for n in names) and "hook_embed" in names
     assert "unembed.hook_in" in names  # TransformerLens' unembedding hook: refused by name
     with pytest.raises(UsageError, match="never runs the unembedding.*output readout"):
-        patcher.patch([Site("mlp", 1)], CacheMetric(lambda c: 0.0, hooks=["unembed.hook_in"]))
+        patcher.patch([Site("mlp", 1)], CacheReadout(lambda c: 0.0, hooks=["unembed.hook_in"]))
     names = [n for n in names if not n.startswith("unembed.")]
     for name in names:
-        res = patcher.patch([Site("mlp", 1)], CacheMetric(lambda c, n=name: c[n].double().sum()))
+        res = patcher.patch([Site("mlp", 1)], CacheReadout(lambda c, n=name: c[n].double().sum()))
         assert float(res.values[0]) == pytest.approx(
             float(store[name].double().sum()), rel=1e-5, abs=1e-5
         ), name
     with pytest.raises(UsageError, match="logits are not a hook.*output readout"):
-        patcher.patch([Site("mlp", 1)], CacheMetric(lambda c: c["logits"].sum()))
+        patcher.patch([Site("mlp", 1)], CacheReadout(lambda c: c["logits"].sum()))
     res = patcher.patch(
         [Site("mlp", 1)],
-        CacheMetric(
+        CacheReadout(
             lambda c: model.unembed(c["ln_final.hook_normalized"] * model.ln_final.w).sum(),
             hooks=["ln_final.hook_normalized"],
         ),

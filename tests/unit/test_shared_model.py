@@ -24,7 +24,7 @@ import torch
 from circuits.backend import get_act_name
 from circuits.core.errors import UsageError
 from circuits.panel import explore
-from circuits.patching import Patcher, SinkMetric, Site
+from circuits.patching import Patcher, SinkScore, Site
 from circuits.zoo import tiny_model
 
 N_LAYERS = 4
@@ -86,7 +86,7 @@ def test_two_panels_and_a_patcher_share_one_model(model, tokens):
         p2.selected = ["mlp1@p0"]
         # a Patcher in the main thread while both panels compute
         patcher = Patcher(model, tokens, "shift")
-        res = patcher.patch([Site("attn", 0)], SinkMetric(layers))
+        res = patcher.patch([Site("attn", 0)], SinkScore(layers))
         p1.wait()
         p2.wait()
         assert p1.error == "" and p2.error == ""
@@ -110,7 +110,7 @@ def test_patchers_in_threads_get_their_own_numbers(model, tokens):
     def work(kind: str) -> None:
         try:
             for _ in range(3):
-                res = Patcher(model, tokens, "shift").patch([Site(kind, 0)], SinkMetric(layers))
+                res = Patcher(model, tokens, "shift").patch([Site(kind, 0)], SinkScore(layers))
                 got[kind] = res.detail[0].tolist()
         except BaseException as err:  # noqa: BLE001
             errors.append(err)

@@ -17,7 +17,7 @@ from transformer_lens.utilities import get_act_name
 
 from circuits.core.errors import UsageError
 from circuits.metrics.attention import sink_score
-from circuits.patching import CacheMetric, Patcher, SinkMetric, Site
+from circuits.patching import CacheReadout, Patcher, SinkScore, Site
 from circuits.patching.stream import p0_stream_estimate
 
 TOL = 1e-5
@@ -64,7 +64,7 @@ def test_estimate_equals_the_model_with_other_positions_frozen(case, cf):
     name, model, tokens = case
     patcher = Patcher(model, tokens, cf, progress=False)
     sites = p0_sites(model.cfg)
-    ours = p0_stream_estimate(patcher, sites, SinkMetric(LAYERS), patches_per_pass=7)
+    ours = p0_stream_estimate(patcher, sites, SinkScore(LAYERS), patches_per_pass=7)
     frozen = torch.tensor([_frozen_sink(model, tokens, patcher, s) for s in sites])
     diff = (ours.values - frozen).abs().max().item()
     assert diff <= TOL, f"{name}: max |diff| {diff}"
@@ -97,7 +97,7 @@ def test_estimate_is_exact_patching_when_no_position_reads_p0_values(name):
     # mean, not shift: without values a rotary model's residual at a token ignores its position
     patcher = Patcher(model, tokens, "mean", progress=False)
     sites = [s for s in p0_sites(model.cfg) if s.kind != "head"]  # heads write zero here
-    metric = SinkMetric(LAYERS)
+    metric = SinkScore(LAYERS)
     exact = patcher.patch(sites, metric)
     ours = p0_stream_estimate(patcher, sites, metric)
     assert ours.clean == pytest.approx(exact.clean, abs=1e-7)
@@ -113,8 +113,8 @@ def test_estimate_misses_the_value_route_where_values_matter():
     tokens = torch.randint(0, 64, (3, 10), generator=torch.Generator().manual_seed(2))
     patcher = Patcher(model, tokens, "shift", progress=False)
     sites = [Site("attn", 0), Site("mlp", 0)]
-    exact = patcher.patch(sites, SinkMetric([1, 2])).effects
-    ours = p0_stream_estimate(patcher, sites, SinkMetric([1, 2])).effects
+    exact = patcher.patch(sites, SinkScore([1, 2])).effects
+    ours = p0_stream_estimate(patcher, sites, SinkScore([1, 2])).effects
     assert (exact - ours).abs().max() > 1e-3
 
 
@@ -127,7 +127,7 @@ def test_bad_input_is_refused_with_the_fix():
     with pytest.raises(UsageError, match="position 0 only"):
         p0_stream_estimate(patcher, [Site("attn", 0, positions=None)])
     with pytest.raises(UsageError, match="sink score only"):
-        p0_stream_estimate(patcher, [Site("attn", 0)], CacheMetric(lambda cache: 0.0))
+        p0_stream_estimate(patcher, [Site("attn", 0)], CacheReadout(lambda cache: 0.0))
     with pytest.raises(UsageError, match="no sites"):
         p0_stream_estimate(patcher, [])
     with pytest.raises(UsageError, match="patches_per_pass"):
@@ -139,4 +139,4 @@ def test_bad_input_is_refused_with_the_fix():
     bidir = HookedTransformer(cfg, move_to_device=False).eval()
     patcher = Patcher(bidir, tokens % 32, "shift", progress=False)
     with pytest.raises(UsageError, match="causal attention"):
-        p0_stream_estimate(patcher, [Site("attn", 0)], SinkMetric([1]))
+        p0_stream_estimate(patcher, [Site("attn", 0)], SinkScore([1]))
