@@ -244,6 +244,7 @@ def discover(
     )
     record = DiscoveryRecord(
         model=model_name,
+        dtype=str(model.cfg.dtype).removeprefix("torch."),
         counterfactual=patcher.counterfactual.spec,
         counterfactual_definition=patcher.counterfactual.definition,
         metric=metric.describe(),

@@ -326,6 +326,7 @@ class DiscoveryRecord(BaseModel):
     provenance: dict[str, Any] | None = None
     model_source: str | None = None
     model_description: str | None = None
+    dtype: str | None = None
     natural_bos: bool | None = None
 
     @classmethod

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from circuits.core.conventions import COUNTERFACTUAL_SPECS, parse_counterfactual_spec
+from circuits.core.conventions import COUNTERFACTUAL_SPECS, DTYPES, parse_counterfactual_spec
 from circuits.core.errors import UsageError
 from circuits.core.provenance import provenance
 from circuits.zoo.gguf_file import check_gguf
@@ -42,6 +42,17 @@ def add_model(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="where the model and every tensor live: cpu, cuda, cuda:N or auto (default auto: "
         "the first GPU when torch sees one, else the CPU)",
+    )
+    add_dtype(parser)
+
+
+def add_dtype(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="the precision the model runs in (default float32); readouts, effects and "
+        "faithfulness are reduced in float32 whatever it is",
     )
 
 
@@ -104,7 +115,11 @@ def header(args: argparse.Namespace, command: str, seed: int | None, model: str)
 def model_header(zm: ZooModel) -> dict[str, Any]:
     """Which model a record describes: its zoo name, where it came from, and what it is exactly
     (e.g. "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32)")."""
-    return {"model_source": zm.source, "model_description": zm.description or zm.name}
+    return {
+        "model_source": zm.source,
+        "model_description": zm.description or zm.name,
+        "dtype": str(zm.model.cfg.dtype).removeprefix("torch."),
+    }
 
 
 def load_for(args: argparse.Namespace) -> tuple[ZooModel, bool]:
@@ -115,5 +130,5 @@ def load_for(args: argparse.Namespace) -> tuple[ZooModel, bool]:
     from circuits.zoo.load import load_model
 
     torch.manual_seed(args.seed)
-    zm = load_model(args.model, progress=not args.quiet, device=args.device)
+    zm = load_model(args.model, progress=not args.quiet, device=args.device, dtype=args.dtype)
     return zm, (zm.natural_bos if args.bos is None else args.bos)

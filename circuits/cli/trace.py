@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from circuits.cli.common import check_range, counterfactual_spec, header
+from circuits.cli.common import add_dtype, check_range, counterfactual_spec, header
 from circuits.core.conventions import RUN_FILE, TRACE_FILE
 from circuits.core.errors import UsageError
 from circuits.emergence.phases import PhaseCriteria
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_phase_arguments(parser)
     _add_circuit_arguments(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_dtype(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -223,7 +224,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    series = _series(args, kind)
+    from circuits.emergence.series import in_dtype
+
+    series = in_dtype(_series(args, kind), args.dtype)
     out = prepare_out_dir(args.out or args.source)
     criteria = PhaseCriteria(eps=args.eps, delta=args.delta, min_stable=args.min_stable)
     trace = trace_series(

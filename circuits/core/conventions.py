@@ -80,6 +80,10 @@ def check_counterfactual(spec: str) -> str:
     return spec
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+"""The precisions a model can be loaded in (``--dtype``); readouts, clean values, effects and
+faithfulness reduce in float32 whatever the model's dtype (docs/science.md, "Precision")."""
+
 P0_POSITIONS = (0,)
 """The positions a P0 circuit's sites patch: position zero alone."""
 

@@ -62,6 +62,7 @@ _MEASURE_HEADER = (  # what the command (or a caller in Python) says about the m
     "command_line",
     "model_source",
     "model_description",
+    "dtype",
     "n_tokens_in_text",
     "truncated",
     "tokens",

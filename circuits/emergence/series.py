@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +87,18 @@ def run_series(
         tokens=DataSource(config).eval_batch(batch_size).to(device),
         load=load,
         info={"config": config.to_dict(), "data_id": meta.get("data_id")},
+    )
+
+
+def in_dtype(series: CheckpointSeries, dtype: str) -> CheckpointSeries:
+    """``series`` with every checkpoint cast to ``dtype`` when loaded (recorded in its info)."""
+    from circuits.training.checkpoints import cast_model
+
+    load = series.load
+    return replace(
+        series,
+        load=lambda step: cast_model(load(step), dtype),
+        info={**series.info, "dtype": dtype},
     )
 
 

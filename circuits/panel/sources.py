@@ -66,6 +66,7 @@ def panel_source(
     receivers: Sequence[int] | None,
     n_prompts: int,
     n_tokens: int,
+    dtype: str | None = None,
 ) -> PanelSource:
     """A ``PanelSource`` from ``explore``'s arguments (checked, with the fix in each error)."""
     if discover_dir is not None:
@@ -73,7 +74,7 @@ def panel_source(
         record, effects, circuit = _discovered(path)
         if model is None:
             model = record.model
-        zm = _load(model)
+        zm = _load(model, dtype)
         if not record.tokens or not record.counterfactual or not record.receiver_layers:
             raise UsageError(
                 f"{path / PATCHING_FILE} lacks its tokens, counterfactual or receiver layers: "
@@ -92,7 +93,7 @@ def panel_source(
         )
     if model is None:
         raise UsageError("explore needs a model (a zoo name, a ZooModel or a HookedTransformer)")
-    zm = _load(model)
+    zm = _load(model, dtype)
     if isinstance(prompts, Tensor):
         tokens = prompts if prompts.ndim == 2 else prompts.reshape(1, -1)
     else:
@@ -102,9 +103,15 @@ def panel_source(
     return PanelSource(zm.name, zm, tokens, counterfactual or "shift", receivers)
 
 
-def _load(model: Any) -> ZooModel:
+def _load(model: Any, dtype: str | None) -> ZooModel:
     if isinstance(model, str):
         from circuits.zoo.load import load_model
 
-        return load_model(model, progress=False)
-    return as_zoo_model(model)
+        return load_model(model, progress=False, dtype=dtype or "float32")  # type: ignore[arg-type]
+    zm = as_zoo_model(model)
+    if dtype is not None and str(zm.model.cfg.dtype) != f"torch.{dtype}":
+        raise UsageError(
+            f"explore(dtype={dtype!r}) loads a model by name; this model runs in "
+            f"{zm.model.cfg.dtype}: cast it yourself (model.to(torch.{dtype})) or pass its name"
+        )
+    return zm

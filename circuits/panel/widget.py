@@ -21,7 +21,7 @@ import os
 import threading
 import weakref
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anywidget
 import traitlets
@@ -307,11 +307,14 @@ def explore(
     n_prompts: Count = 4,
     n_tokens: Annotated[int, Field(ge=2)] = 32,
     export_dir: str | os.PathLike | None = None,
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None,
 ) -> ExplorePanel:
     """The live P0 patching panel for ``model`` (a zoo name, a ``ZooModel`` or any
     HookedTransformer) on ``prompts`` (a text, cut into ``n_prompts`` windows of ``n_tokens``, or
     a token batch ``[batch, pos]``; one prompt ``[pos]``), or on a saved ``discover`` directory
-    (its model, prompts, counterfactual, receivers, exact effects and circuit)."""
+    (its model, prompts, counterfactual, receivers, exact effects and circuit). ``dtype``: the
+    precision a model named by ``model`` is loaded in (default float32); a model passed as an
+    object runs in its own."""
     source = panel_source(
         model,
         prompts,
@@ -320,6 +323,7 @@ def explore(
         receivers=receivers,
         n_prompts=n_prompts,
         n_tokens=n_tokens,
+        dtype=dtype,
     )
     return ExplorePanel(source, export_dir=export_dir)
 

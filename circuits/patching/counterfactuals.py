@@ -144,8 +144,8 @@ class MeanAblation(Counterfactual):
             raise UsageError("mean ablation averages positions >= 1: give at least 2 tokens")
         out = {}
         for n in hook_names:
-            mean = clean[n][:, 1:].mean(dim=(0, 1), keepdim=True)
-            out[n] = mean.expand_as(clean[n]).contiguous()
+            mean = clean[n][:, 1:].float().mean(dim=(0, 1), keepdim=True)  # summed in float32
+            out[n] = mean.to(clean[n].dtype).expand_as(clean[n]).contiguous()
         return out
 
 

@@ -212,7 +212,7 @@ class P0Norm(Readout):
         return (get_act_name("resid_post", self.layer),)
 
     def reduce(self, name: str, acts: Tensor) -> Tensor:
-        return torch.tensor([float(residual_norms(c)[0]) for c in acts])
+        return torch.tensor([float(residual_norms(c)[0]) for c in acts])  # float32 norms
 
     def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, None]:
         return reduced[get_act_name("resid_post", self.layer)], None

@@ -138,6 +138,21 @@ def move_model(model: HookedModel, dev: torch.device) -> HookedModel:
     return model if dev.type == "cpu" else model.to(dev, print_details=False)
 
 
+def cast_model(model: HookedModel, dtype: str) -> HookedModel:
+    """``model`` in ``dtype`` (``float32``, ``bfloat16``, ``float16``): its weights and buffers
+    cast (round to nearest), ``cfg.dtype`` set, as TransformerLens builds a model loaded in that
+    dtype. A no-op for a model already in it."""
+    target = getattr(torch, dtype)
+    if model.cfg.dtype == target:
+        return model
+    try:
+        model = model.to(target, print_details=False)  # HookedTransformer: no print
+    except TypeError:  # a TransformerLens 4 bridge
+        model = model.to(target)
+    model.cfg.dtype = target
+    return model
+
+
 def read_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict[str, Any]]:
     """A run's config and ``run.json``, verified against the checksum written with it."""
     run_dir = Path(run_dir)

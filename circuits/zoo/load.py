@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -29,7 +29,7 @@ from circuits.core.arguments import checked
 from circuits.core.cache import cache_lock, cache_root, sha256_file
 from circuits.core.errors import UnknownModelError, UsageError
 from circuits.core.records import read_json
-from circuits.training.checkpoints import device_of, load_run_model, move_model
+from circuits.training.checkpoints import cast_model, device_of, load_run_model, move_model
 from circuits.training.corpus import load_text_corpus
 from circuits.training.tasks import SyntheticTokenizer, make_task
 from circuits.zoo import convert
@@ -281,11 +281,16 @@ def _from_zoo(entry: ZooEntry, progress: bool) -> ZooModel:
 
 @checked
 def load_model(
-    name: str = DEFAULT_MODEL, *, progress: bool = True, device: str | None = "cpu"
+    name: str = DEFAULT_MODEL,
+    *,
+    progress: bool = True,
+    device: str | None = "cpu",
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
 ) -> ZooModel:
     """Load ``name`` (zoo name, local path, ``RUN_DIR@STEP``, or TransformerLens official name) on ``device``
-    (``cpu``, ``cuda[:N]``, or ``auto``/None: a GPU when torch sees one). Conversion and
-    checksums run on the CPU; the finished model is moved once.
+    (``cpu``, ``cuda[:N]``, or ``auto``/None: a GPU when torch sees one) in ``dtype``. Conversion and
+    checksums run on the CPU in float32 (the converted-model cache keeps one float32 copy); the
+    finished model is cast to ``dtype`` and moved once.
 
     The residual stream is the model's as trained (no centering). Raises ``UnknownModelError``
     listing the zoo when nothing matches, ``ChecksumError`` for a bad downloaded file.
@@ -304,6 +309,6 @@ def load_model(
         loaded = _from_hf_folder(path, progress)
     else:
         loaded = _from_transformer_lens(spec.name, progress)
-    loaded.model = move_model(loaded.model, dev)
+    loaded.model = move_model(cast_model(loaded.model, dtype), dev)
     loaded.load_seconds = time.perf_counter() - start
     return loaded
