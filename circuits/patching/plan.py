@@ -1,0 +1,160 @@
+"""What a discovery will need, from the model's shape alone: ``p0-circuits plan``.
+
+Memory (bytes), for ``n_prompts`` x ``n_tokens`` prompts in ``dtype`` (2 bytes for bfloat16 /
+float16, 4 for float32):
+
+* **weights**: every parameter (``ModelShape.n_params``) in ``dtype``;
+* **caches**: the engine keeps the clean and the counterfactual value of six activations per
+  block (``resid_pre``, ``z``, ``attn_out``, ``resid_mid``, ``mlp_out``, ``resid_post``) for
+  every prompt token: ``2 * n_layers * (5 * d_model + n_heads * d_head)`` values per token;
+* **a stacked row**: one prompt's activations inside the block being computed (the residual
+  and its norms, the MLP's hidden tensors for the experts a token uses, queries and per-head
+  keys / values / z, scores and pattern): ``8 d_model + 3 d_mlp_active + 4 n_heads d_head +
+  3 n_heads n_tokens`` values per token, with ``SAFETY`` for the allocator's slack;
+* **the readout's logits**: one patch's unembedding in float32 (logits, log-softmax and the
+  clean distribution: ``3 * d_vocab`` per prompt token), for the prediction step;
+* **the process** itself (Python, torch, the tokenizer): ``PROCESS_GB``.
+
+Rows per forward: the most whole patches (``n_prompts`` rows each) that fit what the budget
+leaves, at most ``MAX_ROWS`` (discover's default). On several cards the weights and caches
+split by layer (TransformerLens' ``n_devices``), so each card holds ``1 / n`` of them and the
+stacked rows of the block it computes.
+
+Time: a discovery patches about ``4 n_layers + 2`` components and heads, each a forward of
+``n_prompts`` rows over, on average, half the blocks; its FLOPs are that times ``2 *
+active_params`` per token plus attention's ``4 n_tokens n_heads d_head`` per token and block.
+On this machine's CPU the seconds per FLOP are calibrated on SmolLM2's measured float32
+discovery (``CPU_CALIBRATION``); on a GPU class its dense peak is used at ``GPU_UTILISATION``,
+plus ``GPU_BLOCK_OVERHEAD_S`` per block of each patched forward.
+Both are estimates; ``results/performance/plan.md`` sets them against measured peaks and times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from circuits.zoo.shapes import PUBLISHED_SHAPES, ModelShape
+
+GIB = 1024**3
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+SAFETY = 1.5
+PROCESS_GB = 0.55
+"""The process before any model: Python, torch, TransformerLens, transformers (527 MB measured)."""
+MAX_ROWS = 64
+CPU_CALIBRATION = ("smollm2-135m", 95.0)
+"""(model, seconds) of one measured float32 discovery (8 x 64 tokens, every step) on this
+project's 2-core CPU machines (README, "Speed and memory")."""
+CPU_DTYPE_SPEED = {"float32": 1.0, "bfloat16": 0.52, "float16": 3.1}
+"""Time of one SmolLM2 forward (8 x 64) in each dtype over float32's, measured on this CPU."""
+GPU_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0, "l40s": 362.0, "rtx4090": 165.0}
+"""Dense bfloat16 / float16 tensor-core peaks (float32: an eighth, TF32 aside)."""
+GPU_UTILISATION = 0.3
+GPU_BLOCK_OVERHEAD_S = 1e-3
+"""Launch and Python overhead of one block of one patched forward on a GPU (small batches are
+overhead-bound there)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Memory per card and time of one discovery (module docstring); bytes and seconds."""
+
+    shape: ModelShape
+    dtype: str
+    n_prompts: int
+    n_tokens: int
+    n_cards: int
+    weights: int
+    caches: int
+    per_row: int
+    logits: int
+    rows: int
+    peak_per_card: int
+    fits: bool
+    flops: float
+
+    def cpu_seconds(self) -> float:
+        ref = PUBLISHED_SHAPES[CPU_CALIBRATION[0]]
+        ref_flops = discovery_flops(ref, 8, 64)
+        return CPU_CALIBRATION[1] * self.flops / ref_flops * CPU_DTYPE_SPEED[self.dtype]
+
+    def gpu_seconds(self, gpu: str) -> float:
+        peak = GPU_PEAK_TFLOPS[gpu] * 1e12 * (1 if self.dtype != "float32" else 0.125)
+        compute = self.flops / (peak * GPU_UTILISATION * self.n_cards)
+        return compute + discovery_patches(self.shape) * self.shape.n_layers * GPU_BLOCK_OVERHEAD_S
+
+
+def discovery_patches(shape: ModelShape) -> int:
+    """About how many patched forwards one discovery runs (components, heads, curve)."""
+    return 4 * shape.n_layers + 2
+
+
+def discovery_flops(shape: ModelShape, n_prompts: int, n_tokens: int) -> float:
+    """The FLOPs of one discovery (module docstring)."""
+    patches = discovery_patches(shape)
+    per_token = 2 * shape.active_params + 4 * n_tokens * shape.n_heads * shape.d_head * (
+        shape.n_layers
+    )
+    return patches * n_prompts * n_tokens * per_token / 2  # half the blocks on average
+
+
+def plan(
+    shape: ModelShape,
+    *,
+    dtype: str = "float32",
+    n_prompts: int = 8,
+    n_tokens: int = 64,
+    n_cards: int = 1,
+    card_gb: float | None = None,
+    memory_gb: float = 24.0,
+) -> Plan:
+    """The plan for one discovery of ``shape`` on ``n_cards`` cards of ``card_gb`` (None: this
+    machine's CPU with ``memory_gb``)."""
+    b = DTYPE_BYTES[dtype]
+    tokens = n_prompts * n_tokens
+    weights = shape.n_params * b
+    caches = 2 * shape.n_layers * (5 * shape.d_model + shape.n_heads * shape.d_head) * tokens * b
+    d_mlp = shape.experts_per_token * shape.d_mlp if shape.n_experts else shape.d_mlp
+    per_token = (
+        8 * shape.d_model
+        + 3 * d_mlp
+        + 4 * shape.n_heads * shape.d_head
+        + 3 * shape.n_heads * n_tokens
+    )
+    per_row = int(per_token * n_tokens * b * SAFETY)
+    logits = 3 * shape.d_vocab * tokens * 4
+    cards = max(1, n_cards) if card_gb is not None else 1
+    budget = (card_gb if card_gb is not None else memory_gb) * GIB
+    fixed = PROCESS_GB * GIB * (card_gb is None) + (weights + caches) / cards + logits
+    patches = int((budget - fixed) // (per_row * n_prompts)) if budget > fixed else 0
+    rows = min(MAX_ROWS // n_prompts, patches) * n_prompts
+    peak = int(fixed + max(rows, n_prompts) * per_row)
+    return Plan(
+        shape=shape,
+        dtype=dtype,
+        n_prompts=n_prompts,
+        n_tokens=n_tokens,
+        n_cards=cards,
+        weights=weights,
+        caches=caches,
+        per_row=per_row,
+        logits=logits,
+        rows=rows,
+        peak_per_card=peak,
+        fits=rows >= n_prompts,
+        flops=discovery_flops(shape, n_prompts, n_tokens),
+    )
+
+
+def smallest_fit(
+    shape: ModelShape, *, card_gb: float, n_prompts: int, n_tokens: int
+) -> Plan | None:
+    """The first plan that fits, trying bfloat16 before float32 and 1, 2, 4, 8 cards."""
+    for cards in (1, 2, 4, 8):
+        for dtype in ("bfloat16", "float32"):
+            p = plan(
+                shape, dtype=dtype, n_prompts=n_prompts, n_tokens=n_tokens, n_cards=cards,
+                card_gb=card_gb,
+            )  # fmt: skip
+            if p.fits:
+                return p
+    return None

@@ -1,0 +1,85 @@
+"""``p0-circuits plan`` sizes a model from its shape alone; its parameter counts equal the
+models themselves, it reads a Hugging Face config.json, and a plan that cannot fit is refused
+with the smallest one that does. The GPU check runs here at small sizes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3MoeConfig
+
+from circuits.cli import main
+from circuits.patching.plan import plan
+from circuits.zoo.shapes import PUBLISHED_SHAPES, shape_of
+from circuits.zoo.tiny import tiny_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _n_params(model: torch.nn.Module) -> int:
+    """Weight matrices (norms and TransformerLens' zero biases aside)."""
+    return sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if p.ndim > 1 and not n.rsplit(".", 1)[-1].startswith("b_")
+    )
+
+
+def test_a_zoo_shape_counts_the_built_models_parameters():
+    shape = shape_of("tiny")
+    assert shape.n_params == _n_params(tiny_model())
+
+
+@pytest.mark.parametrize("moe", [False, True])
+def test_a_config_json_counts_the_transformers_models_parameters(tmp_path, moe):
+    common = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, vocab_size=300, tie_word_embeddings=False)  # fmt: skip
+    if moe:
+        cfg = Qwen3MoeConfig(**common, num_experts=4, num_experts_per_tok=2,
+                             moe_intermediate_size=32, intermediate_size=96)  # fmt: skip
+    else:
+        cfg = LlamaConfig(**common, intermediate_size=96)
+    cfg.save_pretrained(tmp_path)
+    shape = shape_of(str(tmp_path))
+    hf = AutoModelForCausalLM.from_config(cfg)
+    assert shape.n_params == _n_params(hf)
+    if moe:
+        assert shape.active_params < shape.n_params
+
+
+def test_published_shapes_have_their_names_parameter_counts():
+    billions = {name: s.n_params / 1e9 for name, s in PUBLISHED_SHAPES.items()}
+    assert billions["llama-3.1-8b"] == pytest.approx(8.03, abs=0.01)
+    assert billions["llama-3.1-70b"] == pytest.approx(70.55, abs=0.05)
+    assert billions["qwen3-30b-a3b"] == pytest.approx(30.5, abs=0.1)
+    assert PUBLISHED_SHAPES["qwen3-30b-a3b"].active_params / 1e9 == pytest.approx(3.3, abs=0.1)
+
+
+def test_half_precision_halves_the_weights_and_a_misfit_names_the_smallest_fit(capsys):
+    shape = PUBLISHED_SHAPES["llama-3.1-8b"]
+    assert plan(shape, dtype="bfloat16").weights * 2 == plan(shape).weights
+    assert main(["plan", "--model", "llama-3.1-70b", "--gpus", "1", "--gpu-memory", "80"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit" in err and "--dtype bfloat16 --gpus 2" in err
+    assert main(["plan", "--model", "smollm2-135m", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["rows_per_forward"] == 64 and row["weights_gb"] == pytest.approx(0.5, abs=0.01)
+    assert main(["plan", "--model", "no-such-model"]) == 2
+
+
+def test_the_gpu_check_runs_at_small_sizes_on_a_cpu():
+    out = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--small"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["float32_device_vs_cpu"]["effect_max_abs_diff"] == 0.0  # the same device here
+    assert result["bfloat16_vs_float32"]["effect_max_abs_diff"] < 0.05
+    assert result["shape_1b_bfloat16"]["plan_peak_gb"] > 0
+    assert result["panel_click_to_exact_s"] > 0
+    assert sys.executable  # the check ran with this interpreter's packages
