@@ -125,6 +125,13 @@ def _message(entry: str, name: str, value: Any, err: ValidationError, tp: Any) -
     return f"{entry}({name}{where}=...): {reason}; got {_shown(value)}"
 
 
+def _adapter(tp: Any) -> TypeAdapter:
+    try:
+        return TypeAdapter(tp, config=_CONFIG)
+    except Exception:  # a pydantic model carries its own config
+        return TypeAdapter(tp)
+
+
 def _adapters(func: Callable, skip_first: bool) -> dict[str, tuple[TypeAdapter, Any] | None]:
     hints = typing.get_type_hints(func, include_extras=True)
     params = list(inspect.signature(func).parameters.values())
@@ -135,7 +142,7 @@ def _adapters(func: Callable, skip_first: bool) -> dict[str, tuple[TypeAdapter, 
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name not in hints:
             continue
         try:
-            out[p.name] = (TypeAdapter(hints[p.name], config=_CONFIG), hints[p.name])
+            out[p.name] = (_adapter(hints[p.name]), hints[p.name])
         except Exception:  # an annotation pydantic cannot check: the body checks it
             out[p.name] = None
             _UNCHECKED.setdefault(func.__qualname__, []).append(p.name)
@@ -195,7 +202,7 @@ def _field_adapters(cls: type) -> dict[str, tuple[TypeAdapter, Any]]:
     if cls not in _FIELD_ADAPTERS:
         hints = typing.get_type_hints(cls, include_extras=True)
         _FIELD_ADAPTERS[cls] = {
-            f.name: (TypeAdapter(hints[f.name], config=_CONFIG), hints[f.name])
+            f.name: (_adapter(hints[f.name]), hints[f.name])
             for f in dataclasses.fields(cls)
             if f.name in hints
         }

@@ -22,8 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
+
+from circuits.core.arguments import Count, Positive, check_fields
 from circuits.core.errors import UsageError
 from circuits.sweep.jobs import FAILED, run_job
 
@@ -36,11 +39,14 @@ class ClusterOptions:
     """SLURM resources per job (submitit's ``update_parameters``)."""
 
     partition: str | None = None
-    gpus: int = 0
-    cpus: int = 2
-    mem_gb: float = 16.0
-    time_min: int = 60
-    array_parallelism: int = 64
+    gpus: Annotated[int, Field(ge=0)] = 0
+    cpus: Count = 2
+    mem_gb: Positive = 16.0
+    time_min: Count = 60
+    array_parallelism: Count = 64
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # before any job is submitted
 
 
 def _failed(job: dict[str, Any], err: BaseException) -> dict[str, Any]:

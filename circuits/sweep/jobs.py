@@ -22,8 +22,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from circuits.core.arguments import Count, checked
 from circuits.core.atomic import write_json
-from circuits.core.errors import ChecksumError
+from circuits.core.errors import ChecksumError, UsageError
 from circuits.core.manifest import verify_folder
 
 JOBS_DIR = "jobs"
@@ -88,13 +89,24 @@ def _run_child(argv: list[str], threads: int | None) -> tuple[int, str, float, f
     return proc.returncode, reason, wall, usage.ru_maxrss / 1024  # ru_maxrss: KiB on Linux
 
 
+@checked
 def run_job(
-    job: dict[str, Any], root: str, *, retry_failed: bool = False, threads: int | None = None
+    job: dict[str, Any],
+    root: str | os.PathLike,
+    *,
+    retry_failed: bool = False,
+    threads: Count | None = None,
 ) -> dict[str, Any]:
     """Run one job (``Job.describe()``) into sweep folder ``root`` unless it is already done
     (verified) or failed before (unless ``retry_failed``), or another sweep is running it now.
     Returns its status: ``status`` (done / failed / skipped / busy), ``reason``, ``wall_s``,
     ``peak_rss_mb``, and the job."""
+    missing = [k for k in ("id", "argv") if k not in job]
+    if missing:
+        raise UsageError(
+            f"run_job(job=...): a job is Job.describe() of a spec's expand(); this one lacks "
+            f"{', '.join(missing)}"
+        )
     out, status_file, lock_file = job_paths(Path(root), job["id"])
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

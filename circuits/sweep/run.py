@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
+from circuits.core.arguments import Count, checked
 from circuits.core.outputs import check_folder
 from circuits.core.progress import status as say_line
 from circuits.sweep.executors import ClusterOptions, run_local, run_submitit
@@ -78,12 +79,13 @@ class SweepOutcome:
         return "\n".join(lines)
 
 
+@checked
 def run_sweep(
     spec_path: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    executor: str = "local",
-    workers: int = 1,
+    executor: Literal["local", "submitit-local", "slurm"] = "local",
+    workers: Count = 1,
     retry_failed: bool = False,
     cluster: ClusterOptions | None = None,
     wait: bool = True,

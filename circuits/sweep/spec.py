@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from circuits.core.arguments import checked
 from circuits.core.errors import UsageError
 
 CHECKPOINT_GLOB = "checkpoints/step_*.pt"
@@ -122,6 +123,7 @@ class Job:
         }
 
 
+@checked
 def read_spec(path: str | os.PathLike) -> SweepSpec:
     """Read and check a TOML or JSON spec; ``UsageError`` naming the first bad key."""
     source = Path(path)
@@ -210,6 +212,7 @@ def _job_id(command: str, model: str, step: int | None, cf: str | None, argv: li
     return re.sub(r"[^A-Za-z0-9_.@-]+", "-", label) + "-" + digest
 
 
+@checked
 def expand(spec: SweepSpec, base: str | os.PathLike = ".") -> list[Job]:
     """Every job of the grid, checked (module docstring); ids are unique and stable."""
     from circuits.zoo.names import resolve_model

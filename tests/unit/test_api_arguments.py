@@ -35,7 +35,7 @@ import torch
 
 from circuits.core.errors import UsageError
 
-PACKAGES = ("circuits", "circuits.patching", "circuits.panel")
+PACKAGES = ("circuits", "circuits.patching", "circuits.panel", "circuits.sweep")
 
 NOT_ENTRIES = {
     "Readout": "the abstract readout class: its subclasses are the entries",
@@ -47,6 +47,8 @@ NOT_ENTRIES = {
     "PatchSession": "the panel's engine, built by explore() from checked arguments",
     "CircuitGraph": "a networkx graph of free-form attributes, built by discover and the panel",
     "lazy_exports": "the packages' import machinery",
+    "SweepSpec": "the spec file's schema: read_spec builds it and turns its errors into UsageError",
+    "SweepOutcome": "a result run_sweep returns, not built by users",
 }
 
 ANY_NUMBER = {
@@ -80,6 +82,14 @@ def _valid_calls(w: _World, tmp) -> dict[str, tuple[Any, dict[str, Any]]]:
     import circuits
     import circuits.panel as panel_pkg
     import circuits.patching as P
+    import circuits.sweep as S
+
+    spec_file = tmp / "spec.toml"
+    spec_file.write_text(
+        'commands = ["measure"]\nmodels = ["tiny"]\n[args]\nmax_tokens = 16\nseed = 0\n'
+    )
+    spec = S.read_spec(spec_file)
+    job = S.expand(spec, base=tmp)[0].describe()
 
     def panel():
         if not hasattr(w, "panel"):
@@ -204,6 +214,26 @@ def _valid_calls(w: _World, tmp) -> dict[str, tuple[Any, dict[str, Any]]]:
             dict(out_dir=str(tmp / "exported"), overwrite=False),
         ),
         "HeadPattern": (panel_pkg.HeadPattern, dict(layer=1, head=0, prompt=0)),
+        "read_spec": (S.read_spec, dict(path=spec_file)),
+        "expand": (S.expand, dict(spec=spec, base=tmp)),
+        "run_job": (S.run_job, dict(job=job, root=tmp / "jobs", retry_failed=False, threads=1)),
+        "run_sweep": (
+            S.run_sweep,
+            dict(
+                spec_path=spec_file,
+                out=tmp / "sweep",
+                executor="local",
+                workers=1,
+                retry_failed=False,
+                cluster=None,
+                wait=True,
+                progress=False,
+            ),
+        ),  # fmt: skip
+        "ClusterOptions": (
+            S.ClusterOptions,
+            dict(partition="debug", gpus=0, cpus=2, mem_gb=8.0, time_min=10, array_parallelism=2),
+        ),
     }
 
 
