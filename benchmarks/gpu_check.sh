@@ -7,9 +7,10 @@
 #   bash benchmarks/gpu_check.sh --small   # anywhere: small sizes (tests/unit/test_gpu_check.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"  # the interpreter to run with (a test passes its own)
 if [ -d .whl ] && compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/p0-site .whl/*.whl
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/p0-site .whl/*.whl
   export PYTHONPATH="/tmp/p0-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout 480 python3 benchmarks/gpu_check.py "$@"
+exec timeout 480 "$PYTHON" benchmarks/gpu_check.py "$@"
