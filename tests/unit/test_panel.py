@@ -70,8 +70,22 @@ def test_a_click_gives_the_exact_numbers(model, tokens, tmp_path):
     others = [s for s in panel.session.components if s.name not in r["selection"]]
     kept = patcher.patch([tuple(others)], SinkScore(layers)).values[0] / clean
     assert r["kept"] == pytest.approx(float(kept), abs=1e-6)
-    # the receiver head's pattern after the patch: the plain hook loop's
-    assert len(r["pattern_patched"]) == tokens.shape[1]
+    # the receiver head's pattern before and after the patch: the plain hook loop's
+    layer, head = panel.session.head
+    got = {}
+
+    def keep_pattern(p, hook):
+        got[len(got)] = p[0, head].detach().clone()
+
+    for key, extra in (("clean", []), ("patched", hooks)):
+        got.clear()
+        with torch.no_grad():
+            model.run_with_hooks(
+                tokens, fwd_hooks=[*extra, (get_act_name("pattern", layer), keep_pattern)]
+            )
+        assert torch.allclose(torch.tensor(r[f"pattern_{key}"]), got[0], atol=1e-6)
+    moved = torch.tensor(r["pattern_patched"]) - torch.tensor(r["pattern_clean"])
+    assert moved.abs().max() > 1e-3  # the patch moves the pattern: the check is not vacuous
     assert r["estimate"] is not None
 
     out = panel.export(tmp_path / "sel")

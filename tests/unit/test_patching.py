@@ -115,6 +115,26 @@ def test_batching_and_truncation_do_not_change_numbers(model, tokens):
     one = Patcher(model, tokens, "shift", max_rows=tokens.shape[0]).patch(sites, metric)
     many = Patcher(model, tokens, "shift", max_rows=1000).patch(sites, metric)
     assert torch.allclose(one.values, many.values, atol=1e-6)
+    assert (one.values - one.clean).abs().max() > 1e-4  # the patches move the readout
+    # and one of them equals a plain hook loop: attn0's P0 output from the shifted run
+    name = get_act_name("attn_out", 0)
+    shifted = torch.cat([tokens[:, -1:], tokens], dim=1)
+    _, cache = model.run_with_cache(shifted, names_filter=[name])
+    seen = {}
+
+    def put(act, hook):
+        act[:, 0] = cache[name][:, 1]
+        return act
+
+    def read(p, hook):
+        seen[hook.layer()] = float(p[:, :, :, 0].mean())
+
+    with torch.no_grad():
+        model.run_with_hooks(
+            tokens, fwd_hooks=[(name, put)] + [(get_act_name("pattern", la), read) for la in (1, 2)]
+        )
+    k = [x.name for x in sites].index("attn0@p0")
+    assert float(one.values[k]) == pytest.approx((seen[1] + seen[2]) / 2, abs=1e-6)
 
     # patches starting at different blocks share one growing batch; any metric reads its rows
     def sink_l2(cache):
