@@ -195,7 +195,7 @@ function drawControls(model, root) {
   const cf = el("input", { type: "text", value: model.get("counterfactual"), size: 12, class: "p0-cf" });
   cf.addEventListener("change", () => { model.set("counterfactual", cf.value); model.save_changes(); });
   const readout = el("select", { class: "p0-readout-select" });
-  for (const name of ["sink score", "attention to P0", "next-token loss"]) {
+  for (const name of model.get("readout_choices")) {
     const o = el("option", { value: name }, name);
     if (name === model.get("readout")) o.selected = true;
     readout.appendChild(o);
@@ -209,7 +209,7 @@ function drawControls(model, root) {
   const head = el("input", { type: "text", value: model.get("head").join("."), size: 5 });
   head.addEventListener("change", () => { model.set("head", head.value.split(".").map((x) => parseInt(x, 10))); model.save_changes(); });
   const mode = el("select");
-  for (const [v, t] of [["", "activation patch"], ["k", "paths → K"], ["q", "paths → Q"], ["v", "paths → V"], ["mlp_in", "paths → MLP input"]]) {
+  for (const [v, t] of model.get("path_choices")) {
     const o = el("option", { value: v }, t);
     if (v === model.get("path_mode")) o.selected = true;
     mode.appendChild(o);

@@ -30,16 +30,21 @@ from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.faithfulness import all_p0_components
 from circuits.circuit.graph import CircuitGraph
 from circuits.core.arguments import Index, checked
+from circuits.core.conventions import RECEIVER_KINDS
 from circuits.core.errors import UsageError
 from circuits.patching.counterfactuals import Counterfactual
 from circuits.patching.engine import Patcher
 from circuits.patching.output_readouts import NextTokenLoss
-from circuits.patching.readouts import AttentionToP0, Readout, SinkScore
+from circuits.patching.readouts import AttentionToP0, PatternReadout, Readout, SinkScore
 from circuits.patching.sites import Receiver, Site, head_sites
 from circuits.patching.stream import EstimateUnavailable, p0_stream_estimate
 
-READOUTS = ("sink score", "attention to P0", "next-token loss")
-PATH_KINDS = ("k", "q", "v", "mlp_in")
+PANEL_READOUTS: tuple[type[Readout], ...] = (SinkScore, AttentionToP0, NextTokenLoss)
+"""The readouts the panel offers, each named by its class's ``label`` (the front end's menu is
+sent this list; a pattern readout is read on the receiver layers)."""
+READOUTS = tuple(r.label for r in PANEL_READOUTS)
+PATH_KINDS = RECEIVER_KINDS
+PATH_LABELS = {"k": "paths → K", "q": "paths → Q", "v": "paths → V", "mlp_in": "paths → MLP input"}
 
 
 class HeadPattern(Readout):
@@ -130,11 +135,8 @@ class PatchSession:
         self.readout: Readout = self._readout_on(self.receivers)
 
     def _readout_on(self, layers: Sequence[int]) -> Readout:
-        if self.readout_name == "sink score":
-            return SinkScore(layers)
-        if self.readout_name == "attention to P0":
-            return AttentionToP0(layers)
-        return NextTokenLoss()
+        cls = PANEL_READOUTS[READOUTS.index(self.readout_name)]
+        return cls(layers) if issubclass(cls, PatternReadout) else cls()
 
     @property
     def per_layer(self) -> bool:

@@ -33,7 +33,13 @@ from circuits.backend import HookedModel
 from circuits.core.arguments import Count, Index, NonEmpty, checked
 from circuits.core.errors import UsageError
 from circuits.panel.export import check_export_target, next_free, write_export
-from circuits.panel.session import PatchSession, selection_effects
+from circuits.panel.session import (
+    PATH_KINDS,
+    PATH_LABELS,
+    READOUTS,
+    PatchSession,
+    selection_effects,
+)
 from circuits.panel.sources import PanelSource, panel_source
 from circuits.viz.style import effect_limit, effect_rgb
 from circuits.viz.views import bundle_js, mark_p0
@@ -76,6 +82,9 @@ class ExplorePanel(anywidget.AnyWidget):
     export_request = traitlets.Int(0).tag(sync=True)
     exported = traitlets.Unicode("").tag(sync=True)
     tokens: traitlets.List = traitlets.List().tag(sync=True)
+    # the controls' choices, from the Python registries (the front end has no list of its own)
+    readout_choices: traitlets.List = traitlets.List().tag(sync=True)
+    path_choices: traitlets.List = traitlets.List().tag(sync=True)
     # circuitsvis' own browser bundle from its wheel, sent once: the head patterns are drawn with
     # its AttentionHeads element, offline
     circuitsvis_js = traitlets.Unicode("").tag(sync=True)
@@ -101,6 +110,8 @@ class ExplorePanel(anywidget.AnyWidget):
         self.path_layer = max(self.session.receivers)
         self.tokens = mark_p0(source.zm.str_tokens(source.tokens[0]))
         self.circuitsvis_js = bundle_js()
+        self.readout_choices = list(READOUTS)
+        self.path_choices = [["", "activation patch"], *([k, PATH_LABELS[k]] for k in PATH_KINDS)]
         self._effects: dict[str, float] = dict(source.effects)
         self._partial: dict[str, float] = {}  # exact single effects computed so far
         self._set_components("exact" if source.effects else "estimate")

@@ -97,6 +97,7 @@ class NextTokenLoss(_OutputReadout):
     """Mean next-token cross-entropy (nats) over positions 0..T-2 and prompts."""
 
     name = "next_token_loss"
+    label = "next-token loss"
 
     def check(self, model: HookedModel, tokens: Tensor) -> None:
         if tokens.shape[1] < 2:

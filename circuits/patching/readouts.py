@@ -56,6 +56,8 @@ class Readout:
     """
 
     name = "readout"
+    label = ""
+    """How a control names this readout (the panel's readout menu); empty: not offered there."""
 
     def reads(self, model: HookedModel) -> tuple[str, ...]:
         raise NotImplementedError
@@ -109,7 +111,7 @@ def question_key(readout: Readout) -> Hashable:
     return (type(readout), params)
 
 
-class _PatternReadout(Readout):
+class PatternReadout(Readout):
     """A per-head reduction of the receiver layers' attention patterns, averaged over heads and
     then over layers; ``receivers=None``: the default receiver layers of the model it is asked
     of (``circuits.core.conventions.default_receiver_layers``: layer 2 .. last, as ``discover``)."""
@@ -161,7 +163,7 @@ class _PatternReadout(Readout):
         return {"name": self.name, "definition": definition, "receiver_layers": list(layers or [])}
 
 
-class SinkScore(_PatternReadout):
+class SinkScore(PatternReadout):
     """Gu et al.'s sink score alpha_0 (``circuits.metrics.sink_score``: mean over queries q >= 0
     of A[q, 0], batch-averaged), averaged over the heads of the receiver layers and then over
     the receiver layers. ``receivers=None``: the default receiver layers, layer 2 .. last (the
@@ -169,6 +171,7 @@ class SinkScore(_PatternReadout):
     """
 
     name = "sink_score"
+    label = "sink score"
     _reduce = staticmethod(sink_score)
 
     def describe(self) -> dict[str, Any]:
@@ -178,11 +181,12 @@ class SinkScore(_PatternReadout):
         )
 
 
-class AttentionToP0(_PatternReadout):
+class AttentionToP0(PatternReadout):
     """Mean attention of the queries q >= 1 to position 0 (``circuits.metrics.attn_to_p0``),
     averaged over prompts, the heads of the receiver layers, then the receiver layers."""
 
     name = "attn_to_p0"
+    label = "attention to P0"
     _reduce = staticmethod(attn_to_p0)
 
     def describe(self) -> dict[str, Any]:
