@@ -42,11 +42,14 @@ def main() -> int:
 
     from circuits.circuit.config import DiscoverConfig
     from circuits.patching import Patcher, SinkScore
+    from circuits.patching.allocator import keep_freed_memory
     from circuits.patching.attribution import attribution_patch, pearson
     from circuits.patching.sites import component_sites
     from circuits.patching.stream import p0_stream_estimate
     from circuits.prompts import prompt_set
     from circuits.zoo import load_model
+
+    keep_freed_memory()  # as discover does: the engine's buffers reused
 
     rows = []
     for name in args.models:

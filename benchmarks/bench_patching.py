@@ -62,8 +62,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from circuits.patching import Patcher, SinkScore, Site
+    from circuits.patching.allocator import keep_freed_memory
     from circuits.prompts import prompt_set
     from circuits.zoo import load_model
+
+    keep_freed_memory()  # as discover does: the engine's buffers reused
 
     zm = load_model(args.model, progress=False, device=args.device)
     model = zm.model

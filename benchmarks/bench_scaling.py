@@ -60,7 +60,10 @@ def discover_run(model: str, n_prompts: int, n_tokens: int, extra: tuple[str, ..
 def measure_size(zm, grid, n_prompts: int, n_tokens: int, args) -> dict:
     """Every side on one size (see the module docstring)."""
     from circuits.patching import Patcher, SinkScore
+    from circuits.patching.allocator import keep_freed_memory
     from circuits.prompts import prompt_set
+
+    keep_freed_memory()  # as discover does: the engine's buffers reused
 
     model, cfg = zm.model, zm.model.cfg
     receivers = list(range(cfg.n_layers))

@@ -68,8 +68,11 @@ def main() -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from circuits.patching import Patcher, SinkScore, Site
+    from circuits.patching.allocator import keep_freed_memory
     from circuits.prompts import prompt_set
     from circuits.zoo import load_model
+
+    keep_freed_memory()  # as discover does: the engine's buffers reused
 
     zm = load_model(args.model, progress=False)
     cfg = zm.model.cfg

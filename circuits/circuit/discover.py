@@ -48,6 +48,7 @@ from circuits.circuit.save import graph_attributes, save_discovery
 from circuits.core.arguments import NonEmpty, checked
 from circuits.core.outputs import output_dir
 from circuits.core.progress import status
+from circuits.patching.allocator import keep_freed_memory
 from circuits.patching.engine import Patcher
 from circuits.patching.readouts import SinkScore
 from circuits.patching.sites import Receiver, Site
@@ -232,6 +233,7 @@ def discover(
 ) -> Discovery:
     """Run the pipeline on ``tokens`` (``[n_prompts, n_tokens]``, P0 = each row's first token)."""
     config = config or DiscoverConfig()
+    keep_freed_memory()  # many stacked forwards: reuse their buffers (allocator docstring)
     config.check()
     metric = SinkScore(config.receiver_layers(model.cfg.n_layers))
     patcher = Patcher(

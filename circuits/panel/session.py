@@ -32,6 +32,7 @@ from circuits.circuit.graph import CircuitGraph
 from circuits.core.arguments import Index, checked
 from circuits.core.conventions import RECEIVER_KINDS
 from circuits.core.errors import UsageError
+from circuits.patching.allocator import keep_freed_memory
 from circuits.patching.counterfactuals import Counterfactual
 from circuits.patching.engine import Patcher
 from circuits.patching.output_readouts import NextTokenLoss
@@ -116,6 +117,7 @@ class PatchSession:
         max_rows: int = 64,
     ) -> None:
         self.model = model
+        keep_freed_memory()  # the panel patches again and again: reuse the buffers
         self.patcher = Patcher(model, tokens, counterfactual, max_rows=max_rows)
         n = model.cfg.n_layers
         self.receivers = list(DiscoverConfig(receivers=receivers).receiver_layers(n))

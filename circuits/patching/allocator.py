@@ -7,8 +7,9 @@ CPU that costs the engine 10-20% of its time. Raising the mmap and trim threshol
 blocks be reused from the heap. Peak memory is unchanged (the same tensors are live at the
 peak); the process just keeps its high-water mark instead of returning it between forwards.
 
-This is a process-wide glibc setting (``mallopt``), applied once, the first time a ``Patcher``
-is built; it does nothing on other C libraries. Set ``P0_CIRCUITS_MALLOC_TUNING=0`` to skip it.
+This is a process-wide glibc setting (``mallopt``), applied once, by the callers that run many
+patches (``discover``, the panel, the benchmarks), never as a side effect of building a
+``Patcher``; it does nothing on other C libraries. Set ``P0_CIRCUITS_MALLOC_TUNING=0`` to skip it.
 
 Under a memory budget (``discover --max-memory``) the kept heap is what breaks the bound: freed
 blocks of one stage's batch shapes stay reserved while the next stage allocates others (on the

@@ -24,7 +24,9 @@ Engine (``Patcher``):
   and the batch *grows* with depth: a patch's rows join at the block where it starts (from the
   cached clean ``resid_pre``), so patches starting at different layers (a resid_pre grid has one
   per layer) still share one forward without recomputing any clean block;
-* freed activation memory is kept (``circuits.patching.allocator``) for the next forward;
+* a caller that runs many patches may keep freed activation memory for the next forward
+  (``circuits.patching.allocator.keep_freed_memory``: ``discover``, the panel and the trace do);
+  building a ``Patcher`` changes no process-wide setting;
 * numbers equal TransformerLens' ``transformer_lens.patching`` functions where they run the same
   experiment (tests check max |diff| <= 1e-4).
 
@@ -50,7 +52,6 @@ from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import check_pattern
 from circuits.metrics.residual import check_finite
-from circuits.patching.allocator import keep_freed_memory
 from circuits.patching.counterfactuals import Counterfactual, resolve_counterfactual
 from circuits.patching.forward import Hook, ReadPlan, can_change, run_stacked
 from circuits.patching.prefix import plan_prefixes, prefix_start_rows
@@ -109,7 +110,6 @@ class Patcher:
         prefix_blocks: bool = True,
     ) -> None:
         cf = resolve_counterfactual(counterfactual, model, shift_token=shift_token)
-        keep_freed_memory()
         pad = getattr(model.tokenizer, "pad_token_id", None)
         tokens = check_tokens(tokens, model.cfg, pad_token_id=pad)
         if max_rows < 1:

@@ -77,7 +77,7 @@ def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
-allocator.keep_freed_memory()  # what building a Patcher does
+allocator.keep_freed_memory()  # what discover and the panel do
 if sys.argv[1] == "bounded":
     allocator.bound_memory()  # what --max-memory does
 before = rss_mb()
