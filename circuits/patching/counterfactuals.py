@@ -82,6 +82,20 @@ class Counterfactual:
 
     spec = "counterfactual"
     definition = ""
+    kind: str | None = None
+    """The spec kind a command line names it by (``circuits.core.conventions``'s
+    ``COUNTERFACTUAL_SPECS`` says its syntax, torch-free); None: built from Python only."""
+    registry: dict[str, type[Counterfactual]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            Counterfactual.registry[cls.kind] = cls  # type: ignore[index]
+
+    @classmethod
+    def from_spec(cls, arg: str | None, shift_token: int | None) -> Counterfactual:
+        """The counterfactual a parsed spec names (``kind:arg``)."""
+        return cls()
 
     def values(
         self,
@@ -105,6 +119,12 @@ class Counterfactual:
 
 
 class Shift(Counterfactual):
+    kind = "shift"
+
+    @classmethod
+    def from_spec(cls, arg: str | None, shift_token: int | None) -> Counterfactual:
+        return cls(int(arg) if arg is not None else shift_token)
+
     @checked
     def __init__(self, token: Index | None = None) -> None:
         self.token = None if token is None else int(token)
@@ -134,7 +154,7 @@ class Shift(Counterfactual):
 
 
 class MeanAblation(Counterfactual):
-    spec = "mean"
+    kind = spec = "mean"
     definition = (
         "mean of the clean activation over all prompts and all positions >= 1 (mean ablation)"
     )
@@ -150,7 +170,7 @@ class MeanAblation(Counterfactual):
 
 
 class ZeroAblation(Counterfactual):
-    spec = "zero"
+    kind = spec = "zero"
     definition = "all zeros (zero ablation)"
 
     def values(self, model, tokens, clean, hook_names):
@@ -199,6 +219,12 @@ class PromptSet(Counterfactual):
 class FirstToken(PromptSet):
     """The clean prompts with position 0 holding ``token`` (an id, or a name resolved by
     ``resolve_token``)."""
+
+    kind = "token"
+
+    @classmethod
+    def from_spec(cls, arg: str | None, shift_token: int | None) -> Counterfactual:
+        return cls(arg)  # type: ignore[arg-type]  # a name, resolved against the model
 
     @checked
     def __init__(self, token: Index | str) -> None:
@@ -306,14 +332,7 @@ def resolve_counterfactual(
             raise UsageError(
                 "shift_token applies to the plain 'shift' spec only (or write shift:ID)"
             )
-        if kind == "shift":
-            cf = Shift(int(arg) if arg is not None else shift_token)
-        elif kind == "mean":
-            cf = MeanAblation()
-        elif kind == "zero":
-            cf = ZeroAblation()
-        else:
-            cf = FirstToken(arg)  # type: ignore[arg-type]
+        cf = Counterfactual.registry[kind].from_spec(arg, shift_token)
     if isinstance(cf, FirstToken) and not isinstance(cf.token, int):
         if model is None:
             raise UsageError(f"{cf.spec}: a model is needed to resolve the token")

@@ -456,3 +456,16 @@ def test_every_hook_a_cache_readout_can_name_reflects_the_patch(model, tokens):
     assert float(res.values[0]) == pytest.approx(
         float(model.unembed(store["ln_final.hook_normalized"] * model.ln_final.w).sum()), rel=1e-4
     )
+
+
+def test_every_command_line_counterfactual_kind_is_one_registered_class():
+    """The command line's spec kinds (torch-free, for --help) and the classes that build them
+    (``Counterfactual.registry``, filled by each class's ``kind``) are the same set: the
+    resolver looks a kind up, it keeps no list of its own."""
+    from circuits.core.conventions import COUNTERFACTUAL_SPECS
+    from circuits.patching.counterfactuals import Counterfactual
+
+    kinds = {spec.split(":")[0] for spec in COUNTERFACTUAL_SPECS}
+    assert kinds == set(Counterfactual.registry)
+    for kind, cls in Counterfactual.registry.items():
+        assert cls.kind == kind and issubclass(cls, Counterfactual)
