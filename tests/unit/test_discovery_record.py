@@ -72,6 +72,7 @@ def test_each_step_returns_its_typed_sections_and_the_record_is_their_sum(model_
         "config",
         "block_structure",
         "model_shape",
+        "dtype",
         "timings_s",
     }
     assert set(found.record) == written | header
