@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from circuits.backend import HookedModel, ModelConfig
 from circuits.core.errors import ChecksumError
@@ -67,19 +67,28 @@ def save_converted(model: HookedModel, tokenizer_dir: Path, target: Path) -> Non
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_converted(target: Path) -> HookedModel:
-    """Load a model written by ``save_converted``, after checking every file against its manifest."""
+def load_converted(target: Path, dtype: str = "float32") -> HookedModel:
+    """Load a model written by ``save_converted`` in ``dtype``, after checking every file against
+    its manifest. Each float32 tensor is cast as it is read, so a half-precision load never
+    holds the whole float32 model."""
+    from safetensors import safe_open
     from transformers import AutoTokenizer
 
     verify_folder(target)
     cfg = _cfg_from_json(json.loads((target / "config.json").read_text()))
     cfg.init_weights = False  # every weight is overwritten by the state dict below
+    cfg.dtype = getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(target / "tokenizer"))
     model = HookedModel(
         cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right"
     )
     # assign: the model takes the loaded tensors instead of copying them into fresh ones
-    model.load_state_dict(load_file(str(target / "model.safetensors")), strict=True, assign=True)
+    weights = {}
+    with safe_open(str(target / "model.safetensors"), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open has keys(), not iteration)
+            tensor = f.get_tensor(key)
+            weights[key] = tensor.to(cfg.dtype) if tensor.is_floating_point() else tensor
+    model.load_state_dict(weights, strict=True, assign=True)
     return model.eval()
 
 
@@ -90,7 +99,10 @@ def remove_stale(entry_dir: Path) -> None:
 
 
 def load_or_convert(
-    target: Path, convert: Callable[[Path], HookedModel], say: Callable[[str], None]
+    target: Path,
+    convert: Callable[[Path], HookedModel],
+    say: Callable[[str], None],
+    dtype: str = "float32",
 ) -> HookedModel:
     """The cached model at ``target``; converted with ``convert(tokenizer_dir)`` and cached when
     missing, and again when the cached entry is damaged (with a warning)."""
@@ -98,7 +110,7 @@ def load_or_convert(
     if target.exists():
         try:
             say(f"loading cached float32 weights from {target}")
-            return load_converted(target)
+            return load_converted(target, dtype)
         except ChecksumError as err:
             print(f"p0-circuits: warning: {err}; converting it again", file=sys.stderr)
             shutil.rmtree(target, ignore_errors=True)
@@ -106,4 +118,4 @@ def load_or_convert(
         model = convert(Path(tok_dir))
         save_converted(model, Path(tok_dir), target)
     # reload so the tokenizer points at the cache folder (the temporary one is gone)
-    return load_converted(target)
+    return load_converted(target, dtype)

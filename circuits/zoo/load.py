@@ -55,9 +55,11 @@ def _token_id(tokenizer, token: str | None) -> int | None:
     return tokenizer.get_vocab().get(token)
 
 
-def _load_gguf(gguf_path: Path, entry_dir: Path, source_sha256: str, progress: bool):
-    """HookedTransformer for a GGUF file: from the float32 cache, or dequantized and cached
-    (call with the entry's cache lock held)."""
+def _load_gguf(
+    gguf_path: Path, entry_dir: Path, source_sha256: str, progress: bool, dtype: str = "float32"
+):
+    """HookedTransformer for a GGUF file in ``dtype``: from the float32 cache (each tensor cast
+    as it is read), or dequantized and cached (call with the entry's cache lock held)."""
 
     def dequantize(tok_dir: Path):
         _status(
@@ -70,15 +72,15 @@ def _load_gguf(gguf_path: Path, entry_dir: Path, source_sha256: str, progress: b
     if ON_BRIDGE:  # the float32 cache holds HookedTransformers: a bridge boots from transformers
         return dequantize(entry_dir)
     target = converted_cache_dir(entry_dir, source_sha256)
-    return load_or_convert(target, dequantize, lambda msg: _status(msg, progress))
+    return load_or_convert(target, dequantize, lambda msg: _status(msg, progress), dtype=dtype)
 
 
-def _from_gguf_entry(entry: ZooEntry, progress: bool) -> ZooModel:
+def _from_gguf_entry(entry: ZooEntry, progress: bool, dtype: str) -> ZooModel:
     assert entry.gguf is not None
     _status(f"loading {entry.name} ({entry.source})", progress)
     with cache_lock(entry.name):
         gguf_path = fetch_gguf(entry.name, entry.gguf, progress=progress)
-        model = _load_gguf(gguf_path, gguf_path.parent, entry.gguf.sha256, progress)
+        model = _load_gguf(gguf_path, gguf_path.parent, entry.gguf.sha256, progress, dtype)
     tokenizer = model.tokenizer
     return ZooModel(
         name=entry.name,
@@ -92,12 +94,12 @@ def _from_gguf_entry(entry: ZooEntry, progress: bool) -> ZooModel:
     )
 
 
-def _from_local_gguf(path: Path, progress: bool) -> ZooModel:
+def _from_local_gguf(path: Path, progress: bool, dtype: str) -> ZooModel:
     check_gguf(path)
     sha = sha256_file(path)
     key = f"local-{sha[:16]}"
     with cache_lock(key):
-        model = _load_gguf(path, cache_root() / "local" / sha[:16], sha, progress)
+        model = _load_gguf(path, cache_root() / "local" / sha[:16], sha, progress, dtype)
     tokenizer = model.tokenizer
     return ZooModel(
         name=str(path),
@@ -265,12 +267,15 @@ def _from_run(path: Path, step: int | None = None) -> ZooModel:
     )
 
 
-def _from_zoo(entry: ZooEntry, progress: bool) -> ZooModel:
+def _from_zoo(entry: ZooEntry, progress: bool, dtype: str) -> ZooModel:
     if entry.gguf is not None:
-        return _from_gguf_entry(entry, progress)
+        return _from_gguf_entry(entry, progress, dtype)
+    # a real architecture's shape (random weights, for time and memory) is built in ``dtype``,
+    # as a checkpoint would be loaded in it; the tiny model is built in float32 and cast
+    in_dtype = {"dtype": getattr(torch, dtype)} if entry.shape else {}
     return ZooModel(
         name=entry.name,
-        model=tiny_model(**(entry.shape or {})),
+        model=tiny_model(**(entry.shape or {}), **in_dtype),
         tokenizer=ByteTokenizer(),
         bos_token_id=ByteTokenizer.bos_token_id,
         natural_bos=entry.natural_bos,
@@ -300,9 +305,9 @@ def load_model(
     spec = resolve_model(name)
     path = Path(spec.name)
     if spec.kind == "zoo":
-        loaded = _from_zoo(ZOO[spec.name], progress)
+        loaded = _from_zoo(ZOO[spec.name], progress, dtype)
     elif spec.kind == "gguf":
-        loaded = _from_local_gguf(path, progress)
+        loaded = _from_local_gguf(path, progress, dtype)
     elif spec.kind == "run":
         loaded = _from_run(path, spec.step)
     elif spec.kind == "hf_folder":
