@@ -11,8 +11,9 @@ float16, 4 for float32):
   and its norms, the MLP's hidden tensors for the experts a token uses, queries and per-head
   keys / values / z, scores and pattern): ``8 d_model + 3 d_mlp_active + 4 n_heads d_head +
   3 n_heads n_tokens`` values per token, with ``SAFETY`` for the allocator's slack;
-* **the readout's logits**: one patch's unembedding in float32 (logits, log-softmax and the
-  clean distribution: ``3 * d_vocab`` per prompt token), for the prediction step;
+* **the readout's logits**: one patch's unembedding in float32 (logits and log-softmax,
+  ``2 * d_vocab`` per prompt token), for the prediction step; it runs after the stacked
+  forwards, so the peak holds the larger of the two, not their sum;
 * **the process** itself (Python, torch, the tokenizer): ``PROCESS_GB``.
 
 Rows per forward: the most whole patches (``n_prompts`` rows each) that fit what the budget
@@ -121,13 +122,13 @@ def plan(
         + 3 * shape.n_heads * n_tokens
     )
     per_row = int(per_token * n_tokens * b * SAFETY)
-    logits = 3 * shape.d_vocab * tokens * 4
+    logits = 2 * shape.d_vocab * tokens * 4
     cards = max(1, n_cards) if card_gb is not None else 1
     budget = (card_gb if card_gb is not None else memory_gb) * GIB
-    fixed = PROCESS_GB * GIB * (card_gb is None) + (weights + caches) / cards + logits
+    fixed = PROCESS_GB * GIB * (card_gb is None) + (weights + caches) / cards
     patches = int((budget - fixed) // (per_row * n_prompts)) if budget > fixed else 0
     rows = min(MAX_ROWS // n_prompts, patches) * n_prompts
-    peak = int(fixed + max(rows, n_prompts) * per_row)
+    peak = int(fixed + max(max(rows, n_prompts) * per_row, logits))
     return Plan(
         shape=shape,
         dtype=dtype,
