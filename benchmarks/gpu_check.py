@@ -34,7 +34,7 @@ from circuits.panel.session import PatchSession  # noqa: E402
 from circuits.patching.plan import plan  # noqa: E402
 from circuits.training.checkpoints import cast_model, move_model  # noqa: E402
 from circuits.zoo.pins import ZOO  # noqa: E402
-from circuits.zoo.shapes import PUBLISHED_SHAPES, ModelShape  # noqa: E402
+from circuits.zoo.shapes import PUBLISHED_SHAPES, shape_from_fields  # noqa: E402
 from circuits.zoo.tiny import tiny_model  # noqa: E402
 
 
@@ -95,16 +95,7 @@ def main() -> int:
     toks = torch.randint(3, 250, (n_prompts, n_tokens), generator=torch.Generator().manual_seed(1))
     t0 = time.perf_counter()
     discover(big, toks.to(dev), _config(), model_name="1b-shape")
-    shape = ModelShape(
-        name="1b-shape",
-        n_layers=shape_fields["n_layers"],
-        d_model=shape_fields["d_model"],
-        n_heads=shape_fields["n_heads"],
-        n_kv_heads=shape_fields["n_key_value_heads"],
-        d_head=shape_fields["d_head"],
-        d_mlp=shape_fields["d_mlp"],
-        d_vocab=shape_fields["d_vocab"],
-    )
+    shape = shape_from_fields("1b-shape", shape_fields)
     planned = plan(shape, dtype="bfloat16", n_prompts=n_prompts, n_tokens=n_tokens,
                    card_gb=80.0 if gpu else None)  # fmt: skip
     out["shape_1b_bfloat16"] = {

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from circuits.core.errors import UsageError
+from circuits.zoo.tokenizers import ByteTokenizer
 
 
 @dataclass(frozen=True)
@@ -136,17 +137,25 @@ def shape_from_config(name: str, config: dict[str, Any]) -> ModelShape:
     )  # fmt: skip
 
 
-def _from_zoo_shape(name: str, shape: dict[str, Any]) -> ModelShape:
-    n_heads = int(shape.get("n_heads", 4))
+TINY_SHAPE: dict[str, Any] = dict(
+    n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=128, d_vocab=ByteTokenizer.vocab_size
+)  # fmt: skip
+"""The tiny model's dimensions (``circuits.zoo.tiny`` builds it from these), torch-free."""
+
+
+def shape_from_fields(name: str, fields: dict[str, Any]) -> ModelShape:
+    """The shape of a model built from TransformerLens config ``fields`` over ``TINY_SHAPE``
+    (a zoo shape entry, the tiny model, a benchmark's own model)."""
+    f = {**TINY_SHAPE, **fields}
     return ModelShape(
         name=name,
-        n_layers=int(shape.get("n_layers", 2)),
-        d_model=int(shape.get("d_model", 32)),
-        n_heads=n_heads,
-        n_kv_heads=int(shape.get("n_key_value_heads") or n_heads),
-        d_head=int(shape.get("d_head", 8)),
-        d_mlp=int(shape.get("d_mlp", 64)),
-        d_vocab=int(shape.get("d_vocab", 257)),  # the byte tokenizer's vocabulary
+        n_layers=int(f["n_layers"]),
+        d_model=int(f["d_model"]),
+        n_heads=int(f["n_heads"]),
+        n_kv_heads=int(f.get("n_key_value_heads") or f["n_heads"]),
+        d_head=int(f["d_head"]),
+        d_mlp=int(f["d_mlp"]),
+        d_vocab=int(f["d_vocab"]),
     )
 
 
@@ -159,7 +168,7 @@ def shape_of(name: str) -> ModelShape:
     from circuits.zoo.pins import ZOO
 
     if key in ZOO and ZOO[key].gguf is None:
-        return _from_zoo_shape(key, ZOO[key].shape or {})
+        return shape_from_fields(key, ZOO[key].shape or {})
     path = Path(name)
     if (path / "config.json").is_file():
         try:

@@ -10,19 +10,13 @@ import torch
 from circuits.backend import HookedModel, ModelConfig
 from circuits.backend.build import model_config, model_from_config
 from circuits.core.arguments import Index, checked
-from circuits.zoo.tokenizers import ByteTokenizer
+from circuits.zoo.shapes import TINY_SHAPE
 
 
 def tiny_fields(**overrides: Any) -> dict[str, Any]:
     """The TransformerLens config fields of ``tiny_config``."""
     base: dict[str, Any] = dict(
-        n_layers=2,
-        d_model=32,
-        n_heads=4,
-        d_head=8,
-        d_mlp=64,
-        n_ctx=128,
-        d_vocab=ByteTokenizer.vocab_size,
+        **TINY_SHAPE,
         act_fn="silu",
         normalization_type="RMS",
         positional_embedding_type="rotary",

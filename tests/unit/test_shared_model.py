@@ -41,8 +41,8 @@ def tokens():
 
 
 def _plain_sink(model, tokens, layers, patch_hook=None):
-    """Sink score per receiver layer with P0 of ``hook`` set to its shifted-run value, by a
-    plain hook loop on a fresh copy of the weights (no toolkit code)."""
+    """Sink score per receiver layer, with ``patch_hook`` applied, by a plain hook loop on the
+    model (no toolkit code)."""
     got = {}
 
     def keep(p, hook):
