@@ -21,7 +21,7 @@ _EXPORTS = {
     "sum_p_squared": "metrics.attention",
     "residual_norms": "metrics.residual",
     "massive_activations": "metrics.residual",
-    "Patcher": "patching.engine",
+    "Patcher": "patching.patcher",
     "Site": "patching.sites",
     "Receiver": "patching.sites",
     "SinkScore": "patching.readouts",

@@ -49,7 +49,7 @@ from circuits.core.arguments import NonEmpty, checked
 from circuits.core.outputs import output_dir
 from circuits.core.progress import status
 from circuits.patching.allocator import keep_freed_memory
-from circuits.patching.engine import Patcher
+from circuits.patching.patcher import Patcher
 from circuits.patching.readouts import SinkScore
 from circuits.patching.sites import Receiver, Site
 

@@ -24,8 +24,8 @@ from typing import Any
 from circuits.backend import ModelConfig
 from circuits.circuit.config import DiscoverConfig
 from circuits.core.conventions import P0_POSITIONS
-from circuits.patching.engine import Patcher
 from circuits.patching.nested import patch_nested
+from circuits.patching.patcher import Patcher
 from circuits.patching.readouts import SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site, component_sites

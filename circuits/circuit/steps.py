@@ -46,7 +46,7 @@ from circuits.circuit.record import (
 from circuits.core.conventions import P0_POSITIONS
 from circuits.core.errors import UsageError
 from circuits.patching.attribution import attribution_patch, pearson
-from circuits.patching.engine import Patcher
+from circuits.patching.patcher import Patcher
 from circuits.patching.readouts import SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Receiver, Site, component_sites, head_sites, path_exists

@@ -47,7 +47,7 @@ from circuits.circuit.config import DiscoverConfig
 from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import attention_destinations, key_attention
 from circuits.metrics.measure import measure_sinks
-from circuits.patching.engine import Patcher
+from circuits.patching.patcher import Patcher
 from circuits.patching.readouts import AttentionToP0
 from circuits.patching.sites import Site
 

@@ -34,8 +34,8 @@ from circuits.core.conventions import RECEIVER_KINDS
 from circuits.core.errors import UsageError
 from circuits.patching.allocator import keep_freed_memory
 from circuits.patching.counterfactuals import Counterfactual
-from circuits.patching.engine import Patcher
 from circuits.patching.output_readouts import NextTokenLoss
+from circuits.patching.patcher import Patcher
 from circuits.patching.readouts import AttentionToP0, PatternReadout, Readout, SinkScore
 from circuits.patching.sites import Receiver, Site, head_sites
 from circuits.patching.stream import EstimateUnavailable, p0_stream_estimate

@@ -5,7 +5,7 @@ from circuits.core.lazy import lazy_exports
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "Patcher": "engine",
+        "Patcher": "patcher",
         "Site": "sites",
         "Receiver": "sites",
         "component_sites": "sites",

@@ -33,6 +33,7 @@ from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import sink_score
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate
+from circuits.patching.patcher import Patcher, engine_of
 from circuits.patching.readouts import Readout, SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site
@@ -128,7 +129,7 @@ def _chunk_gradients(
 
 @checked
 def attribution_patch(
-    patcher: PatchEngine,
+    patcher: Patcher | PatchEngine,
     sites: NonEmpty[Site],
     readout: Readout | None = None,
     *,
@@ -146,6 +147,7 @@ def attribution_patch(
     backward run on ``prompts_per_pass`` prompts at a time (each chunk's gradient scaled by its
     share of the batch), which bounds the memory the backward holds without changing the result.
     """
+    patcher = engine_of(patcher)
     sites = list(sites)
     readout = _check(patcher, sites, readout, prompts_per_pass, ig_steps)
     path = _interpolated(sites)

@@ -273,7 +273,7 @@ class CachedActivations(Counterfactual):
             if n not in self._values:
                 raise UsageError(
                     f"the cached counterfactual has no values for hook {n}: give every hook the "
-                    "engine caches (Patcher.cached_hooks)"
+                    "engine caches (circuits.patching.engine.cached_hooks)"
                 )
             v = self._values[n].to(clean[n].device, clean[n].dtype)
             if v.shape != clean[n].shape:

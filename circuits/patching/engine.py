@@ -8,7 +8,7 @@ the model runs on, and a readout reads the result (``circuits.patching.readouts`
 sink score of the receiver layers, attention to P0, P0's residual norm, any callable on named
 hooks; ``circuits.patching.output_readouts``: next-token loss, logit difference, KL).
 
-Engine (``Patcher``):
+Engine (``Engine``, behind the public ``circuits.patching.patcher.Patcher``):
 
 * one clean run caches every residual stream and component output; a patch whose first site is
   in layer ``l`` starts the forward at block ``l`` from the cached clean ``resid_pre[l]``
@@ -30,7 +30,9 @@ Engine (``Patcher``):
 * numbers equal TransformerLens' ``transformer_lens.patching`` functions where they run the same
   experiment (tests check max |diff| <= 1e-4).
 
-Path patching (``Patcher.path_patch``) is in ``circuits.patching.paths``. Clean values are
+Path patching is in ``circuits.patching.paths``. ``Engine``'s methods are the package's own:
+the patching modules reach it through ``circuits.patching.patcher.engine_of``; users call
+``Patcher.patch``, ``Patcher.path_patch`` and ``Patcher.clean_value``. Clean values are
 computed once per hook and question (``readouts.question_key``), never by object identity.
 """
 
@@ -47,7 +49,6 @@ from tqdm.auto import tqdm
 
 from circuits import backend
 from circuits.backend import HookedModel, get_act_name, learned_attention_sinks
-from circuits.core.arguments import Count, Index, NonEmpty, checked
 from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import check_pattern
@@ -58,19 +59,18 @@ from circuits.patching.prefix import plan_prefixes, prefix_start_rows
 from circuits.patching.readouts import (
     ComparedToClean,
     Readout,
-    SinkScore,
     as_readout,
     question_key,
 )
 from circuits.patching.results import PatchingResult
-from circuits.patching.sites import Patch, Receiver, Site, as_sites, check_site, patch_name
+from circuits.patching.sites import Patch, Site, as_sites, check_site, patch_name
 from circuits.prompts import check_tokens
 
 _CACHED_ACTS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post")  # forward order
 
 
 def cached_hooks(model: HookedModel) -> list[str]:
-    """The hooks whose clean and counterfactual values a ``Patcher`` keeps (every patchable
+    """The hooks whose clean and counterfactual values an ``Engine`` keeps (every patchable
     site), in forward order."""
     cfg = model.cfg
     names = [get_act_name("embed")]
@@ -86,26 +86,18 @@ def cached_hooks(model: HookedModel) -> list[str]:
     return names
 
 
-class Patcher:
-    """Clean and counterfactual activations of ``model`` on ``tokens``, and patched runs on them.
+class Engine:
+    """The clean and counterfactual caches of ``model`` on ``tokens``, and the stacked, truncated
+    forwards that patch them (module docstring). Arguments as ``Patcher``'s, checked there."""
 
-    ``tokens``: ``[batch, pos]`` prompts of equal length, no padding (position 0 is each row's
-    real first token). ``counterfactual``: a spec (``shift``, ``shift:ID``, ``mean``, ``zero``,
-    ``token:<bos>``, ``token:ID``) or a ``Counterfactual`` (e.g. ``PromptSet(corrupted)``).
-    ``max_rows``: the largest stacked batch one forward may use (``n_patches_per_forward *
-    batch``). ``prefix_blocks``: run the patched block on the prefix alone where that is exact
-    (``circuits.patching.prefix``; False, or without ``RESUMES_FROM_RESIDUAL``: whole blocks).
-    """
-
-    @checked
     def __init__(
         self,
         model: HookedModel,
         tokens: Int[Tensor, "batch pos"],
         counterfactual: str | Counterfactual = "shift",
         *,
-        shift_token: Index | None = None,
-        max_rows: Count = 64,
+        shift_token: int | None = None,
+        max_rows: int = 64,
         progress: bool = False,
         prefix_blocks: bool = True,
     ) -> None:
@@ -200,7 +192,6 @@ class Patcher:
                 store[h] = plan.reduced[h][0] if h in plan.reduced else None
         return store
 
-    @checked
     def clean_value(self, readout: Readout | Callable) -> tuple[float, Tensor | None]:
         """The readout on the unpatched run (from the clean reductions of its reads)."""
         readout = as_readout(readout)
@@ -209,12 +200,6 @@ class Patcher:
         reads = [h for h in readout.reads(self.model) if store[h] is not None]
         values, detail = readout.combine({h: store[h][None] for h in reads})
         return float(values[0]), None if detail is None else detail[0]
-
-    def clean_sink_per_layer(self) -> list[float]:
-        """Clean sink score (mean over heads and prompts) of every layer."""
-        _, detail = self.clean_value(SinkScore(range(self.model.cfg.n_layers)))
-        assert detail is not None
-        return [float(x) for x in detail]
 
     # -- forwards ------------------------------------------------------------------------------
 
@@ -311,10 +296,9 @@ class Patcher:
 
     # -- activation patching -------------------------------------------------------------------
 
-    @checked
     def patch(
         self,
-        patches: NonEmpty[Patch],
+        patches: Sequence[Patch],
         readout: Readout | Callable | None = None,
         *,
         desc: str = "activation patching",
@@ -378,19 +362,3 @@ class Patcher:
             detail=None if details[0] is None else torch.stack(details),  # type: ignore[arg-type]
             extra={"not_computed_after_metric": [patch_name(plist[i]) for i in inert]},
         )
-
-    # -- path patching (circuits.patching.paths) -----------------------------------------------
-
-    @checked
-    def path_patch(
-        self,
-        paths: NonEmpty[tuple[Site, Receiver]],
-        readout: Readout | Callable | None = None,
-        *,
-        desc: str = "path patching",
-    ) -> PatchingResult:
-        """IOI-style path patching: one readout value per (sender, receiver) path (see
-        ``circuits.patching.paths.path_patch``)."""
-        from circuits.patching.paths import path_patch
-
-        return path_patch(self, paths, readout, desc=desc)

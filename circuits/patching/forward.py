@@ -1,7 +1,7 @@
 """The engine's inside interface: what a readout's declared reads decide, and one run's reads.
 
 ``PatchEngine`` is what the engine's sibling modules (``prefix``, ``nested``, ``paths``,
-``stream``, ``attribution``) may use of a ``Patcher``: its caches, its checks and its stacked
+``stream``, ``attribution``) may use of the ``Engine`` behind a ``Patcher``: its caches, its checks and its stacked
 forward. They program against this protocol, never against the engine's private members
 (``tests/unit/test_codebase.py`` checks), and the engine imports them, not the other way round.
 
@@ -159,7 +159,7 @@ def run_stacked(
     start_rows: Sequence[Tensor | None] | None,
     block_kwargs: dict[str, Tensor],
 ) -> None:
-    """One stacked forward (``Patcher.run``): patch ``k`` owns rows ``k*B .. (k+1)*B``; the
+    """One stacked forward (``Engine.run``): patch ``k`` owns rows ``k*B .. (k+1)*B``; the
     batch starts at ``starts[0]`` and grows at each later start (a ``resid_pre`` hook appends
     the rows of the patches starting there, ``start_rows[k]`` or the clean ``resid_pre``); the
     ``plan`` reads and stops the run. Where the model cannot resume from a residual
@@ -256,7 +256,7 @@ def _from_tokens(
 
 @runtime_checkable
 class PatchEngine(Protocol):
-    """What the engine's sibling modules use of a ``Patcher`` (module docstring)."""
+    """What the engine's sibling modules use of an ``Engine`` (module docstring)."""
 
     model: HookedModel
     tokens: Int[Tensor, "batch pos"]

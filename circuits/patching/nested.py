@@ -20,6 +20,7 @@ from torch import Tensor
 
 from circuits.backend import get_act_name
 from circuits.patching.forward import PatchEngine, can_change
+from circuits.patching.patcher import Patcher, engine_of
 from circuits.patching.readouts import Readout
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site, patch_name
@@ -30,7 +31,7 @@ def _layer(site: Site) -> int:
 
 
 def patch_nested(
-    patcher: PatchEngine,
+    patcher: Patcher | PatchEngine,
     sites: Sequence[Site],
     cuts: Sequence[int],
     readout: Readout,
@@ -43,6 +44,7 @@ def patch_nested(
     The shared run applies to readouts whose value is the mean of per-layer columns, each read
     within its layer (``Readout.layer_columns``); any other readout gets one exact patched run
     per cut."""
+    patcher = engine_of(patcher)
     nested = [[s for s in sites if _layer(s) <= cut] for cut in cuts]
     last = max(_layer(s) for s in sites)
     for s in sites:

@@ -42,6 +42,7 @@ from circuits.backend import (
 from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate
+from circuits.patching.patcher import Patcher, engine_of
 from circuits.patching.readouts import Readout, SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site
@@ -226,7 +227,7 @@ def _start_groups(sites: list[Site], batch: int) -> dict[int, list[int]]:
 
 
 def p0_stream_estimate(
-    patcher: PatchEngine,
+    patcher: Patcher | PatchEngine,
     sites: Sequence[Site],
     readout: Readout | None = None,
     *,
@@ -239,6 +240,7 @@ def p0_stream_estimate(
     Cost: one clean forward, and per block and ``patches_per_pass`` patches patched in it, one
     forward of the one-token prompts from that block on.
     """
+    patcher = engine_of(patcher)
     sites = list(sites)
     readout = _check(patcher, sites, readout)
     if patches_per_pass < 1:
