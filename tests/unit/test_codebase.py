@@ -155,3 +155,14 @@ def test_no_module_reaches_into_another_modules_private_members():
 def test_no_two_modules_import_each_other():
     knots = import_knots(PACKAGE)
     assert not knots, "split the shared part into a module both import:\n" + "\n".join(knots)
+
+
+def test_the_patchers_public_surface_is_what_users_call():
+    """The engine's inside (stacked runs, hooks, checks) is not on ``Patcher``: a new public
+    member is a decision, taken here."""
+    from circuits.patching import Patcher
+
+    public = {m for m in dir(Patcher) if not m.startswith("_")}
+    experiments = {"patch", "path_patch", "clean_value", "clean_sink_per_layer"}
+    data = {"model", "tokens", "counterfactual", "clean", "cf", "batch", "n_pos"}
+    assert public == experiments | data
