@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from circuits.circuit.faithfulness import all_p0_components
-from circuits.circuit.record import CurveFound, FaithfulnessCurve
+from circuits.circuit.record import CurveFound, FaithfulnessCurve, StepResult
 from circuits.patching.sites import Site
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def rankings(state: DiscoveryState, everything: list[Site]) -> dict[str, list[Si
     return orders
 
 
-def faithfulness_curve(state: DiscoveryState) -> CurveFound:
+def faithfulness_curve(state: DiscoveryState) -> StepResult:
     """f(k), CPR and CMD of every ranking (module docstring), as the record's
     ``faithfulness_curve``; needs the faithfulness step's floor run."""
     if state.faith is None or not state.config.curve:

@@ -147,7 +147,7 @@ def paper_shape(nodes: Sequence[Site]) -> bool:
     )
 
 
-def verdict(state: S.DiscoveryState) -> Verdict:
+def verdict(state: S.DiscoveryState) -> StepResult:
     """One line: faithful / partial / weak, the numbers, and the shape against the paper's."""
     assert state.faith is not None
     names = [s.name for s in state.nodes]

@@ -22,7 +22,7 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 from circuits.circuit.faithfulness import all_p0_components
-from circuits.circuit.record import PredictionEffect, PredictionFound
+from circuits.circuit.record import PredictionEffect, PredictionFound, StepResult
 from circuits.patching.output_readouts import KLToClean, LossAndKL, NextTokenLoss
 from circuits.patching.sites import Site
 
@@ -41,7 +41,7 @@ def random_component_sets(
     return [tuple(sorted(rng.sample(pool, size), key=lambda s: s.order)) for _ in range(n_sets)]
 
 
-def prediction_effect(state: DiscoveryState) -> PredictionFound:
+def prediction_effect(state: DiscoveryState) -> StepResult:
     """Loss increase and KL of the circuit, of random component sets of its size, and of every
     P0 component (module docstring), as the record's ``prediction``."""
     circuit = tuple(state.nodes)

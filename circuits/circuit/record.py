@@ -1,10 +1,10 @@
 """A discovery's results, typed: what each step found, and ``patching.json`` as their sum.
 
-Every step of ``discover`` returns a ``StepResult``: a small typed model whose fields are the
-``patching.json`` sections the step owns (``CleanRuns`` -> ``clean``, ``clean_sink_all_layers``,
-``sink_baseline``; ``ComponentSweep`` -> ``components``, ``selected_components``; ...).
-``DiscoveryRecord`` is their sum: the header (model, counterfactual, readout, prompts) and every
-section, each typed. It is what ``Discovery.save`` writes, what ``circuits.viz`` draws and what
+``DiscoveryRecord`` declares every ``patching.json`` section once, typed: the header (model,
+counterfactual, readout, prompts) and each step's sections. Every step of ``discover`` returns a
+``StepResult`` derived from it (``step_result``): the sections the step owns, with the record's
+types (``CleanRuns`` -> ``clean``, ``clean_sink_all_layers``, ``sink_baseline``;
+``ComponentSweep`` -> ``components``, ``selected_components``; ...). It is what ``Discovery.save`` writes, what ``circuits.viz`` draws and what
 the panel opens, whether the discovery was just run or read back from a folder: the JSON is
 ``DiscoveryRecord.to_json()`` (format ``p0-circuits/discover/1``, unchanged), and
 ``DiscoveryRecord.of(patching_json)`` reads it back, checked.
@@ -17,9 +17,9 @@ each figure names the one it needs (``MissingDataError``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from circuits.core.errors import UsageError
 
@@ -219,64 +219,6 @@ class PredictionEffect(_Section):
     definition: str
 
 
-class StepResult(_Section):
-    """What one step found: its fields are the ``DiscoveryRecord`` sections it writes."""
-
-    def sections(self) -> dict[str, Any]:
-        """The sections this result sets, by name (unset ones are left as they were)."""
-        return {name: getattr(self, name) for name in self.model_fields_set}
-
-
-class CleanRuns(StepResult):
-    clean: CleanSink
-    clean_sink_all_layers: list[float]
-    sink_baseline: SinkBaseline
-
-
-class FirstPass(StepResult):
-    first_pass: EffectTable
-
-
-class ComponentSweep(StepResult):
-    components: EffectTable
-    selected_components: list[str]
-
-
-class HeadSweep(StepResult):
-    heads: EffectTable | None
-    head_layers: dict[int, HeadLayerChoice]
-
-
-class FaithfulnessFound(StepResult):
-    faithfulness: CircuitFaithfulness
-    backups: BackupSearch
-
-
-class PathsFound(StepResult):
-    paths_mlp: EffectTable | None
-    paths_k: EffectTable | None
-    q_paths_note: str
-
-
-class Agreement(StepResult):
-    first_pass_exact_pearson: float | None
-    additivity: Additivity | None = None
-
-
-class CurveFound(StepResult):
-    faithfulness_curve: FaithfulnessCurve | None
-
-
-class PredictionFound(StepResult):
-    prediction: PredictionEffect | None
-
-
-class Verdict(StepResult):
-    circuit: list[str]
-    paper_prediction_shape: bool
-    verdict: str
-
-
 class DiscoveryRecord(BaseModel):
     """Everything a discovery measured (``patching.json``), typed. The header says which
     question was asked of which model; each later field is one step's section. A key that is
@@ -369,3 +311,60 @@ class DiscoveryRecord(BaseModel):
             if table is not None:
                 rows.update(table.by_name())
         return rows
+
+
+class StepResult(_Section):
+    """What one step found: a view of the ``DiscoveryRecord`` sections it owns (``step_result``)."""
+
+    def sections(self) -> dict[str, Any]:
+        """The sections this result sets, by name (unset ones are left as they were)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+SET, MAY_BE_NONE, MAY_BE_UNSET = "set", "may be None", "may be unset"
+
+
+def step_result(name: str, sections: dict[str, str]) -> type[Any]:  # built at run time
+    """A step's result type, from the record: each named section with the record's type for
+    it, ``SET`` (required, not None), ``MAY_BE_NONE`` (required, None allowed: the step ran and
+    found nothing to write) or ``MAY_BE_UNSET`` (left out where it does not apply)."""
+    fields: dict[str, Any] = {}
+    for section, rule in sections.items():
+        annotation = DiscoveryRecord.model_fields[section].annotation
+        if rule == SET:  # the record's ``X | None`` without its None
+            kept = [a for a in get_args(annotation) if a is not type(None)]
+            annotation = kept[0] if len(kept) == 1 else annotation
+        fields[section] = (annotation, None if rule == MAY_BE_UNSET else ...)
+    return create_model(name, __base__=StepResult, **fields)
+
+
+# Each step's sections, in pipeline order: a section belongs to exactly one step
+# (tests/unit/test_discovery_record.py checks that every record section after the header does).
+CleanRuns = step_result(
+    "CleanRuns", {"clean": SET, "clean_sink_all_layers": SET, "sink_baseline": SET}
+)
+FirstPass = step_result("FirstPass", {"first_pass": SET})
+ComponentSweep = step_result("ComponentSweep", {"components": SET, "selected_components": SET})
+HeadSweep = step_result("HeadSweep", {"heads": MAY_BE_NONE, "head_layers": SET})
+FaithfulnessFound = step_result("FaithfulnessFound", {"faithfulness": SET, "backups": SET})
+PathsFound = step_result(
+    "PathsFound", {"paths_mlp": MAY_BE_NONE, "paths_k": MAY_BE_NONE, "q_paths_note": SET}
+)
+Agreement = step_result(
+    "Agreement", {"first_pass_exact_pearson": MAY_BE_NONE, "additivity": MAY_BE_UNSET}
+)
+CurveFound = step_result("CurveFound", {"faithfulness_curve": MAY_BE_NONE})
+PredictionFound = step_result("PredictionFound", {"prediction": MAY_BE_NONE})
+Verdict = step_result("Verdict", {"circuit": SET, "paper_prediction_shape": SET, "verdict": SET})
+STEP_RESULTS = (
+    CleanRuns,
+    FirstPass,
+    ComponentSweep,
+    HeadSweep,
+    FaithfulnessFound,
+    PathsFound,
+    Agreement,
+    CurveFound,
+    PredictionFound,
+    Verdict,
+)

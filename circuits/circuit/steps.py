@@ -2,7 +2,7 @@
 what earlier steps found (the typed ``state.record`` and the state's working fields: sites,
 engine results) and returns its own sections, typed (``circuits.circuit.record``), which the
 pipeline takes into the record. ``circuits.circuit.discover.STEPS`` lists them in order; a new
-step is a new function in that list and a new ``StepResult``.
+step is a new function in that list, its sections in ``DiscoveryRecord`` and a ``step_result``.
 
 Every step patches P0 only, with one counterfactual, and measures the Gu et al. sink score of
 the receiver layers (``docs/science.md``, "Discover").
@@ -42,6 +42,7 @@ from circuits.circuit.record import (
     KeptAtLayer,
     PathsFound,
     SinkBaseline,
+    StepResult,
 )
 from circuits.core.conventions import P0_POSITIONS
 from circuits.core.errors import UsageError
@@ -94,7 +95,7 @@ def _by_position(sites: list[Site]) -> list[Site]:
     return sorted(sites, key=lambda s: (s.order, s.head or 0))
 
 
-def clean_runs(state: DiscoveryState) -> CleanRuns:
+def clean_runs(state: DiscoveryState) -> StepResult:
     """The clean sink over the receiver layers (the quantity every patch is compared with)."""
     clean, detail = state.patcher.clean_value(state.metric)
     if clean <= 0:
@@ -137,7 +138,7 @@ def _component_sites(state: DiscoveryState) -> list[Site]:
     )
 
 
-def first_pass(state: DiscoveryState) -> FirstPass:
+def first_pass(state: DiscoveryState) -> StepResult:
     """The first-pass estimate of every component's and head's effect at P0 (recorded as
     ``first_pass``; its ``kind`` names the method): by default the P0-stream estimate (exact on
     P0's keys, other positions clean: one one-token forward per patch), or with
@@ -162,7 +163,7 @@ def first_pass(state: DiscoveryState) -> FirstPass:
     return FirstPass(first_pass=EffectTable.of_result(result))
 
 
-def component_sweep(state: DiscoveryState) -> ComponentSweep:
+def component_sweep(state: DiscoveryState) -> StepResult:
     """Exact patching of the embedding and the blocks up to ``first_receiver`` (always) and of the
     ``exact_top_k`` other components the first-pass estimate ranks highest (or of every one)."""
     config, comp_sites = state.config, _component_sites(state)
@@ -187,7 +188,7 @@ def component_sweep(state: DiscoveryState) -> ComponentSweep:
     )
 
 
-def head_sweep(state: DiscoveryState) -> HeadSweep:
+def head_sweep(state: DiscoveryState) -> StepResult:
     """Each head of the selected attention layers; a layer's selected heads replace the layer's
     node when, patched together, they carry at least ``head_cover`` of its effect."""
     config, patcher, n_heads = state.config, state.patcher, state.cfg.n_heads
@@ -243,7 +244,7 @@ def _faithfulness(state: DiscoveryState, circuit: list[Site]) -> Faithfulness:
     )
 
 
-def faithfulness_step(state: DiscoveryState) -> FaithfulnessFound:
+def faithfulness_step(state: DiscoveryState) -> StepResult:
     """kept / ablated / floor of the core circuit, and where its kept sink is lost."""
     state.faith = _faithfulness(state, state.nodes)
     through = kept_through_layer(state.patcher, state.metric, state.faith.others, state.clean)
@@ -261,7 +262,7 @@ def faithfulness_step(state: DiscoveryState) -> FaithfulnessFound:
     )
 
 
-def backups(state: DiscoveryState) -> FaithfulnessFound:
+def backups(state: DiscoveryState) -> StepResult:
     """The sufficiency search (``circuits.circuit.faithfulness.find_backups``); with backups,
     the circuit's faithfulness is measured again with them."""
     assert state.faith is not None
@@ -314,7 +315,7 @@ def backups(state: DiscoveryState) -> FaithfulnessFound:
     )
 
 
-def path_patching(state: DiscoveryState) -> PathsFound:
+def path_patching(state: DiscoveryState) -> StepResult:
     """IOI-style paths between the circuit's nodes: into later MLP nodes' inputs (metric: the
     receivers' sink) and into the K input of every receiver layer after the sender (metric: that
     layer's own sink, the direct effect). Q paths from P0 are exactly zero and are not run. In a
@@ -344,7 +345,7 @@ def path_patching(state: DiscoveryState) -> PathsFound:
     )
 
 
-def first_pass_agreement(state: DiscoveryState) -> Agreement:
+def first_pass_agreement(state: DiscoveryState) -> StepResult:
     """Pearson r between the first-pass estimates and the exact effects measured, and the
     components' additivity: the sum of their single-patch effects over the joint effect of
     patching every P0 component (the floor run). 1: the effects add up; above 1: components

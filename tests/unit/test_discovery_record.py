@@ -174,3 +174,24 @@ def test_discovery_records_are_read_by_attribute_not_by_string_key(module):
     text = (ROOT / "circuits" / module).read_text()
     hits = re.findall(r"record(?:\.get\(|\[)\s*[\"']\w+", text)
     assert not hits, f"{module}: {hits}"
+
+
+def test_each_step_result_is_the_records_sections_it_owns_with_the_records_types():
+    """A step's result type follows from the record: the record's sections in pipeline order
+    are the steps' sections, each owned by one step, with the record's type (without None where
+    the step must set it)."""
+    from pydantic import ValidationError
+
+    from circuits.circuit.record import STEP_RESULTS, CleanRuns, HeadSweep
+
+    fields = list(DiscoveryRecord.model_fields)
+    sections = fields[fields.index("clean") : fields.index("verdict") + 1]
+    owned = [f for step in STEP_RESULTS for f in step.model_fields]
+    assert owned == sections
+    for step in STEP_RESULTS:
+        for name, info in step.model_fields.items():
+            record_type = DiscoveryRecord.model_fields[name].annotation
+            assert info.annotation == record_type or info.annotation | None == record_type, name
+    with pytest.raises(ValidationError, match="clean"):  # a step must set what it owns
+        CleanRuns(clean=None, clean_sink_all_layers=[0.5], sink_baseline=None)
+    assert HeadSweep(heads=None, head_layers={}).sections() == {"heads": None, "head_layers": {}}
