@@ -19,8 +19,8 @@ exact patch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import Tensor
@@ -97,9 +97,11 @@ class PanelAnswer:
     pattern_clean: list[list[float]] | None = None
     pattern_patched: list[list[float]] | None = None
     paths: dict[str, float] | None = None
+    stage: str = "clean"
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The widget's ``result`` (what panel.js draws); unset parts left out."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 class PatchSession:
@@ -249,15 +251,39 @@ class PatchSession:
         res = self.patcher.path_patch(pairs, metric, desc="")
         return res.as_dict()
 
-    def answer(self, selection: Sequence[str]) -> PanelAnswer:
-        """Everything the panel shows for a selection, exact (the slow path, for tests)."""
+    def answer_stages(
+        self, selection: Sequence[str], path: tuple[str, int] | None = None
+    ) -> Iterator[PanelAnswer]:
+        """What the panel shows for a selection, in the order it can show it: the clean curve
+        and the P0-stream estimate (``stage`` "estimate", or "clean" for no selection), the exact
+        patched curve ("exact curve"), then faithfulness, the head's pattern and the paths of
+        ``path`` = (kind, layer) ("exact"). The widget shows each as it comes; a caller that
+        stops iterating computes no more."""
         _, clean = self.clean_curve()
-        out = PanelAnswer(list(selection), self.layers(), clean)
-        if selection:
-            out.patched = self.curve(selection)
-            out.kept, out.ablated = self.faithfulness(selection)
-            out.pattern_clean, out.pattern_patched = self.patterns(selection)
-        return out
+        out = PanelAnswer(list(selection), self.layers(), clean, estimate=self.estimate(selection))
+        out.stage = "estimate" if selection else "clean"
+        yield out
+        if not selection:
+            return
+        out = replace(out, patched=self.curve(selection), stage="exact curve")
+        yield out
+        kept, ablated = self.faithfulness(selection)
+        before, after = self.patterns(selection)
+        paths = self.paths(selection, *path) if path else None
+        yield replace(
+            out,
+            kept=kept,
+            ablated=ablated,
+            pattern_clean=before,
+            pattern_patched=after,
+            paths=paths,
+            stage="exact",
+        )
+
+    def answer(self, selection: Sequence[str], path: tuple[str, int] | None = None) -> PanelAnswer:
+        """Everything the panel shows for a selection, exact (its last stage)."""
+        *_, last = self.answer_stages(selection, path)
+        return last
 
     def layers(self) -> list[int]:
         return list(self.receivers) if self.per_layer else [-1]

@@ -49,6 +49,15 @@ HERE = Path(__file__).parent
 _LIVE_PANELS: weakref.WeakSet[ExplorePanel] = weakref.WeakSet()
 
 
+# the status line under each of the session's answer stages (PatchSession.answer_stages)
+_STAGE_STATUS = {
+    "clean": "clean",
+    "estimate": "estimate shown; exact patch running",
+    "exact curve": "exact per-layer readout; faithfulness running",
+    "exact": "exact",
+}
+
+
 @atexit.register
 def _stop_panels() -> None:
     """At interpreter exit: cancel every panel's answer and wait for its worker, so that no
@@ -221,23 +230,11 @@ class ExplorePanel(anywidget.AnyWidget):
             self.status = "P0-stream estimates of every component (labelled estimate)"
             self._set_components("estimate")
         s.head = (int(self.head[0]), int(self.head[1]))
-        _, clean = s.clean_curve()
-        result: dict[str, Any] = {"selection": selection, "layers": s.layers(), "clean": clean}
-        result["estimate"] = s.estimate(selection)
-        result["stage"] = "estimate" if selection else "clean"
-        self._push(gen, result, "estimate shown; exact patch running" if selection else "clean")
-        if selection and self._current(gen):
-            result = {**result, "patched": s.curve(selection), "stage": "exact curve"}
-            self._push(gen, result, "exact per-layer readout; faithfulness running")
-        if selection and self._current(gen):
-            kept, ablated = s.faithfulness(selection)
-            result = {**result, "kept": kept, "ablated": ablated}
-            if self.path_mode:
-                result["paths"] = s.paths(selection, self.path_mode, int(self.path_layer))
-            before, after = s.patterns(selection)
-            result = {**result, "pattern_clean": before, "pattern_patched": after}
-            result["stage"] = "exact"
-            self._push(gen, result, "exact")
+        path = (self.path_mode, int(self.path_layer)) if self.path_mode else None
+        for answer in s.answer_stages(selection, path):  # the session's stages, shown as they come
+            self._push(gen, answer.to_dict(), _STAGE_STATUS[answer.stage])
+            if not self._current(gen):
+                break
         if self._current(gen) and not self._effects:
             self._exact_map(gen)
 

@@ -126,6 +126,8 @@ def test_path_mode_and_bad_selections(model, tokens):
     assert panel.result["paths"]["mlp0@p0->attn2.k"] == pytest.approx(
         float(want.effects[0]), abs=1e-6
     )
+    # what the panel shows is the session's last answer stage, the one the parity compares
+    assert panel.result == panel.session.answer(["mlp0@p0"], ("k", 2)).to_dict()
     with pytest.raises(UsageError, match="unknown component"):
         panel.session.site("mlp99@p0")
     panel.selected = []
