@@ -34,6 +34,7 @@ from circuits.backend import (
     HookedModel,
     ModelConfig,
 )
+from circuits.backend.experts import expose_experts
 from circuits.core.errors import UsageError
 
 # HookedTransformerConfig fields a TransformerBridgeConfig has no use for (3.x-only switches)
@@ -94,7 +95,7 @@ def model_from_config(fields: dict[str, Any], seed: int | None = None) -> Any:
         fields = {**fields, "seed": seed}
         torch.manual_seed(seed)
     if not ON_BRIDGE:
-        return HookedModel(model_config(fields), move_to_device=False).eval()
+        return expose_experts(HookedModel(model_config(fields), move_to_device=False).eval())
     _refuse_unsupported(fields)
     import transformer_lens.model_bridge.sources.native  # noqa: F401  (registers boot_native)
 
@@ -113,7 +114,7 @@ def model_from_tl_weights(fields: dict[str, Any], state_dict: dict[str, torch.Te
             raise ValueError(
                 f"weights do not fit the config: unset {unset[:4]}, unknown {unexpected[:4]}"
             )
-        return model.eval()
+        return expose_experts(model.eval())
     from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
 
     bridge = model_from_config({**fields, "init_weights": False})

@@ -22,6 +22,7 @@ KIND_COLORS = {
     "attn": "#1f77b4",
     "head": "#6baed6",
     "mlp": "#d62728",
+    "expert": "#fc9272",
     "resid_pre": "#bdbdbd",
     "resid_mid": "#bdbdbd",
     "resid_post": "#bdbdbd",

@@ -61,11 +61,11 @@ def faithfulness(
     every non-circuit P0 component ablated, with the circuit ablated, and with everything
     ablated, each / the clean sink. In a layer where the circuit keeps some heads, the layer's
     other heads are the "other" components."""
-    circuit_keys = {(s.kind, s.layer, s.head) for s in circuit}
+    circuit_keys = {(s.kind, s.layer, s.unit) for s in circuit}
     head_layers = {s.layer for s in circuit if s.kind == "head"}
     others: list[Site] = []
     for s in everything:
-        if (s.kind, s.layer, s.head) in circuit_keys:
+        if (s.kind, s.layer, s.unit) in circuit_keys:
             continue
         if s.kind == "attn" and s.layer in head_layers:
             others.extend(

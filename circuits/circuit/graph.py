@@ -114,6 +114,7 @@ class CircuitGraph:
             "layer": site.order[0],
             "kind": site.kind,
             "head": site.head,
+            "expert": site.expert,
             "position": pos[0] if pos is not None and len(pos) == 1 else None,
         }
 

@@ -20,6 +20,7 @@ NODE_SCHEMA = (
     "layer",
     "kind",
     "head",
+    "expert",
     "position",
     "effect",
     "relative",

@@ -92,7 +92,7 @@ class DiscoveryState:
 
 
 def _by_position(sites: list[Site]) -> list[Site]:
-    return sorted(sites, key=lambda s: (s.order, s.head or 0))
+    return sorted(sites, key=lambda s: (s.order, s.unit or 0))
 
 
 def clean_runs(state: DiscoveryState) -> StepResult:

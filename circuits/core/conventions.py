@@ -89,7 +89,17 @@ P0_POSITIONS = (0,)
 
 # --- what can be patched, and where a path can end ---------------------------------------------
 
-SITE_KINDS = ("embed", "pos_embed", "resid_pre", "attn", "head", "resid_mid", "mlp", "resid_post")
+SITE_KINDS = (
+    "embed",
+    "pos_embed",
+    "resid_pre",
+    "attn",
+    "head",
+    "resid_mid",
+    "expert",
+    "mlp",
+    "resid_post",
+)
 """A component's output (or a residual stream) at some positions: ``circuits.patching.Site``.
 ``embed`` is the token embedding; ``pos_embed`` the learned positional embedding, on models that
 have one (standard / shortformer positions; rotary models have none)."""

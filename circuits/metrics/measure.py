@@ -41,6 +41,7 @@ from circuits.metrics.residual import (
     processed_residual_note,
     residual_norms,
 )
+from circuits.metrics.routing import routing_hooks
 from circuits.prompts import check_tokens
 
 
@@ -235,6 +236,8 @@ def measure_sinks(
     n_layers = model.cfg.n_layers
     reducer = _Reducer(n_layers, massive_ratio, learned_attention_sinks(model.cfg))
     hooks = reducer.hooks()
+    router = routing_hooks(model)  # an MoE model: where P0 is routed (circuits.metrics.routing)
+    hooks += router.hooks() if router is not None else []
     missing = [name for name, _ in hooks if name not in model.hook_dict]
     if missing:
         raise UsageError(f"hook {missing[0]} not found on the model: is it a HookedTransformer?")
@@ -259,4 +262,5 @@ def measure_sinks(
         layer0_sum_p_squared=reducer.recognition["sum_p_squared"],
         layer0_attn_out_norm=reducer.recognition["attn_out_norm"],
         massive_ratio=massive_ratio,
+        extra={} if router is None else {"routing": router.report(model)},
     )

@@ -16,6 +16,7 @@ __getattr__, __dir__ = lazy_exports(
         "P0Norm": "readouts",
         "CacheReadout": "readouts",
         "AttentionToP0": "readouts",
+        "P0Routing": "routing_readouts",
         "NextTokenLoss": "output_readouts",
         "LogitDifference": "output_readouts",
         "KLToClean": "output_readouts",

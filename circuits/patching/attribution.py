@@ -75,7 +75,7 @@ def _shift_hooks(
         delta = alpha * (patcher.cf[name][rows] - patcher.clean[name][rows])
         pos = slice(None) if site.positions is None else list(site.positions)
 
-        def shift(act: Tensor, hook, delta=delta, pos=pos, head=site.head) -> Tensor:
+        def shift(act: Tensor, hook, delta=delta, pos=pos, head=site.unit) -> Tensor:
             act = act.clone()
             if head is None:
                 act[:, pos] = act[:, pos] + delta[:, pos]
@@ -181,7 +181,7 @@ def attribution_patch(
                     continue
                 diff = (patcher.cf[s.hook_name][rows] - patcher.clean[s.hook_name][rows]) * g
                 pos = slice(None) if s.positions is None else list(s.positions)
-                diff = diff[:, pos] if s.head is None else diff[:, pos, s.head]
+                diff = diff[:, pos] if s.unit is None else diff[:, pos, s.unit]
                 est[i] += float(diff.sum())
     finally:
         for p, r in zip(params, requires, strict=True):

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from circuits import backend
 from circuits.backend import HookedModel, get_act_name, learned_attention_sinks
+from circuits.backend.experts import EXPERT_OUT, experts_unavailable, expose_experts
 from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import check_pattern
@@ -73,6 +74,7 @@ def cached_hooks(model: HookedModel) -> list[str]:
     """The hooks whose clean and counterfactual values an ``Engine`` keeps (every patchable
     site), in forward order."""
     cfg = model.cfg
+    experts = experts_unavailable(model) is None
     names = [get_act_name("embed")]
     if cfg.positional_embedding_type == "standard":  # a learned embedding added to the stream
         names.append("hook_pos_embed")
@@ -82,6 +84,8 @@ def cached_hooks(model: HookedModel) -> list[str]:
                 continue
             if act == "resid_mid" and cfg.parallel_attn_mlp:  # no resid_mid in such a block
                 continue
+            if act == "mlp_out" and experts:  # each expert's routed contribution, then their sum
+                names.append(f"blocks.{layer}.{EXPERT_OUT}")
             names.append(get_act_name(act, layer))
     return names
 
@@ -101,6 +105,7 @@ class Engine:
         progress: bool = False,
         prefix_blocks: bool = True,
     ) -> None:
+        expose_experts(model)  # an MoE block's experts as hooks (the same outputs)
         cf = resolve_counterfactual(counterfactual, model, shift_token=shift_token)
         pad = getattr(model.tokenizer, "pad_token_id", None)
         tokens = check_tokens(tokens, model.cfg, pad_token_id=pad)
@@ -153,6 +158,8 @@ class Engine:
     def check_site(self, site: Site) -> None:
         """A ``UsageError`` unless ``site`` exists on this model and prompt length."""
         check_site(site, self.model.cfg, self.n_pos)
+        if site.kind == "expert" and (why := experts_unavailable(self.model)):
+            raise UsageError(f"{site.name}: {why}")
 
     def prepare(
         self, metric: Readout | Callable | None, last_layer: int, *, clean: bool = True
@@ -285,10 +292,10 @@ class Engine:
                 for k, site in items:
                     rows = slice(k * b, (k + 1) * b)
                     pos = slice(None) if site.positions is None else list(site.positions)
-                    if site.head is None:
+                    if site.unit is None:
                         act[rows, pos] = src[:, pos]
                     else:
-                        act[rows, pos, site.head] = src[:, pos, site.head]
+                        act[rows, pos, site.unit] = src[:, pos, site.unit]
                 return act
 
             hooks.append((name, setter))

@@ -33,9 +33,13 @@ _STAGE = {
     "hook_mlp_in": 2.1,
     "ln2.hook_scale": 2.2,
     "ln2.hook_normalized": 2.3,
+    "mlp.hook_router_probs": 2.39,  # an MoE block's router (circuits.backend.experts)
+    "mlp.hook_expert_weights": 2.4,
+    "mlp.hook_expert_indices": 2.41,
     "mlp.hook_pre": 2.5,
     "mlp.hook_pre_linear": 2.55,
     "mlp.hook_post": 2.6,
+    "mlp.hook_expert_out": 2.8,  # each expert's routed contribution (Site kind "expert")
     "ln2_post.hook_scale": 2.9,
     "ln2_post.hook_normalized": 2.95,
     "hook_mlp_out": 3.05,

@@ -36,7 +36,7 @@ from circuits.patching.readouts import Readout, SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Receiver, Site, check_receiver
 
-SENDER_KINDS = ("embed", "attn", "head", "mlp")
+SENDER_KINDS = ("embed", "attn", "head", "expert", "mlp")
 
 
 @contextmanager
@@ -82,7 +82,9 @@ def sender_delta(patcher: PatchEngine, sender: Site) -> Float[Tensor, "batch pos
     """
     patcher.check_site(sender)
     if sender.kind not in SENDER_KINDS:
-        raise UsageError(f"a path's sender must be embed, attn, head or mlp, not {sender.kind}")
+        raise UsageError(
+            f"a path's sender must be embed, attn, head, expert or mlp, not {sender.kind}"
+        )
     pos = slice(None) if sender.positions is None else list(sender.positions)
     delta = torch.zeros_like(patcher.clean[get_act_name("resid_pre", 0)])
     if sender.kind == "head":
@@ -92,6 +94,14 @@ def sender_delta(patcher: PatchEngine, sender: Site) -> Float[Tensor, "batch pos
         with torch.inference_mode():
             out = attn_out_from_z(patcher.model, sender.layer, torch.stack([z_clean, z_cf]))
         delta[:, pos] = (out[1] - out[0])[:, pos]
+    elif sender.kind == "expert":  # its routed contribution is its direct write (no post-norm)
+        if getattr(patcher.model.cfg, "use_normalization_before_and_after", False):
+            raise UsageError(
+                f"{sender.name}: this model normalises the MoE output after the experts sum, so "
+                "one expert has no direct write of its own; patch it as a site (Patcher.patch)"
+            )
+        name, e = sender.hook_name, sender.expert
+        delta[:, pos] = patcher.cf[name][:, pos, e] - patcher.clean[name][:, pos, e]
     else:
         name = sender.hook_name
         delta[:, pos] = patcher.cf[name][:, pos] - patcher.clean[name][:, pos]

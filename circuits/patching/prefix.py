@@ -29,7 +29,7 @@ from circuits.patching.forward import PatchEngine, prefix_exact
 from circuits.patching.readouts import Readout
 from circuits.patching.sites import Site
 
-AFTER_PATTERN = ("head", "attn", "resid_mid", "mlp", "resid_post")
+AFTER_PATTERN = ("head", "attn", "resid_mid", "expert", "mlp", "resid_post")
 
 
 def prefix_patch(sites: tuple[Site, ...], cfg: ModelConfig, n_pos: int) -> tuple[int, int] | None:

@@ -2,7 +2,8 @@
 and where a path ends (``Receiver``: the Q/K/V input of a later layer's heads, or an MLP input).
 
 Names are stable and readable and are the circuit graph's node names: ``embed@p0``,
-``attn0@p0``, ``attn0.h3@p0``, ``mlp1@p0``, ``resid_pre5@p0``; ``attn5.k``, ``attn5.kv1.k``,
+``attn0@p0``, ``attn0.h3@p0``, ``mlp1@p0``, ``mlp1.e3@p0`` (expert 3 of MoE block 1: its routed
+contribution, ``circuits.backend.experts``), ``resid_pre5@p0``; ``attn5.k``, ``attn5.kv1.k``,
 ``mlp2.in``. Grouped-query attention: ``k``/``v`` receivers index *key/value* heads (TransformerLens'
 ``ungroup_grouped_query_attention=False``), ``q`` receivers index query heads.
 """
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from circuits.backend import ModelConfig, get_act_name, kv_inputs_grouped
+from circuits.backend.experts import EXPERT_OUT
 from circuits.core.arguments import Count, Index, NonEmpty, Positions, check_fields, checked
 from circuits.core.conventions import RECEIVER_KINDS, SITE_KINDS
 from circuits.core.errors import UsageError
@@ -28,6 +30,7 @@ _ACT = {
     "head": "z",
     "resid_mid": "resid_mid",
     "mlp": "mlp_out",
+    "expert": "mlp_out",  # inside it: hook_name names the per-expert hook
     "resid_post": "resid_post",
 }
 # Order of sites inside one block (embed comes before block 0).
@@ -38,6 +41,7 @@ _STAGE = {
     "attn": 1,
     "head": 1,
     "resid_mid": 2,
+    "expert": 2.75,  # an expert's routed contribution, summed into the MoE block's output
     "mlp": 3,
     "resid_post": 4,
 }
@@ -55,23 +59,33 @@ class Site:
 
     ``positions=None`` means every position (TransformerLens' ``*_all_pos`` functions).
     Names are stable and readable: ``embed@p0``, ``attn0@p0``, ``attn0.h3@p0``, ``mlp1@p0``,
-    ``resid_pre5@p0``.
+    ``mlp1.e3@p0`` (``Site("expert", 1, expert=3)``: expert 3's routed contribution in MoE
+    block 1), ``resid_pre5@p0``.
     """
 
     kind: Literal[SITE_KINDS]  # type: ignore[valid-type]
     layer: Index = 0
     head: Index | None = None
     positions: Positions | None = (0,)
+    expert: Index | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)  # kind, ranges and types, before the site is used
-        if self.head is not None and self.kind != "head":
-            raise UsageError(
-                f"Site(kind={self.kind!r}) takes no head index (got head={self.head}); "
-                "use kind='head'"
-            )
-        if self.kind == "head" and self.head is None:
-            raise UsageError("Site(kind='head') needs head=<index>")
+        for index, kind in (("head", "head"), ("expert", "expert")):
+            given = getattr(self, index)
+            if given is not None and self.kind != kind:
+                raise UsageError(
+                    f"Site(kind={self.kind!r}) takes no {index} index (got {index}={given}); "
+                    f"use kind={kind!r}"
+                )
+            if self.kind == kind and given is None:
+                raise UsageError(f"Site(kind={kind!r}) needs {index}=<index>")
+
+    @property
+    def unit(self) -> int | None:
+        """The index along the hook's third axis (a head of ``hook_z``, an expert of
+        ``hook_expert_out``); None: the site is the whole activation at its positions."""
+        return self.head if self.kind == "head" else self.expert
 
     @property
     def act(self) -> str:
@@ -81,6 +95,8 @@ class Site:
     def hook_name(self) -> str:
         if self.kind in ("embed", "pos_embed"):
             return f"hook_{self.kind}"
+        if self.kind == "expert":
+            return f"blocks.{self.layer}.{EXPERT_OUT}"
         return get_act_name(self.act, self.layer)
 
     @property
@@ -100,6 +116,8 @@ class Site:
             return f"{self.kind}@{where}"
         if self.kind == "head":
             return f"attn{self.layer}.h{self.head}@{where}"
+        if self.kind == "expert":
+            return f"mlp{self.layer}.e{self.expert}@{where}"
         return f"{self.kind}{self.layer}@{where}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +126,7 @@ class Site:
             "kind": self.kind,
             "layer": self.layer,
             "head": self.head,
+            **({"expert": self.expert} if self.kind == "expert" else {}),
             "positions": None if self.positions is None else list(self.positions),
             "hook": self.hook_name,
         }
@@ -239,6 +258,15 @@ def check_site(site: Site, cfg: ModelConfig, n_pos: int) -> None:
         raise UsageError(
             f"{site.kind} sites take no head index (got head={site.head}); use kind='head'"
         )
+    if site.kind == "expert":
+        n_experts = getattr(cfg, "num_experts", None) or 0
+        if not n_experts:
+            raise UsageError(f"{site.name}: the model's MLPs are dense (no experts); patch mlp")
+        if site.expert is None or not 0 <= site.expert < n_experts:
+            raise UsageError(
+                f"expert index {site.expert} out of range in {site.name}: block {site.layer} has "
+                f"experts 0..{n_experts - 1}"
+            )
     if site.positions is not None:
         if not site.positions:
             raise UsageError("positions must be non-empty (or None for every position)")

@@ -152,6 +152,7 @@ def _valid_calls(w: _World, tmp) -> dict[str, tuple[Any, dict[str, Any]]]:
         "SinkScore": (P.SinkScore, dict(receivers=[1, 2])),
         "AttentionToP0": (P.AttentionToP0, dict(receivers=[1, 2])),
         "P0Norm": (P.P0Norm, dict(layer=1)),
+        "P0Routing": (P.P0Routing, dict(layer=1, expert=0)),
         "CacheReadout": (
             P.CacheReadout,
             dict(fn=lambda cache: 0.0, stop_layer=2, hooks=["blocks.0.hook_resid_post"]),

@@ -1,0 +1,205 @@
+"""Experts as sites and the router as a readout, against the MoE block recomputed by hand.
+
+The model is TransformerLens 3's own MoE (a tiny Mixtral-shaped HookedTransformer: 4 experts,
+top-2). The independent side never uses the toolkit's exposed hooks: it runs an untouched copy
+of the model with plain hooks and recomputes the router (``W_gate``, softmax, top-k) and each
+expert's output from the block's input (``ln2.hook_normalized``), as the MoE block defines them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from circuits.backend import ON_BRIDGE
+
+pytestmark = pytest.mark.skipif(
+    ON_BRIDGE,
+    reason="TransformerLens 4's native model builds no MoE and its bridges run the experts fused "
+    "(expert sites are refused by name there: circuits.backend.experts.experts_unavailable)",
+)
+
+N_EXPERTS, TOP_K, RECEIVERS = 4, 2, [1, 2]
+
+
+@pytest.fixture(scope="module")
+def models():
+    from circuits.zoo import tiny_model
+
+    exposed = tiny_model(seed=11, n_layers=3, num_experts=N_EXPERTS, experts_per_token=TOP_K)
+    from transformer_lens import HookedTransformer
+
+    plain = HookedTransformer(copy.deepcopy(exposed.cfg), move_to_device=False).eval()
+    plain.load_state_dict(exposed.state_dict())
+    tokens = torch.randint(1, 200, (3, 9), generator=torch.Generator().manual_seed(2))
+    return exposed, plain, tokens
+
+
+@torch.no_grad()
+def _router(mlp, x):
+    """The router's top-k weights and experts of inputs ``x`` [n, d_model] (MoE's definition)."""
+    probs = torch.softmax(x @ mlp.W_gate.weight.T, dim=-1)
+    weights, chosen = probs.topk(TOP_K, dim=-1)
+    return probs, weights, chosen
+
+
+@torch.no_grad()
+def _contribution(mlp, x, expert):
+    """Expert ``expert``'s routed contribution at inputs ``x`` [n, d_model]: its output times
+    its routing weight where the router chose it, zero where it did not."""
+    _, weights, chosen = _router(mlp, x)
+    e = mlp.experts[expert]
+    out = e.W_out(torch.nn.functional.silu(e.W_gate(x)) * e.W_in(x))
+    w = (weights * (chosen == expert)).sum(-1, keepdim=True)
+    return out * w
+
+
+def _hand_sink(plain, tokens, hooks):
+    """Gu et al.'s sink score of the receiver layers, by a plain hook loop."""
+    got = {}
+
+    def keep(p, hook):
+        got[hook.name] = p[:, :, :, 0].mean(dim=(1, 2))  # mean over heads and queries
+
+    names = [f"blocks.{la}.attn.hook_pattern" for la in RECEIVERS]
+    with torch.no_grad():
+        plain.run_with_hooks(tokens, fwd_hooks=hooks + [(n, keep) for n in names])
+    return float(torch.stack([got[n] for n in names]).mean())
+
+
+def _input_at_p0(plain, tokens, layer):
+    got = {}
+    with torch.no_grad():
+        plain.run_with_hooks(
+            tokens,
+            fwd_hooks=[
+                (f"blocks.{layer}.ln2.hook_normalized", lambda a, hook: got.update(x=a[:, 0]))
+            ],
+        )
+    return got["x"]
+
+
+def _expert_patch_hooks(plain, layer, expert, cf_contribution):
+    """Replace expert ``expert``'s routed contribution at P0 by ``cf_contribution``."""
+    mlp, seen = plain.blocks[layer].mlp, {}
+
+    def keep_input(x, hook):
+        seen["x"] = x[:, 0].clone()
+
+    def swap(out, hook):
+        out[:, 0] += cf_contribution - _contribution(mlp, seen["x"], expert)
+        return out
+
+    return [
+        (f"blocks.{layer}.ln2.hook_normalized", keep_input),
+        (f"blocks.{layer}.hook_mlp_out", swap),
+    ]
+
+
+def test_exposed_experts_compute_the_same_model_and_each_expert_is_its_routed_contribution(
+    models,
+):
+    exposed, plain, tokens = models
+    with torch.no_grad():
+        theirs = plain(tokens)
+        ours, cache = exposed.run_with_cache(tokens)
+    assert (ours - theirs).abs().max() <= 1e-6
+    for layer in range(3):
+        x = cache[f"blocks.{layer}.ln2.hook_normalized"].reshape(-1, exposed.cfg.d_model)
+        mlp = plain.blocks[layer].mlp
+        per_expert = cache[f"blocks.{layer}.mlp.hook_expert_out"]
+        for e in range(N_EXPERTS):
+            want = _contribution(mlp, x, e).reshape(per_expert[:, :, e].shape)
+            assert (per_expert[:, :, e] - want).abs().max() <= 1e-5
+        probs, _, _ = _router(mlp, x)
+        router = cache[f"blocks.{layer}.mlp.hook_router_probs"]
+        assert (router - probs.reshape(router.shape)).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("counterfactual", ["zero", "token:7"])
+def test_an_expert_patch_equals_the_moe_block_recomputed_by_hand(models, counterfactual):
+    from circuits.patching import Patcher, SinkScore, Site
+
+    exposed, plain, tokens = models
+    patcher = Patcher(exposed, tokens, counterfactual)
+    sites = [Site("expert", la, expert=e) for la in (0, 1) for e in range(N_EXPERTS)]
+    got = patcher.patch(sites, SinkScore(RECEIVERS))
+    cf_tokens = tokens.clone()
+    cf_tokens[:, 0] = 7
+    diffs = []
+    for site, value in zip(sites, got.values, strict=True):
+        mlp = plain.blocks[site.layer].mlp
+        if counterfactual == "zero":
+            cf = torch.zeros(tokens.shape[0], exposed.cfg.d_model)
+        else:  # the expert's routed contribution at P0 in the run on the counterfactual prompts
+            cf = _contribution(mlp, _input_at_p0(plain, cf_tokens, site.layer), site.expert)
+        hand = _hand_sink(plain, tokens, _expert_patch_hooks(plain, site.layer, site.expert, cf))
+        diffs.append(abs(float(value) - hand))
+    print(f"expert patch ({counterfactual}) max |diff| vs hand: {max(diffs):.2e}")
+    assert max(diffs) <= 1e-5, max(diffs)
+    # an expert the router never chooses at P0 has no contribution to remove under zero
+    if counterfactual == "zero":
+        _, _, chosen = _router(plain.blocks[0].mlp, _input_at_p0(plain, tokens, 0))
+        unused = [e for e in range(N_EXPERTS) if not (chosen == e).any()]
+        for e in unused:
+            assert float(got.effects[e]) == 0.0
+    # all experts of a block patched together are the block's MLP patched
+    joint = patcher.patch([tuple(Site("expert", 1, expert=e) for e in range(N_EXPERTS))])
+    whole = patcher.patch([Site("mlp", 1)])
+    assert float(joint.values[0]) == pytest.approx(float(whole.values[0]), abs=1e-6)
+
+
+def test_the_router_readout_under_a_patch_equals_the_router_recomputed_by_hand(models):
+    from circuits.patching import P0Routing, Patcher, Site
+
+    exposed, plain, tokens = models
+    patcher = Patcher(exposed, tokens, "zero")
+    for expert in (None, 0, 3):
+        got = patcher.patch([Site("attn", 0), Site("mlp", 0)], P0Routing(1, expert))
+        for site, value, detail in zip(
+            ["blocks.0.hook_attn_out", "blocks.0.hook_mlp_out"],
+            got.values,
+            got.detail,
+            strict=True,
+        ):
+
+            def zero_p0(act, hook):
+                act[:, 0] = 0.0
+                return act
+
+            seen = {}
+            with torch.no_grad():
+                plain.run_with_hooks(
+                    tokens,
+                    fwd_hooks=[
+                        (site, zero_p0),
+                        (
+                            "blocks.1.ln2.hook_normalized",
+                            lambda a, hook, s=seen: s.update(x=a[:, 0]),
+                        ),
+                    ],
+                )
+            probs, _, _ = _router(plain.blocks[1].mlp, seen["x"])
+            entropy = -(probs * probs.log()).sum(-1).mean()
+            want = entropy if expert is None else probs[:, expert].mean()
+            assert float(value) == pytest.approx(float(want), abs=1e-6)
+            assert (detail - probs.mean(0)).abs().max() <= 1e-6
+
+
+def test_expert_sites_are_refused_by_name_where_they_do_not_exist(models):
+    from circuits.core.errors import UsageError
+    from circuits.patching import P0Routing, Patcher, Site
+    from circuits.zoo import tiny_model
+
+    exposed, _, tokens = models
+    with pytest.raises(UsageError, match="experts 0..3"):
+        Patcher(exposed, tokens, "zero").patch([Site("expert", 0, expert=4)])
+    with pytest.raises(UsageError, match="needs expert"):
+        Site("expert", 0)
+    dense = tiny_model(seed=0)
+    with pytest.raises(UsageError, match="dense"):
+        Patcher(dense, tokens, "zero").patch([Site("expert", 0, expert=0)])
+    with pytest.raises(UsageError, match="dense"):
+        Patcher(dense, tokens, "zero").patch([Site("attn", 0)], P0Routing(1, 0))
