@@ -11,7 +11,8 @@ receiver layers (default: every layer from ``first_receiver = 2`` on, Gu et al.'
 1. ``clean_runs``: the clean sink;
 2. ``first_pass``: an estimate for every component and head (the P0-stream estimate or attribution);
 3. ``component_sweep``: exact patching of the embedding, attention and MLP outputs at P0;
-4. ``head_sweep``: each head of the selected attention layers;
+4. ``head_sweep``, ``expert_sweep``: each head of the selected attention layers, each expert
+   of the selected MoE MLPs (``circuits.circuit.unit_sweeps``);
 5. ``faithfulness_step``: kept / ablated / floor of the core circuit, and where it loses the sink;
 6. ``backups``: the sufficiency search for redundant components;
 7. ``path_patching``: IOI-style paths between the circuit's nodes (into MLP inputs and keys);
@@ -45,6 +46,7 @@ from circuits.circuit.graph import CircuitGraph
 from circuits.circuit.prediction import prediction_effect
 from circuits.circuit.record import DiscoveryRecord, StepResult, Verdict
 from circuits.circuit.save import graph_attributes, save_discovery
+from circuits.circuit.unit_sweeps import expert_sweep, head_sweep
 from circuits.core.arguments import NonEmpty, checked
 from circuits.core.outputs import output_dir
 from circuits.core.progress import status
@@ -97,7 +99,7 @@ class Discovery:
 
 def _node_attrs(state: S.DiscoveryState, site: Site) -> dict[str, Any]:
     exact = {}
-    for result in (state.components, state.heads):
+    for result in (state.components, state.heads, state.experts):
         if result is not None:
             exact.update(result.as_dict())
     attrs: dict[str, Any] = dict(
@@ -199,7 +201,8 @@ STEPS: tuple[Step, ...] = (
     S.clean_runs,
     S.first_pass,
     S.component_sweep,
-    S.head_sweep,
+    head_sweep,
+    expert_sweep,
     S.faithfulness_step,
     S.backups,
     S.path_patching,

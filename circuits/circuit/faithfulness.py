@@ -59,19 +59,23 @@ def faithfulness(
 ) -> Faithfulness:
     """The sink with
     every non-circuit P0 component ablated, with the circuit ablated, and with everything
-    ablated, each / the clean sink. In a layer where the circuit keeps some heads, the layer's
-    other heads are the "other" components."""
+    ablated, each / the clean sink. In a layer where the circuit keeps some heads (an MoE block
+    where it keeps some experts), the layer's other heads (experts) are the "other" components."""
     circuit_keys = {(s.kind, s.layer, s.unit) for s in circuit}
-    head_layers = {s.layer for s in circuit if s.kind == "head"}
+    n_experts = int(getattr(patcher.model.cfg, "num_experts", None) or 0)
+    # a component the circuit keeps only units of -> (unit kind, number of units)
+    split = {("attn", s.layer): ("head", n_heads) for s in circuit if s.kind == "head"}
+    split |= {("mlp", s.layer): ("expert", n_experts) for s in circuit if s.kind == "expert"}
     others: list[Site] = []
     for s in everything:
         if (s.kind, s.layer, s.unit) in circuit_keys:
             continue
-        if s.kind == "attn" and s.layer in head_layers:
+        if (s.kind, s.layer) in split:
+            unit, n = split[(s.kind, s.layer)]
             others.extend(
-                Site("head", s.layer, head=h)
-                for h in range(n_heads)
-                if ("head", s.layer, h) not in circuit_keys
+                Site(unit, s.layer, **{unit: u})  # type: ignore[arg-type]
+                for u in range(n)
+                if (unit, s.layer, u) not in circuit_keys
             )
             continue
         others.append(s)

@@ -109,6 +109,16 @@ class HeadLayerChoice(_Section):
     node: Literal["heads", "layer"]
 
 
+class ExpertLayerChoice(_Section):
+    """Whether an MoE block enters the circuit as its MLP or as its selected experts."""
+
+    experts: list[int]
+    joint_relative: float
+    layer_relative: float
+    cover: float
+    node: Literal["experts", "layer"]
+
+
 class KeptAtLayer(_Section):
     layer: int
     kept: float
@@ -251,6 +261,8 @@ class DiscoveryRecord(BaseModel):
     selected_components: list[str] | None = None
     heads: EffectTable | None = None
     head_layers: dict[int, HeadLayerChoice] | None = None
+    experts: EffectTable | None = None
+    expert_layers: dict[int, ExpertLayerChoice] | None = None
     faithfulness: CircuitFaithfulness | None = None
     backups: BackupSearch | None = None
     paths_mlp: EffectTable | None = None
@@ -305,9 +317,9 @@ class DiscoveryRecord(BaseModel):
         return float(self.clean.sink) if self.clean is not None else 0.0
 
     def exact_effects(self) -> dict[str, EffectRow]:
-        """Every exactly patched component and head, by name."""
+        """Every exactly patched component, head and expert, by name."""
         rows: dict[str, EffectRow] = {}
-        for table in (self.components, self.heads):
+        for table in (self.components, self.heads, self.experts):
             if table is not None:
                 rows.update(table.by_name())
         return rows
@@ -346,6 +358,9 @@ CleanRuns = step_result(
 FirstPass = step_result("FirstPass", {"first_pass": SET})
 ComponentSweep = step_result("ComponentSweep", {"components": SET, "selected_components": SET})
 HeadSweep = step_result("HeadSweep", {"heads": MAY_BE_NONE, "head_layers": SET})
+ExpertSweep = step_result(  # unset on a dense model: nothing written
+    "ExpertSweep", {"experts": MAY_BE_UNSET, "expert_layers": MAY_BE_UNSET}
+)
 FaithfulnessFound = step_result("FaithfulnessFound", {"faithfulness": SET, "backups": SET})
 PathsFound = step_result(
     "PathsFound", {"paths_mlp": MAY_BE_NONE, "paths_k": MAY_BE_NONE, "q_paths_note": SET}
@@ -361,6 +376,7 @@ STEP_RESULTS = (
     FirstPass,
     ComponentSweep,
     HeadSweep,
+    ExpertSweep,
     FaithfulnessFound,
     PathsFound,
     Agreement,

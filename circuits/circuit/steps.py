@@ -37,8 +37,6 @@ from circuits.circuit.record import (
     EffectTable,
     FaithfulnessFound,
     FirstPass,
-    HeadLayerChoice,
-    HeadSweep,
     KeptAtLayer,
     PathsFound,
     SinkBaseline,
@@ -70,6 +68,7 @@ class DiscoveryState:
     """Exact sink change / clean sink of every component and head patched."""
     components: PatchingResult | None = None
     heads: PatchingResult | None = None
+    experts: PatchingResult | None = None
     selected: list[Site] = field(default_factory=list)
     nodes: list[Site] = field(default_factory=list)
     backups: list[Site] = field(default_factory=list)
@@ -91,7 +90,8 @@ class DiscoveryState:
         return list(range(max(self.receivers)))
 
 
-def _by_position(sites: list[Site]) -> list[Site]:
+def by_position(sites: list[Site]) -> list[Site]:
+    """``sites`` in forward order (a head or expert after its layer's earlier ones)."""
     return sorted(sites, key=lambda s: (s.order, s.unit or 0))
 
 
@@ -188,55 +188,6 @@ def component_sweep(state: DiscoveryState) -> StepResult:
     )
 
 
-def head_sweep(state: DiscoveryState) -> StepResult:
-    """Each head of the selected attention layers; a layer's selected heads replace the layer's
-    node when, patched together, they carry at least ``head_cover`` of its effect."""
-    config, patcher, n_heads = state.config, state.patcher, state.cfg.n_heads
-    head_layers = sorted({s.layer for s in state.selected if s.kind == "attn"})
-    nodes = [s for s in state.selected if s.kind != "attn"]
-    joint: dict[int, HeadLayerChoice] = {}
-    if head_layers:
-        heads = patcher.patch(
-            head_sites(head_layers, n_heads, positions=P0_POSITIONS),
-            state.metric,
-            desc="head sweep",
-        )
-        state.heads = heads
-        state.relative.update(zip(heads.names, (heads.effects / state.clean).tolist(), strict=True))
-        picks = {
-            layer: [
-                Site("head", layer, head=h)
-                for h in range(n_heads)
-                if abs(state.relative[Site("head", layer, head=h).name]) >= config.head_threshold
-            ]
-            for layer in head_layers
-        }
-        together = [picks[layer] for layer in head_layers if picks[layer]]
-        joint_res = patcher.patch(together, state.metric, desc="joint heads") if together else None
-        k = 0
-        for layer in head_layers:
-            layer_rel = state.relative[Site("attn", layer).name]
-            rel = 0.0
-            if picks[layer] and joint_res is not None:
-                rel, k = float(joint_res.effects[k] / state.clean), k + 1
-            cover = rel / layer_rel if layer_rel else 0.0
-            use_heads = bool(picks[layer]) and cover >= config.head_cover
-            joint[layer] = HeadLayerChoice(
-                heads=[s.head for s in picks[layer] if s.head is not None],
-                joint_relative=rel,
-                layer_relative=layer_rel,
-                cover=cover,
-                node="heads" if use_heads else "layer",
-            )
-            nodes.extend(picks[layer] if use_heads else [Site("attn", layer)])
-    state.nodes = _by_position(nodes)
-    state.say(f"circuit nodes: {[s.name for s in state.nodes]}")
-    return HeadSweep(
-        heads=None if state.heads is None else EffectTable.of_result(state.heads),
-        head_layers=joint,
-    )
-
-
 def _faithfulness(state: DiscoveryState, circuit: list[Site]) -> Faithfulness:
     everything = all_p0_components(state.cfg, state.sweep_layers)
     return faithfulness(
@@ -279,7 +230,7 @@ def backups(state: DiscoveryState) -> StepResult:
     )
     state.backups = found
     if found:
-        state.nodes = _by_position(state.nodes + found)
+        state.nodes = by_position(state.nodes + found)
         state.faith = _faithfulness(state, state.nodes)
         state.say(f"backups: {[s.name for s in found]} -> kept {state.faith.kept:.2f}")
     faith = state.faith

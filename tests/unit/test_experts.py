@@ -203,3 +203,51 @@ def test_expert_sites_are_refused_by_name_where_they_do_not_exist(models):
         Patcher(dense, tokens, "zero").patch([Site("expert", 0, expert=0)])
     with pytest.raises(UsageError, match="dense"):
         Patcher(dense, tokens, "zero").patch([Site("attn", 0)], P0Routing(1, 0))
+
+
+def test_discover_descends_into_a_selected_moe_block_as_into_an_attention_layer(models, tmp_path):
+    """The expert sweep patches every expert of each selected MoE MLP alone (values equal to
+    single expert patches) and their picks together; a block whose picks carry ``head_cover``
+    of its effect enters the circuit as experts, and the rest of its experts are "others"."""
+    import networkx as nx
+
+    from circuits.circuit import DiscoverConfig, discover
+    from circuits.circuit.record import DiscoveryRecord
+    from circuits.patching import Patcher, SinkScore, Site
+
+    exposed, _, tokens = models
+    config = DiscoverConfig(
+        first_receiver=2, component_threshold=0.0, head_threshold=0.0, head_cover=0.01
+    )
+    found = discover(exposed, tokens, config)
+    record = DiscoveryRecord.of(found.record)
+    assert record.expert_layers is not None and record.experts is not None
+    mlp_layers = sorted(record.expert_layers)
+    assert mlp_layers == [0, 1]  # threshold 0: every MLP before the last receiver is selected
+    patcher = Patcher(exposed, tokens, "shift")
+    sites = [Site("expert", la, expert=e) for la in mlp_layers for e in range(N_EXPERTS)]
+    single = patcher.patch(sites, SinkScore(record.receiver_layers))
+    rows = record.experts.by_name()
+    for name, value in zip(single.names, single.values, strict=True):
+        assert rows[name].value == pytest.approx(float(value), abs=1e-6)
+    for layer, choice in record.expert_layers.items():
+        names = [f"mlp{layer}.e{e}@p0" for e in choice.experts]
+        if choice.node == "experts":
+            assert set(names) <= set(record.circuit) and f"mlp{layer}@p0" not in record.circuit
+    assert any(c.node == "experts" for c in record.expert_layers.values())
+    others = record.faithfulness.ablated_when_kept
+    in_circuit = [n for n in record.circuit if ".e" in n]
+    assert all(n not in others for n in in_circuit)
+    found.save(tmp_path / "moe")
+    g = nx.read_graphml(tmp_path / "moe" / "circuit.graphml")
+    experts = [n for n, d in g.nodes(data=True) if d.get("kind") == "expert"]
+    assert sorted(experts) == sorted(in_circuit)
+
+
+def test_a_dense_model_writes_no_expert_sections():
+    from circuits.circuit import DiscoverConfig, discover
+    from circuits.zoo import tiny_model
+
+    tokens = torch.randint(1, 200, (2, 8), generator=torch.Generator().manual_seed(0))
+    found = discover(tiny_model(seed=1, n_layers=3), tokens, DiscoverConfig(first_receiver=1))
+    assert "experts" not in found.record and "expert_layers" not in found.record
