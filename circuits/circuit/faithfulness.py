@@ -49,20 +49,13 @@ def all_p0_components(cfg: ModelConfig, layers: Sequence[int]) -> list[Site]:
     return component_sites(cfg.n_layers, layers, positions=P0_POSITIONS, kinds=kinds)
 
 
-def faithfulness(
-    patcher: Patcher,
-    metric: SinkScore,
-    circuit: list[Site],
-    everything: list[Site],
-    n_heads: int,
-    clean: float,
-) -> Faithfulness:
-    """The sink with
-    every non-circuit P0 component ablated, with the circuit ablated, and with everything
-    ablated, each / the clean sink. In a layer where the circuit keeps some heads (an MoE block
-    where it keeps some experts), the layer's other heads (experts) are the "other" components."""
+def others_of(circuit: Sequence[Site], everything: Sequence[Site], cfg: ModelConfig) -> list[Site]:
+    """The P0 components outside ``circuit`` among ``everything``: in a layer where the circuit
+    keeps some heads (an MoE block where it keeps some experts), that layer's other heads
+    (experts) instead of the whole attention (MLP) output."""
+    n_heads = cfg.n_heads
     circuit_keys = {(s.kind, s.layer, s.unit) for s in circuit}
-    n_experts = int(getattr(patcher.model.cfg, "num_experts", None) or 0)
+    n_experts = int(getattr(cfg, "num_experts", None) or 0)
     # a component the circuit keeps only units of -> (unit kind, number of units)
     split = {("attn", s.layer): ("head", n_heads) for s in circuit if s.kind == "head"}
     split |= {("mlp", s.layer): ("expert", n_experts) for s in circuit if s.kind == "expert"}
@@ -79,6 +72,21 @@ def faithfulness(
             )
             continue
         others.append(s)
+    return others
+
+
+def faithfulness(
+    patcher: Patcher,
+    metric: SinkScore,
+    circuit: list[Site],
+    everything: list[Site],
+    clean: float,
+) -> Faithfulness:
+    """The sink with
+    every non-circuit P0 component ablated, with the circuit ablated, and with everything
+    ablated, each / the clean sink. In a layer where the circuit keeps some heads (an MoE block
+    where it keeps some experts), the layer's other heads (experts) are the "other" components."""
+    others = others_of(circuit, everything, patcher.model.cfg)
     patches = [others or [Site("embed")], circuit or [Site("embed")], everything]
     faith = patcher.patch(patches, metric, desc="faithfulness")
     kept = float(faith.values[0]) / clean if others else 1.0

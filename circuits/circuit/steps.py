@@ -190,9 +190,7 @@ def component_sweep(state: DiscoveryState) -> StepResult:
 
 def _faithfulness(state: DiscoveryState, circuit: list[Site]) -> Faithfulness:
     everything = all_p0_components(state.cfg, state.sweep_layers)
-    return faithfulness(
-        state.patcher, state.metric, circuit, everything, state.cfg.n_heads, state.clean
-    )
+    return faithfulness(state.patcher, state.metric, circuit, everything, state.clean)
 
 
 def faithfulness_step(state: DiscoveryState) -> StepResult:

@@ -36,6 +36,21 @@ CONFIG_FLAGS: dict[str, list[tuple[str, str, type, list[str] | None, str]]] = {
             "positional scheme (default {default})",
         ),
         ("--mlp", "mlp", str, list(MLPS), "MLP (default {default})"),
+        (
+            "--experts",
+            "n_experts",
+            int,
+            None,
+            "mixture-of-experts MLPs with this many experts in every block (default {default}: "
+            "dense); each expert is a gated MLP of width --d-mlp",
+        ),
+        (
+            "--experts-per-token",
+            "experts_per_token",
+            int,
+            None,
+            "experts each token is routed to (top-k; default {default})",
+        ),
         ("--context", "n_ctx", int, None, "tokens per sequence, BOS included (default {default})"),
     ],
     "data": [

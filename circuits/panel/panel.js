@@ -34,10 +34,12 @@ function drawMap(model, root) {
   const comps = model.get("components");
   const nLayers = model.get("n_layers");
   const nHeads = model.get("n_heads");
+  const nExperts = model.get("n_experts") || 0;
   const selected = new Set(model.get("selected"));
   const layers = Math.max(...comps.map((c) => c.layer)) + 1;
   const cell = 16, hw = Math.max(6, Math.min(12, 120 / Math.max(nHeads, 1)));
-  const width = 60 + 3 * cell + 10 + nHeads * hw + 40;
+  const expertX = 60 + 3 * cell + 10 + nHeads * hw + 10;
+  const width = expertX + (nExperts ? nExperts * hw + 10 : 0) + 40;
   const height = (layers + 1) * (cell + 3) + 24;
   const map = svg("svg", { width, height, class: "p0-map" });
   const y = (layer) => height - 20 - (layer + 2) * (cell + 3);
@@ -52,6 +54,7 @@ function drawMap(model, root) {
     if (c.kind === "embed") x = 60;
     else if (c.kind === "attn") x = 60;
     else if (c.kind === "mlp") x = 60 + 2 * cell;
+    else if (c.kind === "expert") { x = expertX + c.expert * hw; w = hw - 1; }
     else { x = headX + c.head * hw; w = hw - 1; }
     const rect = svg("rect", {
       x, y: y(c.layer), width: w, height: cell, fill: c.color,
@@ -66,7 +69,9 @@ function drawMap(model, root) {
     rect.addEventListener("click", () => toggle(model, c.name));
     map.appendChild(rect);
   }
-  for (const [x, text] of [[60, "attn"], [60 + 2 * cell, "mlp"], [headX, "heads"]]) {
+  const columns = [[60, "attn"], [60 + 2 * cell, "mlp"], [headX, "heads"]];
+  if (nExperts) columns.push([expertX, "experts"]);
+  for (const [x, text] of columns) {
     const t = svg("text", { x, y: height - 4, class: "p0-axis" });
     t.textContent = text;
     map.appendChild(t);
@@ -74,7 +79,7 @@ function drawMap(model, root) {
   root.appendChild(map);
   const kind = model.get("effects_kind");
   root.appendChild(el("div", { class: "p0-note" },
-    `colour: single-component effect on the sink (${kind === "exact" ? "exact; heads not patched exactly show their P0-stream estimate" : "P0-stream estimate"}); ` +
+    `colour: single-component effect on the sink (${kind === "exact" ? "exact; heads and experts not patched exactly show their P0-stream estimate" : "P0-stream estimate"}); ` +
     "blue: the patch lowers the sink; thick outline: the circuit; black: selected"));
 }
 

@@ -26,8 +26,9 @@ from typing import Any
 from torch import Tensor
 
 from circuits.backend import HookedModel, get_act_name
+from circuits.backend.experts import experts_unavailable
 from circuits.circuit.config import DiscoverConfig
-from circuits.circuit.faithfulness import all_p0_components
+from circuits.circuit.faithfulness import all_p0_components, others_of
 from circuits.circuit.graph import CircuitGraph
 from circuits.core.arguments import Index, checked
 from circuits.core.conventions import RECEIVER_KINDS
@@ -126,9 +127,23 @@ class PatchSession:
         self.set_readout(readout)
         self.components = all_p0_components(model.cfg, range(max(self.receivers)))
         self.heads = head_sites(range(max(self.receivers)), model.cfg.n_heads, positions=(0,))
+        self.experts = (  # an MoE model's experts, shown like heads
+            [
+                Site("expert", la, expert=e)
+                for la in range(max(self.receivers))
+                for e in range(int(model.cfg.num_experts))
+            ]
+            if experts_unavailable(model) is None
+            else []
+        )
         self.head = head if head is not None else (self.receivers[0], 0)
         self._estimates: dict[str, float] | None = None
         self._clean_pattern: list[list[float]] | None = None
+
+    @property
+    def units(self) -> list[Site]:
+        """Every site the panel can patch: P0 components, heads, experts."""
+        return [*self.components, *self.heads, *self.experts]
 
     # -- the question ------------------------------------------------------------------------
 
@@ -147,7 +162,7 @@ class PatchSession:
         return self.readout.layer_columns() is not None
 
     def site(self, name: str) -> Site:
-        for s in [*self.components, *self.heads]:
+        for s in self.units:
             if s.name == name:
                 return s
         known = [s.name for s in self.components[:3]]
@@ -173,7 +188,7 @@ class PatchSession:
         (once per session; the estimate is for the sink score only). Exact single effects where
         the model does not expose what the estimate reads (``EstimateUnavailable``)."""
         if self._estimates is None:
-            sites = [*self.components, *self.heads]
+            sites = self.units
             metric = SinkScore(self.receivers)
             try:
                 res = p0_stream_estimate(self.patcher, sites, metric)
@@ -205,12 +220,9 @@ class PatchSession:
 
     def faithfulness(self, selection: Sequence[str]) -> tuple[float, float]:
         """(kept, ablated) of the selection as a circuit, over the clean value."""
-        chosen = {self.site(n) for n in selection}
-        rest = tuple(s for s in self.components if s not in chosen and s.kind != "head")
-        if any(s.kind == "head" for s in chosen):  # a head kept: its layer's others ablated
-            layers = {s.layer for s in chosen if s.kind == "head"}
-            rest = tuple(s for s in rest if not (s.kind == "attn" and s.layer in layers))
-            rest += tuple(h for h in self.heads if h.layer in layers and h not in chosen)
+        chosen = [self.site(n) for n in selection]
+        # as discover counts them: a kept head's (expert's) layer ablates its other heads (experts)
+        rest = tuple(others_of(chosen, self.components, self.model.cfg))
         patches = [rest if rest else (), tuple(chosen)]
         clean, _ = self.patcher.clean_value(self.readout)
         res = self.patcher.patch([p for p in patches if p], self.readout, desc="")

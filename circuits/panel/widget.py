@@ -75,6 +75,7 @@ class ExplorePanel(anywidget.AnyWidget):
     title = traitlets.Unicode("").tag(sync=True)
     n_layers = traitlets.Int(0).tag(sync=True)
     n_heads = traitlets.Int(0).tag(sync=True)
+    n_experts = traitlets.Int(0).tag(sync=True)
     components: traitlets.List = traitlets.List().tag(sync=True)
     effects_kind = traitlets.Unicode("").tag(sync=True)
     selected: traitlets.List = traitlets.List().tag(sync=True)
@@ -113,6 +114,7 @@ class ExplorePanel(anywidget.AnyWidget):
         cfg = self.session.model.cfg
         self.title = f"{source.name}: {self.session.patcher.batch} prompts x {self.session.patcher.n_pos} tokens"
         self.n_layers, self.n_heads = cfg.n_layers, cfg.n_heads
+        self.n_experts = len({s.expert for s in self.session.experts})
         self.counterfactual = self.session.patcher.counterfactual.spec
         self.receivers = list(self.session.receivers)
         self.head = list(self.session.head)
@@ -140,7 +142,7 @@ class ExplorePanel(anywidget.AnyWidget):
         rel = {n: e / clean if clean else 0.0 for n, e in effects.items()}
         limit, _ = effect_limit(rel.values())
         rows = []
-        for site in [*self.session.components, *self.session.heads]:
+        for site in self.session.units:
             r = rel.get(site.name)
             rows.append(
                 {
@@ -148,6 +150,7 @@ class ExplorePanel(anywidget.AnyWidget):
                     "kind": site.kind,
                     "layer": -1 if site.kind == "embed" else site.layer,
                     "head": site.head,
+                    "expert": site.expert,
                     "relative": r,
                     "exact": site.name in exact,
                     "color": effect_rgb(r, limit),

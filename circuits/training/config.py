@@ -26,7 +26,10 @@ class TrainConfig:
     ``d_mlp`` (default ``4 * d_model``), ``norm`` (``"rms"`` or ``"ln"``, pre-norm),
     ``positional`` (``"rotary"`` or ``"learned"``), ``mlp`` (``"gelu"``, ``"gated-silu"`` or
     ``"relu"``),
-    ``n_ctx`` (tokens per sequence, BOS included when ``bos``).
+    ``n_ctx`` (tokens per sequence, BOS included when ``bos``); ``n_experts`` > 0: every block's
+    MLP is a mixture of ``n_experts`` experts (TransformerLens' ``MoE``: gated experts of width
+    ``d_mlp`` with the ``mlp`` activation, a softmax router, top-``experts_per_token``, no
+    load-balancing loss).
 
     Data: ``data`` (``"stdlib"`` text with a BPE of ``vocab_size`` tokens, or one of the synthetic
     tasks ``"trigger"`` / ``"induct"`` / ``"bigram-backcopy"`` with options ``task``, see
@@ -54,6 +57,8 @@ class TrainConfig:
     norm: str = "rms"
     positional: str = "rotary"
     mlp: str = "gated-silu"
+    n_experts: int = 0
+    experts_per_token: int = 2
     n_ctx: int = 64
     # data
     data: str = "stdlib"
@@ -99,6 +104,9 @@ class TrainConfig:
             check_range(name, getattr(self, name), 1)
         check_range("n_ctx", self.n_ctx, 4)
         check_range("d_mlp", self.d_mlp if self.d_mlp is not None else 1, 1)
+        check_range("n_experts", self.n_experts, 0)
+        if self.n_experts:
+            check_range("experts_per_token", self.experts_per_token, 1, self.n_experts)
         if self.micro_batch_size is not None:
             check_range("micro_batch_size", self.micro_batch_size, 1, self.batch_size)
         for name in ("warmup", "save_every", "seed", "weight_decay", "grad_clip"):

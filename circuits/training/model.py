@@ -2,7 +2,7 @@
 learning-rate schedule and the log-spaced checkpoint steps.
 
 Model: pre-norm (RMSNorm or LayerNorm), rotary or learned absolute positions, plain GELU MLP or
-llama's gated SiLU MLP. The defaults (RMSNorm + rotary + gated SiLU: llama-style) are the
+llama's gated SiLU MLP, or mixture-of-experts MLPs (``n_experts``). The defaults (RMSNorm + rotary + gated SiLU: llama-style) are the
 architecture the paper studies. The loss is TransformerLens' own next-token cross-entropy
 (``model(tokens, return_type="loss")``).
 """
@@ -17,6 +17,7 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 from circuits.backend import HookedModel, ModelConfig, require_hooked_transformer
+from circuits.backend.experts import expose_experts
 from circuits.training.config import NORMS, POSITIONALS, TrainConfig
 
 
@@ -37,6 +38,11 @@ def hooked_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
         positional_embedding_type=POSITIONALS[config.positional],
         rotary_dim=config.d_head if config.positional == "rotary" else None,
         seed=config.seed,
+        **(
+            {"num_experts": config.n_experts, "experts_per_token": config.experts_per_token}
+            if config.n_experts
+            else {}
+        ),
         init_weights=True,
         default_prepend_bos=False,
         device="cpu",  # built on the CPU; train() moves it
@@ -60,7 +66,7 @@ def build_model(config: TrainConfig, vocab_size: int) -> HookedModel:
     zeroes P0's token embedding, so every use of it (training, trace, patching) sees the same
     function; ``model.reset_hooks()`` keeps it (``including_permanent=False``)."""
     require_hooked_transformer("training and training runs (p0-circuits train, RUN_DIR models)")
-    model = HookedModel(hooked_config(config, vocab_size))
+    model = expose_experts(HookedModel(hooked_config(config, vocab_size)))  # MoE: expert hooks
     if config.zero_p0_embedding:
         model.hook_embed.add_hook(zero_p0_token_embedding, is_permanent=True)
     model.eval()  # no dropout anywhere; eval/train only matters for bitwise replay

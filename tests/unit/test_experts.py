@@ -251,3 +251,29 @@ def test_a_dense_model_writes_no_expert_sections():
     tokens = torch.randint(1, 200, (2, 8), generator=torch.Generator().manual_seed(0))
     found = discover(tiny_model(seed=1, n_layers=3), tokens, DiscoverConfig(first_receiver=1))
     assert "experts" not in found.record and "expert_layers" not in found.record
+
+
+def test_the_panel_shows_experts_like_heads_and_a_kept_expert_ablates_its_blocks_others(models):
+    from circuits.panel import explore
+    from circuits.patching import Patcher, SinkScore, Site
+
+    exposed, _, tokens = models
+    panel = explore(exposed, tokens).wait()
+    try:
+        assert panel.n_experts == N_EXPERTS
+        shown = {c["name"] for c in panel.components if c["kind"] == "expert"}
+        assert shown == {f"mlp{la}.e{e}@p0" for la in (0, 1) for e in range(N_EXPERTS)}
+        panel.selected = ["mlp0.e1@p0"]
+        panel.wait()
+        assert not panel.error
+        # kept: everything at P0 but expert 1 of block 0 ablated (its block's other experts
+        # individually, not the block's whole MLP), written out site by site
+        rest = [Site("embed"), Site("attn", 0), Site("attn", 1), Site("mlp", 1)]
+        rest += [Site("expert", 0, expert=e) for e in (0, 2, 3)]
+        patcher = Patcher(exposed, tokens, "shift")
+        readout = SinkScore(panel.session.receivers)
+        clean, _ = patcher.clean_value(readout)
+        want = float(patcher.patch([tuple(rest)], readout).values[0]) / clean
+        assert panel.result["kept"] == pytest.approx(want, abs=1e-6)
+    finally:
+        panel.close_workers()
