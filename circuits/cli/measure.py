@@ -142,5 +142,13 @@ def _print_summary(data: dict, out: Path, figures: list[str]) -> None:
             f"{row['sink_rate']:>5.2f} {row['p0_norm']:>10.1f} {row['rest_norm_median']:>8.1f} "
             f"{row['p0_norm_ratio']:>7.1f}"
         )
+    for row in data.get("routing", {}).get("layers", []):  # a mixture-of-experts model
+        own = "its own" if row["p0_has_own_expert"] else "shared"
+        print(
+            f"block {row['layer']}: P0 routed to expert {row['p0_expert']} ({own}: P0 "
+            f"{row['p0_chosen_rate']:.0%} of prompts, other tokens {row['others_chosen_rate']:.0%}"
+            f"), share {row['p0_expert_share']:.2f}, entropy P0 {row['p0_entropy']:.2f} vs "
+            f"{row['others_entropy']:.2f} nats"
+        )
     files = sorted(p.name for p in Path(out).iterdir() if p.is_file())
     print(f"wrote {len(files)} files in {out}: {', '.join(files)}")

@@ -28,7 +28,10 @@ its own seed stream, identical for every checkpoint):
   queries q >= 2, the attention to P0, to the query itself, to the previous token, the rest, and
   the key token id receiving the most attention with its share -- the sink's substitute in a
   run where P0 is not the sink;
-* the evaluation loss (next-token cross-entropy on the eval batch).
+* the evaluation loss (next-token cross-entropy on the eval batch);
+* on a mixture-of-experts model, ``routing``: where P0 is routed in each MoE block against the
+  other positions (``circuits.metrics.routing``), so a trace shows from which step P0 gets an
+  expert of its own.
 
 The phase detector is in ``circuits.emergence.phases``.
 """
@@ -142,4 +145,5 @@ def measure_checkpoint(
         if n_layers >= 3
         else report.sink_rate_all,
         "layers": layers,
+        **({"routing": report.extra["routing"]} if "routing" in report.extra else {}),
     }

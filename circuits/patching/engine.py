@@ -121,6 +121,9 @@ class Engine:
         cfg = model.cfg
         names = cached_hooks(model)
         self._check_hooks(names)
+        # an MoE block's per-expert contributions (n_experts x d_model a token) are cached when
+        # an expert site of that block is first used (_cache_expert_hook), not for every block
+        names = [n for n in names if not n.endswith(EXPERT_OUT)]
         # TransformerLens zeroes a NaN pattern: check every pattern as the clean runs go
         sinks = learned_attention_sinks(cfg)
 
@@ -158,8 +161,29 @@ class Engine:
     def check_site(self, site: Site) -> None:
         """A ``UsageError`` unless ``site`` exists on this model and prompt length."""
         check_site(site, self.model.cfg, self.n_pos)
-        if site.kind == "expert" and (why := experts_unavailable(self.model)):
-            raise UsageError(f"{site.name}: {why}")
+        if site.kind == "expert":
+            if why := experts_unavailable(self.model):
+                raise UsageError(f"{site.name}: {why}")
+            self._cache_expert_hook(site.hook_name, site.layer)
+
+    def _cache_expert_hook(self, name: str, layer: int) -> None:
+        """The clean and counterfactual per-expert contributions of block ``layer``, computed
+        the first time one of its experts is patched (a clean forward up to that block)."""
+        if name in self.clean:
+            return
+        model = self.model
+        with exclusive(model), torch.inference_mode():
+            _, cache = model.run_with_cache(
+                self.tokens,
+                return_type=None,
+                names_filter=lambda n: n == name,
+                stop_at_layer=layer + 1,
+            )
+            clean = cache[name]
+            cf = self.counterfactual.values(model, self.tokens, {name: clean}, [name])[name]
+        check_finite(clean, f"{name} (clean run)")
+        check_finite(cf, f"{name} ({self.counterfactual.spec} counterfactual)")
+        self.clean[name], self.cf[name] = clean, cf
 
     def prepare(
         self, metric: Readout | Callable | None, last_layer: int, *, clean: bool = True

@@ -6,11 +6,15 @@ float16, 4 for float32):
 * **weights**: every parameter (``ModelShape.n_params``) in ``dtype``;
 * **caches**: the engine keeps the clean and the counterfactual value of six activations per
   block (``resid_pre``, ``z``, ``attn_out``, ``resid_mid``, ``mlp_out``, ``resid_post``) for
-  every prompt token: ``2 * n_layers * (5 * d_model + n_heads * d_head)`` values per token;
+  every prompt token: ``2 * n_layers * (5 * d_model + n_heads * d_head)`` values per token; a
+  mixture-of-experts model also keeps each expert's routed contribution in the blocks whose
+  experts are patched (``hook_expert_out``, ``circuits.backend.experts``; discover: the selected
+  MLPs, counted as ``EXPERT_BLOCKS``): ``2 * EXPERT_BLOCKS * n_experts * d_model`` more;
 * **a stacked row**: one prompt's activations inside the block being computed (the residual
   and its norms, the MLP's hidden tensors for the experts a token uses, queries and per-head
   keys / values / z, scores and pattern): ``8 d_model + 3 d_mlp_active + 4 n_heads d_head +
-  3 n_heads n_tokens`` values per token, with ``SAFETY`` for the allocator's slack;
+  3 n_heads n_tokens`` values per token (an MoE block adds its per-expert contributions,
+  ``n_experts * d_model``), with ``SAFETY`` for the allocator's slack;
 * **the readout's logits**: one patch's unembedding in float32 (logits and log-softmax,
   ``2 * d_vocab`` per prompt token), for the prediction step; it runs after the stacked
   forwards, so the peak holds the larger of the two, not their sum;
@@ -84,6 +88,11 @@ class Plan:
         return compute + discovery_patches(self.shape) * self.shape.n_layers * GPU_BLOCK_OVERHEAD_S
 
 
+EXPERT_BLOCKS = 2
+"""MoE blocks whose experts a discovery patches (the selected MLPs; the paper's circuit has one
+or two early MLPs): their per-expert contributions are cached."""
+
+
 def discovery_patches(shape: ModelShape) -> int:
     """About how many patched forwards one discovery runs (components, heads, curve)."""
     return 4 * shape.n_layers + 2
@@ -113,10 +122,14 @@ def plan(
     b = DTYPE_BYTES[dtype]
     tokens = n_prompts * n_tokens
     weights = shape.n_params * b
-    caches = 2 * shape.n_layers * (5 * shape.d_model + shape.n_heads * shape.d_head) * tokens * b
+    per_expert = shape.n_experts * shape.d_model  # each expert's routed contribution (MoE)
+    kept = shape.n_layers * (5 * shape.d_model + shape.n_heads * shape.d_head)
+    kept += min(EXPERT_BLOCKS, shape.n_layers) * per_expert
+    caches = 2 * kept * tokens * b
     d_mlp = shape.experts_per_token * shape.d_mlp if shape.n_experts else shape.d_mlp
     per_token = (
         8 * shape.d_model
+        + per_expert
         + 3 * d_mlp
         + 4 * shape.n_heads * shape.d_head
         + 3 * shape.n_heads * n_tokens

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from circuits.core.conventions import REPORT_FILE
 from circuits.core.records import load_measure, measure_subdirs
 from circuits.viz.html import esc, fmt, provenance_html, table
+from circuits.viz.routing_figures import routing_figure
 from circuits.viz.sink_figures import (
     bos_comparison_figure,
     head_heatmap_figure,
@@ -132,6 +133,13 @@ def measure_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], lis
         "recognition",
         "Layer 0: Σᵢ pᵢ² per query (1 at P0) and attention-output norm per position.",
     )
+    if m.get("routing"):  # a mixture-of-experts model
+        figs.add(
+            lambda: routing_figure(m),
+            "routing",
+            "Per MoE block: the router's mean probability of each expert at P0 (red) and at "
+            "positions ≥ 1 (grey), before top-k; the title names P0's most likely expert.",
+        )
     sections += ["<h2>Figures</h2>" + "\n".join(figs.html), _layer_table(m), _massive_table(m)]
     views = [v for v in [recognition_view(m)] if v is not None]
     data = load_view_data(path)
