@@ -106,6 +106,70 @@ FAMILIES = {
     ),
     "bloom": ("BloomConfig", "BloomForCausalLM", dict(hidden_size=32, n_layer=2, n_head=4)),
 }
+MOE_FAMILIES = {
+    # mixture-of-experts families (tests/unit/test_hf_moe.py)
+    "mixtral": (
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=64,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+        ),
+    ),
+    "olmoe": (
+        "OlmoeConfig",
+        "OlmoeForCausalLM",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            intermediate_size=48,
+            max_position_embeddings=64,
+            num_experts=4,
+            num_experts_per_tok=2,
+        ),
+    ),
+    "qwen3_moe": (
+        "Qwen3MoeConfig",
+        "Qwen3MoeForCausalLM",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=48,
+            moe_intermediate_size=48,
+            max_position_embeddings=64,
+            head_dim=8,
+            num_experts=4,
+            num_experts_per_tok=2,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+        ),
+    ),
+    "gpt_oss": (
+        "GptOssConfig",
+        "GptOssForCausalLM",
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=64,
+            head_dim=8,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+        ),
+    ),
+}
 
 
 @cache
@@ -135,7 +199,7 @@ def save_family(model_type: str, folder: Path, seed: int = 0):
     transformers model (eval mode), the reference."""
     import transformers
 
-    config_cls, model_cls, fields = FAMILIES[model_type]
+    config_cls, model_cls, fields = {**FAMILIES, **MOE_FAMILIES}[model_type]
     tok = tokenizer()
     config = getattr(transformers, config_cls)(
         vocab_size=len(tok), bos_token_id=0, eos_token_id=0, **fields

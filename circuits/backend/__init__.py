@@ -86,8 +86,11 @@ def require_hooked_transformer(what: str) -> None:
 
 def learned_attention_sinks(cfg: Any) -> bool:
     """Whether the attention softmax has learned sink logits (gpt-oss's ``use_attention_sinks``;
-    a TransformerLens 4 config without the field has none)."""
-    return bool(getattr(cfg, "use_attention_sinks", False))
+    a TransformerLens 4 bridge's config has no such field: there the architecture says it)."""
+    if getattr(cfg, "use_attention_sinks", False):
+        return True
+    arch = getattr(cfg, "original_architecture", None) or getattr(cfg, "architecture", None)
+    return arch == "GptOssForCausalLM"
 
 
 def kv_inputs_grouped(cfg: Any) -> bool:

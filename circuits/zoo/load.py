@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 
 from circuits.backend import ON_BRIDGE, HookedModel
+from circuits.backend.experts import expose_experts
 from circuits.core.arguments import checked
 from circuits.core.cache import cache_lock, cache_root, sha256_file
 from circuits.core.errors import UnknownModelError, UsageError
@@ -297,7 +298,8 @@ def load_model(
     checksums run on the CPU in float32 (the converted-model cache keeps one float32 copy); the
     finished model is cast to ``dtype`` and moved once.
 
-    The residual stream is the model's as trained (no centering). Raises ``UnknownModelError``
+    The residual stream is the model's as trained (no centering). A mixture-of-experts model
+    gets its experts and router as hooks (``circuits.backend.experts``; the same outputs). Raises ``UnknownModelError``
     listing the zoo when nothing matches, ``ChecksumError`` for a bad downloaded file.
     """
     start = time.perf_counter()
@@ -314,6 +316,6 @@ def load_model(
         loaded = _from_hf_folder(path, progress)
     else:
         loaded = _from_transformer_lens(spec.name, progress)
-    loaded.model = move_model(cast_model(loaded.model, dtype), dev)
+    loaded.model = move_model(cast_model(expose_experts(loaded.model), dtype), dev)
     loaded.load_seconds = time.perf_counter() - start
     return loaded
