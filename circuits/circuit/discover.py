@@ -149,16 +149,36 @@ def paper_shape(nodes: Sequence[Site]) -> bool:
     )
 
 
+FLOOR_CARRIES = 0.8
+"""Ablating every P0 component must leave at most this share of the clean readout for P0's
+components to carry it at all (below: a circuit can be faithful)."""
+
+
+def circuit_quality(kept: float, ablated: float, floor: float) -> str:
+    """faithful / partial / weak, from the numbers the verdict quotes (``docs/science.md``):
+    ``none`` when P0's components do not carry the readout (every one ablated leaves more than
+    ``FLOOR_CARRIES`` of it) or ablating the circuit does not lower it (ablated >= 1)."""
+    if floor > FLOOR_CARRIES or ablated >= 1.0:
+        return "none"
+    if kept >= 0.8 and ablated <= max(0.5, floor + 0.2):
+        return "faithful"
+    if kept >= 0.5 or ablated <= 0.5:
+        return "partial"
+    return "weak"
+
+
 def verdict(state: S.DiscoveryState) -> StepResult:
-    """One line: faithful / partial / weak, the numbers, and the shape against the paper's."""
+    """One line: faithful / partial / weak, the numbers, and the shape against the paper's
+    (compared only where there is a sink and a circuit carries it)."""
     assert state.faith is not None
     names = [s.name for s in state.nodes]
     kept, ablated, floor = state.faith.kept, state.faith.ablated, state.faith.floor
     shape = paper_shape(state.nodes)
     base = state.record.sink_baseline
+    sink = base is None or base.present
     no_sink = (
         ""
-        if base is None or base.present
+        if sink
         else (
             f"no sink to explain (clean sink {state.clean:.3f}, {base.clean_over_uniform:.2f}x the "
             f"{base.uniform_attention_sink:.3f} of uniform attention): "
@@ -178,21 +198,33 @@ def verdict(state: S.DiscoveryState) -> StepResult:
             f" (backups found by the sufficiency search: {', '.join(s.name for s in state.backups)};"
             f" the core alone keeps {core_kept:.0%})"
         )
-    if kept >= 0.8 and ablated <= max(0.5, floor + 0.2):
-        quality = "faithful"
-    elif kept >= 0.5 or ablated <= 0.5:
-        quality = "partial"
+    quality = circuit_quality(kept, ablated, floor)
+    numbers = (
+        f"keeping only it keeps {kept:.0%} of the clean sink, ablating it leaves {ablated:.0%} "
+        f"(all P0 components ablated: {floor:.0%})"
+    )
+    if quality == "none":
+        why = (
+            "ablating it does not lower the sink"
+            if ablated >= 1.0
+            else "P0's components do not carry the sink"
+        )
+        return Verdict(
+            circuit=names,
+            paper_prediction_shape=shape,
+            verdict=no_sink + f"no circuit carries the sink: {{{circuit}}}: {numbers}; {why}",
+        )
+    if sink:
+        match = ("matches" if shape else "differs from") + " the paper's prediction"
     else:
-        quality = "weak"
-    match = "matches" if shape else "differs from"
+        match = "not compared with the paper's prediction (no sink)"
     return Verdict(
         circuit=names,
         paper_prediction_shape=shape,
         verdict=no_sink
         + (
-            f"{quality} circuit {{{circuit}}}: keeping only it keeps {kept:.0%} of the clean sink, "
-            f"ablating it leaves {ablated:.0%} (all P0 components ablated: {floor:.0%}); {match} "
-            "the paper's prediction (layer-0 attention + an early MLP at P0; docs/science.md)"
+            f"{quality} circuit {{{circuit}}}: {numbers}; {match} (layer-0 attention + an early "
+            "MLP at P0; docs/science.md)"
         ),
     )
 

@@ -334,13 +334,8 @@ class Engine:
         *,
         desc: str = "activation patching",
     ) -> PatchingResult:
-        """Exact activation patching: one readout value per patch.
-
-        Each item of ``patches`` is one patch: a Site, or a tuple of Sites applied together in
-        the same run (``[a, b]`` patches a and b separately; ``[(a, b)]`` patches them jointly).
-        Each replaces its sites' clean values by the counterfactual ones. All input is checked
-        before any forward runs.
-        """
+        """``Patcher.patch`` (its arguments checked there): every site checked, then the
+        patches grouped into growing stacked forwards by the block where each starts."""
         plist = [as_sites(p) for p in patches]
         if not plist:
             raise UsageError("no patches given")

@@ -567,3 +567,29 @@ def test_a_circuit_for_a_sink_that_is_not_there_is_called_that():
         DiscoverConfig(first_receiver=1, progress=False),
     )
     assert planted.record["sink_baseline"]["present"] and not planted.verdict.startswith("no sink")
+
+
+def test_the_verdict_agrees_with_the_numbers_it_quotes():
+    """No "faithful" where ablating the circuit raises the readout or where P0's components do
+    not carry it, and no comparison with the paper's prediction without a sink (the random
+    4-layer model of the report: kept 105 %, ablated 109 %, "faithful ... matches")."""
+    from circuits.circuit.discover import circuit_quality
+    from circuits.zoo import tiny_model
+
+    assert circuit_quality(kept=1.05, ablated=1.09, floor=1.1) == "none"
+    assert circuit_quality(kept=0.95, ablated=1.02, floor=0.3) == "none"  # ablation raises it
+    assert circuit_quality(kept=0.95, ablated=0.4, floor=0.9) == "none"  # P0 does not carry it
+    assert circuit_quality(kept=0.9, ablated=0.3, floor=0.2) == "faithful"
+    assert circuit_quality(kept=0.6, ablated=0.7, floor=0.2) == "partial"
+    assert circuit_quality(kept=0.3, ablated=0.8, floor=0.2) == "weak"
+    model = tiny_model(seed=1, n_layers=4)
+    tokens = torch.randint(1, 200, (3, 16), generator=torch.Generator().manual_seed(3))
+    found = discover(model, tokens, DiscoverConfig(first_receiver=1, progress=False))
+    rec = found.record
+    faith = rec["faithfulness"]
+    assert not rec["sink_baseline"]["present"]
+    assert "matches the paper" not in found.verdict and "differs from" not in found.verdict
+    quality = circuit_quality(faith["kept"], faith["ablated"], faith["floor"])
+    if faith["ablated"] >= 1.0:
+        assert quality == "none" and "faithful" not in found.verdict
+    assert found.verdict.startswith("no sink to explain")
