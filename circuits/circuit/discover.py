@@ -178,7 +178,7 @@ def verdict(state: S.DiscoveryState) -> StepResult:
     sink = base is None or base.present
     no_sink = (
         ""
-        if sink
+        if base is None or sink
         else (
             f"no sink to explain (clean sink {state.clean:.3f}, {base.clean_over_uniform:.2f}x the "
             f"{base.uniform_attention_sink:.3f} of uniform attention): "

@@ -243,12 +243,28 @@ def run(args: argparse.Namespace) -> int:
     trace = {**header(args, "trace", seed, label), **trace}
     (figure,) = save_figure(trace_figure(trace), out / FIGURE_FILE.removesuffix(".png"), ("png",))
     write_json(out / TRACE_FILE, trace)
-    written = [out / TRACE_FILE, figure]
+    written = [out / TRACE_FILE, figure] + _moe_figures(trace, out)
     if args.circuit:
         written += _circuit(args, series, out, seed, label)
     if not args.quiet:
         _print_summary(trace, written)
     return 0
+
+
+def _moe_figures(trace: dict, out: Path) -> list[Path]:
+    """A mixture-of-experts run's routing and expert effects over training (none if dense)."""
+    from circuits.viz.files import save_figure
+    from circuits.viz.moe_figures import experts_over_training_figure, routing_over_training_figure
+
+    if not any(c.get("routing") for c in trace["checkpoints"]):
+        return []
+    written = []
+    for draw, name in (
+        (routing_over_training_figure, "routing_over_training"),
+        (experts_over_training_figure, "experts_over_training"),
+    ):
+        written += save_figure(draw(trace), out / name, ("png",))
+    return written
 
 
 def _circuit(args: argparse.Namespace, series, out: Path, seed, label: str) -> list[Path]:

@@ -31,7 +31,8 @@ its own seed stream, identical for every checkpoint):
 * the evaluation loss (next-token cross-entropy on the eval batch);
 * on a mixture-of-experts model, ``routing``: where P0 is routed in each MoE block against the
   other positions (``circuits.metrics.routing``), so a trace shows from which step P0 gets an
-  expert of its own.
+  expert of its own; and ``experts`` (``expert_effects``): each expert of blocks 0-1
+  mean-ablated at P0, its effect on the downstream sink and on P0's norm after block 1.
 
 The phase detector is in ``circuits.emergence.phases``.
 """
@@ -46,12 +47,13 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuits.backend import HookedModel, get_act_name
+from circuits.backend.experts import experts_unavailable
 from circuits.circuit.config import DiscoverConfig
 from circuits.core.model_lock import exclusive
 from circuits.metrics.attention import attention_destinations, key_attention
 from circuits.metrics.measure import measure_sinks
 from circuits.patching.patcher import Patcher
-from circuits.patching.readouts import AttentionToP0
+from circuits.patching.readouts import AttentionToP0, P0Norm
 from circuits.patching.sites import Site
 
 COMPONENTS = ("attn_out", "mlp_out")
@@ -79,6 +81,34 @@ def ablation_effects(
     for site, effect in zip(sites, result.effects.tolist(), strict=True):
         effects[site.layer][site.act] = -effect  # D_clean - D_ablated
     return result.clean, effects
+
+
+def expert_effects(model: HookedModel, tokens: Int[Tensor, "batch pos"]) -> dict[str, Any] | None:
+    """On an MoE model: per block l <= 1 (below the receivers), each expert's routed contribution
+    at P0 mean-ablated (the engine's ``mean`` counterfactual), its effect on the downstream sink
+    D (as ``ablation_effects``: D_clean - D_ablated) and on P0's residual norm after block 1
+    (``P0Norm(1)``: P0's amplification; clean - ablated). None on a dense model."""
+    n = model.cfg.n_layers
+    if n < 3 or experts_unavailable(model) is not None:
+        return None
+    blocks = [0, 1]
+    sites = [
+        Site("expert", la, expert=e) for la in blocks for e in range(int(model.cfg.num_experts))
+    ]
+    patcher = Patcher(model, tokens, "mean")
+    sink = patcher.patch(sites, AttentionToP0(DiscoverConfig().receiver_layers(n)), desc="")
+    norm = patcher.patch(sites, P0Norm(1), desc="")
+    rows = []
+    for la in blocks:
+        idx = [i for i, s in enumerate(sites) if s.layer == la]
+        rows.append(
+            {
+                "layer": la,
+                "sink_effect": [-float(sink.effects[i]) for i in idx],
+                "p0_norm_effect": [-float(norm.effects[i]) for i in idx],
+            }
+        )
+    return {"clean_p0_norm_1": norm.clean, "layers": rows}
 
 
 def measure_checkpoint(
@@ -146,4 +176,5 @@ def measure_checkpoint(
         else report.sink_rate_all,
         "layers": layers,
         **({"routing": report.extra["routing"]} if "routing" in report.extra else {}),
+        **({"experts": experts} if (experts := expert_effects(model, tokens)) else {}),
     }

@@ -34,10 +34,9 @@ FORMAT = "p0-circuits/circuit-over-training/1"
 
 def _row(step: int, record: DiscoveryRecord, sufficiency: float) -> dict[str, Any]:
     faith = record.faithfulness
-    effects = {
-        r.name: float(r.relative)
-        for r in (record.components.effects if record.components is not None else [])
-        if r.relative is not None
+    tables = [t for t in (record.components, record.experts) if t is not None]
+    effects = {  # components, and the experts of the MoE blocks discover descended into
+        r.name: float(r.relative) for t in tables for r in t.effects if r.relative is not None
     }
     kept = None if faith is None else faith.kept
     return {

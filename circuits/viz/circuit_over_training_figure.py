@@ -12,12 +12,15 @@ from circuits.core.errors import MissingDataError
 from circuits.viz.style import EFFECT_CMAP, LOWERS, effect_limit
 
 
-def _component_order(name: str) -> tuple[int, int]:
-    """embed first, then by layer, attention before MLP."""
+def _component_order(name: str) -> tuple[int, int, int]:
+    """embed first, then by layer, attention before MLP, an MLP's experts after it."""
     if name.startswith("embed"):
-        return (-1, 0)
-    m = re.match(r"(attn|mlp)(\d+)", name)
-    return (int(m.group(2)), 0 if m.group(1) == "attn" else 1) if m else (10**6, 0)
+        return (-1, 0, 0)
+    m = re.match(r"(attn|mlp)(\d+)(?:\.e(\d+))?", name)
+    if not m:
+        return (10**6, 0, 0)
+    expert = int(m.group(3)) + 1 if m.group(3) else 0
+    return (int(m.group(2)), 0 if m.group(1) == "attn" else 1, expert)
 
 
 def circuit_over_training_figure(data: dict[str, Any]) -> Figure:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from circuits.core.conventions import REPORT_FILE
 from circuits.core.records import load_measure, measure_subdirs
 from circuits.viz.html import esc, fmt, provenance_html, table
-from circuits.viz.routing_figures import routing_figure
+from circuits.viz.moe_figures import routing_figure
 from circuits.viz.sink_figures import (
     bos_comparison_figure,
     head_heatmap_figure,

@@ -277,3 +277,29 @@ def test_the_panel_shows_experts_like_heads_and_a_kept_expert_ablates_its_blocks
         assert panel.result["kept"] == pytest.approx(want, abs=1e-6)
     finally:
         panel.close_workers()
+
+
+def test_a_trace_checkpoint_of_an_moe_model_records_routing_and_expert_effects_and_draws_them(
+    models,
+):
+    """``measure_checkpoint`` on an MoE model: the routing report equals the router recomputed
+    by hand at P0, and each expert of blocks 0-1 has its effects; the figures draw from them."""
+    from circuits.emergence.checkpoint_metrics import measure_checkpoint
+    from circuits.viz.moe_figures import experts_over_training_figure, routing_over_training_figure
+
+    exposed, plain, tokens = models
+    point = measure_checkpoint(exposed, tokens, bos=False)
+    for row in point["routing"]["layers"]:
+        probs, _, _ = _router(
+            plain.blocks[row["layer"]].mlp, _input_at_p0(plain, tokens, row["layer"])
+        )
+        assert row["p0_distribution"] == pytest.approx(probs.mean(0).tolist(), abs=1e-5)
+        assert row["p0_expert"] == int(probs.mean(0).argmax())
+    assert [r["layer"] for r in point["experts"]["layers"]] == [0, 1]
+    assert all(len(r["sink_effect"]) == N_EXPERTS for r in point["experts"]["layers"])
+    trace = {"checkpoints": [{"step": s, **point} for s in (0, 10, 100)]}
+    fig = routing_over_training_figure(trace)
+    assert fig.axes[0].get_ylabel() == "router probability (mean)"
+    fig = experts_over_training_figure(trace)
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert "(ablated − clean) / clean" in labels  # the colour bars say what the colours mean
