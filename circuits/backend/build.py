@@ -194,3 +194,23 @@ def bridge_from_hf(hf_model: Any, tokenizer: Any, name: str) -> Any:
         name, hf_model=hf_model, tokenizer=tokenizer, device="cpu", dtype=torch.float32
     )
     return _compatible(bridge)
+
+
+def hooked_with_weights_as_trained(
+    cfg: Any, state_dict: dict[str, torch.Tensor], tokenizer: Any
+) -> Any:
+    """A TransformerLens 3 ``HookedTransformer`` with ``state_dict`` (TransformerLens format)
+    loaded as trained: no layer-norm folding, centering or refactoring, so the residual stream
+    and its norms are the model's own (the zoo's converters and local folders use it)."""
+    model = HookedModel(
+        cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right"
+    )
+    model.load_and_process_state_dict(
+        state_dict,
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
+        fold_value_biases=False,
+        refactor_factored_attn_matrices=False,
+    )
+    return model.eval()

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from circuits.backend import ON_BRIDGE, HookedModel, ModelConfig
-from circuits.backend.build import bridge_from_hf
+from circuits.backend.build import bridge_from_hf, hooked_with_weights_as_trained
 from circuits.core.errors import UsageError
 from circuits.zoo.families import hooked_from_folder
 
@@ -164,17 +164,7 @@ def hf_to_hooked(
         n_ctx = min(hf_model.config.max_position_embeddings, MAX_CONTEXT)
         cfg = llama_config(hf_model.config, n_ctx)
         state_dict = convert_llama_weights(hf_model, cfg)
-        model = HookedModel(
-            cfg, tokenizer=local_tokenizer, move_to_device=False, default_padding_side="right"
-        )
-        model.load_and_process_state_dict(
-            state_dict,
-            fold_ln=False,
-            center_writing_weights=False,
-            center_unembed=False,
-            fold_value_biases=False,
-        )
-        return model.eval()
+        return hooked_with_weights_as_trained(cfg, state_dict, local_tokenizer)
     if model_type in ("gemma3", "gemma3_text"):
         # TL refuses GGUF-quantized checkpoints; the model in memory is already dequantized.
         if hasattr(hf_model.config, "quantization_config"):

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from circuits.backend import HookedModel, ModelConfig
+from circuits.backend.build import hooked_with_weights_as_trained
 from circuits.core.errors import UsageError
 
 
@@ -143,15 +144,4 @@ def hooked_from_folder(folder: Path, hf_model: Any, tokenizer: Any, n_ctx: int) 
         ) from None
     if cfg.positional_embedding_type == "standard" and "pos_embed.W_pos" in state_dict:
         state_dict["pos_embed.W_pos"] = state_dict["pos_embed.W_pos"][: cfg.n_ctx]
-    model = HookedModel(
-        cfg, tokenizer=tokenizer, move_to_device=False, default_padding_side="right"
-    )
-    model.load_and_process_state_dict(
-        state_dict,
-        fold_ln=False,
-        center_writing_weights=False,
-        center_unembed=False,
-        fold_value_biases=False,
-        refactor_factored_attn_matrices=False,
-    )
-    return model.eval()
+    return hooked_with_weights_as_trained(cfg, state_dict, tokenizer)
