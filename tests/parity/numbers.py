@@ -24,6 +24,7 @@ from tests._variants import p0_sites
 # ``discover_attribution`` (the attribution first pass, the same method on both) covers them
 FIRST_PASS_KEYS = (
     "panel.single_estimates",
+    "panel.answer.estimate",  # the sum of the selection's single estimates
     "discover.first_pass",
     "discover.faithfulness_curve.rankings.first_pass",
     "discover.faithfulness_curve.summary.first_pass",
