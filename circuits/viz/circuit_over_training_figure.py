@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -35,7 +36,8 @@ def circuit_over_training_figure(data: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(max(10.0, 4 + 0.45 * len(rows)), 1.6 + 0.35 * len(names) + 2))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     lim, extend = effect_limit(grid.flatten().tolist())
-    im = left.imshow(grid, cmap=EFFECT_CMAP, vmin=-lim, vmax=lim, aspect="auto")
+    cmap = matplotlib.colormaps[EFFECT_CMAP].with_extremes(bad="#bdbdbd")
+    im = left.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
     fig.colorbar(im, ax=left, label="sink change / clean sink", extend=extend)
     for j, r in enumerate(rows):
         for name in r["circuit"]:
@@ -47,7 +49,10 @@ def circuit_over_training_figure(data: dict[str, Any]) -> Figure:
     left.set_yticks(range(len(names)), names, fontsize=7)
     left.set_xticks(range(len(rows)), [str(r["step"]) for r in rows], rotation=90, fontsize=6)
     left.set_xlabel("checkpoint (step)")
-    left.set_title("exact patching at P0 per checkpoint (outlined: in the circuit)", fontsize=9)
+    left.set_title(
+        "exact patching at P0 per checkpoint (outlined: in the circuit; grey: not patched there)",
+        fontsize=9,
+    )
     steps = [max(r["step"], 0.5) for r in rows]
     for key, label, style in (
         ("kept", "circuit kept", dict(color=LOWERS, marker="o")),

@@ -54,7 +54,8 @@ def routing_figure(metrics: dict[str, Any]) -> Figure:
 
 def routing_over_training_figure(trace: dict[str, Any], layers: tuple[int, ...] = (0, 1)) -> Figure:
     """For blocks ``layers``: the router's mean probability of each expert at P0 over training
-    steps (solid), and at positions >= 1 (dashed, same colour). ``trace``: ``trace.json``."""
+    steps (solid), and at positions >= 1 (dashed, same colour); a triangle at the top marks each
+    checkpoint where P0 has an expert of its own (``p0_has_own_expert``). ``trace``: ``trace.json``."""
     points = [c for c in trace["checkpoints"] if c.get("routing")]
     if not points:
         raise MissingDataError("trace.json has no routing (a dense model: no experts)")
@@ -72,9 +73,7 @@ def routing_over_training_figure(trace: dict[str, Any], layers: tuple[int, ...] 
             ax.plot(steps, p0, "-", color=f"C{e % 10}")
             ax.plot(steps, rest, "--", color=f"C{e % 10}", alpha=0.6)
         own = [s for s, r in zip(steps, rows, strict=True) if r["p0_has_own_expert"]]
-        if own:
-            ax.axvline(own[0], color="k", lw=0.8, ls=":")
-            ax.text(own[0], 1.0, " P0's own expert from here", fontsize=7, va="top")
+        ax.plot(own, [1.0] * len(own), "kv", ms=5, clip_on=False)  # P0 has an expert of its own
         ax.set_xscale("log")
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("training step (log; step 0 at 1)")
@@ -84,6 +83,14 @@ def routing_over_training_figure(trace: dict[str, Any], layers: tuple[int, ...] 
     handles += [
         Line2D([], [], color="k", ls="-", label="at P0"),
         Line2D([], [], color="k", ls="--", alpha=0.6, label="at positions ≥ 1"),
+        Line2D(
+            [],
+            [],
+            color="k",
+            marker="v",
+            ls="",
+            label="P0 has its own expert\n(circuits.metrics.routing)",
+        ),
     ]
     fig.legend(handles=handles, fontsize=7, loc="outside right center")
     fig.suptitle("where P0 is routed over training", fontsize=10)

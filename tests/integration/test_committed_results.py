@@ -61,6 +61,9 @@ EMERGENCE_RUNS = {
     | {"circuit_over_training.json", "circuit_over_training.png"},
     "bb_nobos": {"run.json", "metrics.json", "trace.json", "trace.png"},
     "bb_p0zero": {"run.json", "metrics.json", "trace.json", "trace.png"},
+    "bb_bos_moe": {"run.json", "metrics.json", "trace.json", "trace.png"}
+    | {"circuit_over_training.json", "circuit_over_training.png"}
+    | {"routing_over_training.png", "experts_over_training.png"},
 }
 
 
