@@ -2,6 +2,7 @@
 // reports clicks and control changes; every number is computed in Python (circuits.panel).
 const SVG = "http://www.w3.org/2000/svg";
 const LOWERS = "#2166ac";
+const RAISES = "#b2182b";
 
 function el(tag, attrs = {}, text = null) {
   const node = document.createElement(tag);
@@ -40,7 +41,7 @@ function drawMap(model, root) {
   const cell = 16, hw = Math.max(6, Math.min(12, 120 / Math.max(nHeads, 1)));
   const expertX = 60 + 3 * cell + 10 + nHeads * hw + 10;
   const width = expertX + (nExperts ? nExperts * hw + 10 : 0) + 40;
-  const height = (layers + 1) * (cell + 3) + 24;
+  const height = (layers + 1) * (cell + 3) + 36;  // room for the head indices on top
   const map = svg("svg", { width, height, class: "p0-map" });
   const y = (layer) => height - 20 - (layer + 2) * (cell + 3);
   for (let layer = -1; layer < layers; layer++) {
@@ -76,30 +77,100 @@ function drawMap(model, root) {
     t.textContent = text;
     map.appendChild(t);
   }
+  // head (expert) indices above their columns, every one that has room
+  const step = hw >= 10 ? 1 : Math.ceil(10 / hw);
+  for (const [x0, n] of [[headX, nHeads], [expertX, nExperts]]) {
+    for (let i = 0; i < n; i += step) {
+      const t = svg("text", { x: x0 + i * hw + 1, y: 10, class: "p0-index" });
+      t.textContent = String(i);
+      map.appendChild(t);
+    }
+  }
   root.appendChild(map);
-  const kind = model.get("effects_kind");
-  root.appendChild(el("div", { class: "p0-note" },
-    `colour: single-component effect on the sink (${kind === "exact" ? "exact; heads and experts not patched exactly show their P0-stream estimate" : "P0-stream estimate"}); ` +
-    "blue: the patch lowers the sink; thick outline: the circuit; black: selected"));
+  root.appendChild(drawScale(model));
+  const label = model.get("effects_label");
+  root.appendChild(el("div", { class: "p0-note p0-map-legend" },
+    `colour: each component's single effect at P0 on the ${label}: (patched − clean) / clean; ` +
+    "blue: the patch lowers it, red: raises it; grey: not measured; thick outline: the circuit; " +
+    "orange outline: selected"));
 }
 
-function drawCurve(result) {
+function drawScale(model) {
+  // the map's colour scale with its numbers (% of the clean value)
+  const lim = 100 * (model.get("effects_scale") || 0);
+  const width = 220, height = 30;
+  const box = svg("svg", { width, height, class: "p0-scale" });
+  const defs = svg("defs");
+  const grad = svg("linearGradient", { id: "p0-grad", x1: "0", x2: "1", y1: "0", y2: "0" });
+  for (const [offset, color] of [["0", LOWERS], ["0.5", "#f7f7f7"], ["1", RAISES]]) {
+    grad.appendChild(svg("stop", { offset, "stop-color": color }));
+  }
+  defs.appendChild(grad);
+  box.appendChild(defs);
+  box.appendChild(svg("rect", { x: 10, y: 2, width: 200, height: 10, fill: "url(#p0-grad)", stroke: "#999" }));
+  for (const [x, text, anchor] of [[10, `−${lim.toFixed(1)}%`, "start"], [110, "0", "middle"], [210, `+${lim.toFixed(1)}%`, "end"]]) {
+    const t = svg("text", { x, y: 26, class: "p0-axis", "text-anchor": anchor });
+    t.textContent = text;
+    box.appendChild(t);
+  }
+  return box;
+}
+
+function drawCurve(model, result) {
+  // the readout per receiver layer (or its one value), clean and patched, with its axes
   const layers = result.layers || [];
-  const width = 320, height = 160, pad = 30;
+  const axis = model.get("readout_axis") || "readout";
+  const width = 360, height = 200, left = 52, right = 12, top = 36, bottom = 36;
   const box = svg("svg", { width, height, class: "p0-curve" });
   const series = [["clean", result.clean, "#222"]];
   if (result.patched) series.push(["patched", result.patched, LOWERS]);
   const all = series.flatMap((s) => s[1]);
   const hi = Math.max(...all, 1e-9), lo = Math.min(0, ...all);
-  const px = (i) => pad + (layers.length > 1 ? (i * (width - 2 * pad)) / (layers.length - 1) : (width - 2 * pad) / 2);
-  const py = (v) => height - pad - ((v - lo) * (height - 2 * pad)) / (hi - lo || 1);
-  for (const [name, values, color] of series) {
-    const pts = values.map((v, i) => `${px(i)},${py(v)}`).join(" ");
-    box.appendChild(svg("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2, class: `p0-line-${name}` }));
+  const py = (v) => height - bottom - ((v - lo) * (height - top - bottom)) / (hi - lo || 1);
+  const line = (x1, y1, x2, y2) => box.appendChild(svg("line", { x1, y1, x2, y2, stroke: "#555" }));
+  line(left, top, left, height - bottom);
+  line(left, height - bottom, width - right, height - bottom);
+  for (const v of [lo, (lo + hi) / 2, hi]) {  // value ticks
+    line(left - 4, py(v), left, py(v));
+    const t = svg("text", { x: left - 6, y: py(v) + 3, class: "p0-axis p0-ytick", "text-anchor": "end" });
+    t.textContent = Number(v).toPrecision(3);
+    box.appendChild(t);
   }
-  const t = svg("text", { x: pad, y: height - 6, class: "p0-axis" });
-  t.textContent = layers.length > 1 ? `receiver layers ${layers[0]}–${layers[layers.length - 1]}` : "value";
-  box.appendChild(t);
+  const ylab = svg("text", { x: 4, y: 12, class: "p0-axis p0-ylabel" });
+  ylab.textContent = axis;
+  box.appendChild(ylab);
+  if (layers.length > 1) {
+    const px = (i) => left + 8 + (i * (width - left - right - 16)) / (layers.length - 1);
+    for (const [name, values, color] of series) {
+      const pts = values.map((v, i) => `${px(i)},${py(v)}`).join(" ");
+      box.appendChild(svg("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2, class: `p0-line-${name}` }));
+    }
+    const every = Math.ceil(layers.length / 8);
+    layers.forEach((layer, i) => {
+      if (i % every && i !== layers.length - 1) return;
+      const t = svg("text", { x: px(i), y: height - bottom + 13, class: "p0-axis p0-xtick", "text-anchor": "middle" });
+      t.textContent = String(layer);
+      box.appendChild(t);
+    });
+    const xl = svg("text", { x: (left + width) / 2, y: height - 4, class: "p0-axis", "text-anchor": "middle" });
+    xl.textContent = "receiver layer";
+    box.appendChild(xl);
+  } else {  // one value: a bar per series
+    series.forEach(([name, values, color], i) => {
+      const x = left + 30 + i * 110, y = py(values[0]);
+      box.appendChild(svg("rect", { x, y: Math.min(y, py(0)), width: 60, height: Math.abs(py(0) - y), fill: color, class: `p0-bar-${name}` }));
+      const t = svg("text", { x: x + 30, y: height - bottom + 13, class: "p0-axis", "text-anchor": "middle" });
+      t.textContent = `${name}: ${fmt(values[0])}`;
+      box.appendChild(t);
+    });
+  }
+  series.forEach(([name, , color], i) => {  // legend
+    const x = width - right - 150 + i * 75;
+    box.appendChild(svg("line", { x1: x, y1: 24, x2: x + 16, y2: 24, stroke: color, "stroke-width": 3 }));
+    const t = svg("text", { x: x + 20, y: 27, class: "p0-axis p0-legend" });
+    t.textContent = name;
+    box.appendChild(t);
+  });
   return box;
 }
 
@@ -174,10 +245,10 @@ function drawReadout(model, root) {
   if (r.estimate !== null && r.estimate !== undefined && !r.patched)
     lines.appendChild(el("div", { class: "p0-estimate" }, `estimate (sum of P0-stream single effects): ${fmt(r.estimate)}`));
   if (r.patched) lines.appendChild(el("div", { class: "p0-exact", "data-value": mean(r.patched) }, `patched (exact): ${fmt(mean(r.patched))}`));
-  if (r.kept !== undefined) lines.appendChild(el("div", {}, `selection as a circuit: kept ${fmt(100 * r.kept, 1)}%, ablated ${fmt(100 * r.ablated, 1)}%`));
+  if (r.kept !== undefined) lines.appendChild(el("div", {}, `selection as a circuit: kept ${fmt(100 * r.kept, 1)}% (every other P0 component patched), ablated ${fmt(100 * r.ablated, 1)}% (the selection patched), of the clean ${model.get("readout")}`));
   if (r.paths) for (const [k, v] of Object.entries(r.paths)) lines.appendChild(el("div", {}, `path ${k}: ${fmt(v)}`));
   root.appendChild(lines);
-  if (r.clean) root.appendChild(drawCurve(r));
+  if (r.clean) root.appendChild(drawCurve(model, r));
   const heads = drawHeads(model, r);
   if (heads) {
     root.appendChild(heads);
@@ -252,7 +323,8 @@ function render({ model, el: host }) {
   drawReadout(model, readout);
   update();
   model.on("change:components", () => drawMap(model, map));
-  model.on("change:effects_kind", () => drawMap(model, map));
+  for (const name of ["effects_kind", "effects_label", "effects_scale"]) model.on(`change:${name}`, () => drawMap(model, map));
+  model.on("change:readout_axis", () => drawReadout(model, readout));
   for (const name of ["counterfactual", "readout", "receivers", "head", "path_mode", "path_layer"])
     model.on(`change:${name}`, () => { controls.innerHTML = ""; drawControls(model, controls); });
   model.on("change:selected", () => drawMap(model, map));

@@ -41,6 +41,7 @@ from circuits.panel.session import (
     selection_effects,
 )
 from circuits.panel.sources import PanelSource, panel_source
+from circuits.patching.readouts import SinkScore
 from circuits.viz.style import effect_limit, effect_rgb
 from circuits.viz.views import bundle_js, mark_p0
 from circuits.zoo.model import ZooModel
@@ -78,6 +79,11 @@ class ExplorePanel(anywidget.AnyWidget):
     n_experts = traitlets.Int(0).tag(sync=True)
     components: traitlets.List = traitlets.List().tag(sync=True)
     effects_kind = traitlets.Unicode("").tag(sync=True)
+    # what the map's colours show: the quantity, and the colour scale's limit (% of clean)
+    effects_label = traitlets.Unicode("").tag(sync=True)
+    effects_scale = traitlets.Float(0.0).tag(sync=True)
+    # the value axis of the readout chart (the readout's own ``axis``)
+    readout_axis = traitlets.Unicode("").tag(sync=True)
     selected: traitlets.List = traitlets.List().tag(sync=True)
     counterfactual = traitlets.Unicode("shift").tag(sync=True)
     readout = traitlets.Unicode("sink score").tag(sync=True)
@@ -135,12 +141,23 @@ class ExplorePanel(anywidget.AnyWidget):
     # -- the map -------------------------------------------------------------------------------
 
     def _set_components(self, kind: str) -> None:
-        estimates = self.session.single_estimates()
+        session = self.session
+        sink = isinstance(session.readout, SinkScore)
+        # the P0-stream estimate is of the sink score: on another readout only exact effects
+        estimates = session.single_estimates() if sink or kind == "estimate" else {}
         exact = self._effects if kind == "exact" else {}
         effects = {**estimates, **exact}  # heads the exact sweep did not patch: their estimate
-        clean, _ = self.session.patcher.clean_value(self.session.readout)
+        readout = SinkScore(session.receivers) if kind == "estimate" else session.readout
+        clean, _ = session.patcher.clean_value(readout)
         rel = {n: e / clean if clean else 0.0 for n, e in effects.items()}
         limit, _ = effect_limit(rel.values())
+        self.effects_scale = float(limit)
+        self.effects_label = (
+            "sink score (P0-stream estimate)"
+            if kind == "estimate"
+            else f"{session.readout_name} (exact{'; heads: P0-stream estimate' if sink else ''})"
+        )
+        self.readout_axis = session.readout.axis or session.readout_name
         rows = []
         for site in self.session.units:
             r = rel.get(site.name)
@@ -190,6 +207,7 @@ class ExplorePanel(anywidget.AnyWidget):
             self.error, self.status = str(err), "error: the previous question is kept"
             return False
         self.session, self.error, self._effects, self._partial = session, "", {}, {}
+        self._set_components("estimate")  # the map and its legend follow the new question
         return True
 
     def _schedule(self, first: bool = False, rebuild: bool = False) -> None:

@@ -98,6 +98,7 @@ class NextTokenLoss(_OutputReadout):
 
     name = "next_token_loss"
     label = "next-token loss"
+    axis = "next-token loss (nats)"
 
     def check(self, model: HookedModel, tokens: Tensor) -> None:
         if tokens.shape[1] < 2:

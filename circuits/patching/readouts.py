@@ -58,6 +58,9 @@ class Readout:
     name = "readout"
     label = ""
     """How a control names this readout (the panel's readout menu); empty: not offered there."""
+    axis = ""
+    """What a chart's value axis says for this readout: the quantity and its unit (empty: the
+    label)."""
 
     def reads(self, model: HookedModel) -> tuple[str, ...]:
         raise NotImplementedError
@@ -172,6 +175,7 @@ class SinkScore(PatternReadout):
 
     name = "sink_score"
     label = "sink score"
+    axis = "sink score α₀ (attention to P0, queries ≥ 0)"
     _reduce = staticmethod(sink_score)
 
     def describe(self) -> dict[str, Any]:
@@ -187,6 +191,7 @@ class AttentionToP0(PatternReadout):
 
     name = "attn_to_p0"
     label = "attention to P0"
+    axis = "attention to P0 (queries ≥ 1)"
     _reduce = staticmethod(attn_to_p0)
 
     def describe(self) -> dict[str, Any]:

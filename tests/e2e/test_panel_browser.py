@@ -82,6 +82,29 @@ def _readout(driver) -> str:
     return found[0].text if found else ""
 
 
+def _text(driver, css: str) -> str:
+    found = driver.find_elements("css selector", css)
+    return found[0].text if found else ""
+
+
+def _says_what_it_shows(driver, readout: str, *, per_layer: bool) -> None:
+    """The map's legend names the quantity its colours show and its colour scale has numbers;
+    the chart has a value axis naming the readout with ticks, and a legend."""
+    legend = _text(driver, ".p0-map-legend")
+    assert readout in legend and "blue: the patch lowers it" in legend, legend
+    scale = [t.text for t in driver.find_elements("css selector", ".p0-scale text")]
+    assert len(scale) == 3 and scale[0].startswith("−") and scale[2].endswith("%"), scale
+    ylabel = _text(driver, ".p0-curve .p0-ylabel")
+    assert readout.split()[0] in ylabel, ylabel
+    assert len(driver.find_elements("css selector", ".p0-curve .p0-ytick")) >= 3
+    names = [t.text for t in driver.find_elements("css selector", ".p0-curve .p0-legend")]
+    assert names == ["clean", "patched"], names
+    if per_layer:
+        assert driver.find_elements("css selector", ".p0-curve .p0-xtick")
+    else:
+        assert driver.find_elements("css selector", ".p0-curve .p0-bar-clean")
+
+
 def _wait(driver, condition, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -174,5 +197,24 @@ def test_panel_runs_in_jupyterlab_and_a_click_changes_the_readout(lab):
             "the circuitsvis head patterns",
         )
         assert "unpkg.com" not in driver.page_source  # nothing from a CDN
+        _says_what_it_shows(driver, "sink score", per_layer=True)
+        # another readout: the legend, the value axis and the chart follow the question
+        driver.execute_script(
+            "const s = document.querySelector('.p0-readout-select');"
+            "s.value = 'next-token loss'; s.dispatchEvent(new Event('change', {bubbles: true}));"
+        )
+        _wait(
+            driver,
+            lambda: (
+                "next-token loss" in _text(driver, ".p0-map-legend")
+                and driver.find_elements("css selector", ".p0-bar-patched")
+                and driver.find_element("css selector", ".p0-status").text.startswith("exact")
+            ),
+            600,
+            "the loss readout",
+        )
+        for d in shots:
+            driver.save_screenshot(str(d / "panel_loss_readout.png"))
+        _says_what_it_shows(driver, "next-token loss", per_layer=False)
     finally:
         driver.quit()
