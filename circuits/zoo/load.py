@@ -83,6 +83,11 @@ def _from_gguf_entry(entry: ZooEntry, progress: bool, dtype: str) -> ZooModel:
         gguf_path = fetch_gguf(entry.name, entry.gguf, progress=progress)
         model = _load_gguf(gguf_path, gguf_path.parent, entry.gguf.sha256, progress, dtype)
     tokenizer = model.tokenizer
+    if tokenizer is not None and entry.bos_token is not None:
+        # one meaning of BOS: the token --bos prepends is the tokenizer's bos_token, so that
+        # ``token:<bos>`` and TransformerLens' prepend_bos name the same token (SmolLM2's GGUF
+        # tokenizer says <|im_start|>; the zoo's BOS is <|endoftext|>)
+        tokenizer.bos_token = entry.bos_token
     return ZooModel(
         name=entry.name,
         model=model,

@@ -144,7 +144,7 @@ def test_panel_runs_in_jupyterlab_and_a_click_changes_the_readout(lab):
             "the kernel",
         )
         driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        # the notebook ends with the circuit selected at the <bos> counterfactual, all exact
+        # the notebook ends with the circuit selected at the shift counterfactual, all exact
         _wait(
             driver,
             lambda: driver.find_elements("css selector", "rect[data-name='mlp11@p0']"),

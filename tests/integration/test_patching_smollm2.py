@@ -69,6 +69,7 @@ def test_smollm2_chosen_first_token_and_output_readouts_equal_a_plain_hook_loop(
         ]
     )
     bos = smollm2.tokenizer.bos_token_id
+    assert bos == smollm2.bos_token_id == 0  # one meaning of <bos>: the token --bos prepends
     patcher = Patcher(model, toks, "token:<bos>")
     assert patcher.counterfactual.describe()["first_token"] == bos
     cf_toks = toks.clone()
