@@ -2,8 +2,9 @@
 
 f(k) against k, the number of P0 components kept clean (log scale: circuits are small, so the
 curve's shape is at its left), one line per ranking: the exact effects, the first pass, and the
-random orders (thin grey; their mean dashed). CPR / CMD of each ranking are in the legend; the
-dotted line marks the discovered circuit's size.
+random orders (thin grey; their mean dashed). CPR / CMD of each ranking are in the legend, below
+the axes (it covers no curve); the star is the discovered circuit itself (its own f, from its kept
+sink: it need not lie on a ranking's curve, since its members are not the top-k of any ranking).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def faithfulness_curve_figure(record: DiscoveryRecord | dict[str, Any]) -> Figur
     if curve is None:
         raise MissingDataError("patching.json has no faithfulness curve (faithfulness_curve)")
     sizes, ranks = curve.sizes, curve.rankings
-    fig = new_figure(6.4, 3.6)
+    fig = new_figure(6.4, 4.6)
+    fig.set_layout_engine("constrained")
     ax = fig.subplots()
     randoms = [name for name in ranks if name.startswith("random_")]
     for i, name in enumerate(randoms):
@@ -66,13 +68,18 @@ def faithfulness_curve_figure(record: DiscoveryRecord | dict[str, Any]) -> Figur
             )
     ax.axhline(1.0, color="black", lw=0.6)
     ax.axhline(0.0, color="black", lw=0.6)
-    if curve.circuit_size:
-        ax.axvline(
-            curve.circuit_size,
+    faith = record.faithfulness
+    if curve.circuit_size and faith is not None and faith.kept is not None:
+        span = curve.clean - curve.empty
+        f_circuit = (faith.kept * curve.clean - curve.empty) / span if span else float("nan")
+        ax.plot(
+            [curve.circuit_size],
+            [f_circuit],
+            marker="*",
+            ms=13,
             color="black",
-            lw=0.8,
-            ls=":",
-            label=f"discovered circuit ({curve.circuit_size} nodes)",
+            ls="",
+            label=f"discovered circuit ({curve.circuit_size} nodes): f = {f_circuit:.2f}",
         )
     ax.set_xscale("log")
     ticks = list(sizes)  # every size measured
@@ -86,6 +93,5 @@ def faithfulness_curve_figure(record: DiscoveryRecord | dict[str, Any]) -> Figur
         f"{record.counterfactual or '?'} counterfactual",
         fontsize=8,
     )
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig.legend(fontsize=7, loc="outside lower center", ncol=2)
     return fig

@@ -36,10 +36,17 @@ def _effects_by_name(table: EffectTable | None) -> dict[str, EffectRow]:
     return {} if table is None else table.by_name()
 
 
-def _effect_image(fig: Figure, ax, grid: np.ndarray, label: str) -> float:
+def _effect_image(
+    fig: Figure, ax, grid: np.ndarray, label: str, *, clip_outlier: bool = True
+) -> float:
     """Draw ``grid`` of relative effects on the shared diverging scale, with its colour bar in
-    percent of the clean sink; returns the scale's limit."""
-    lim, extend = effect_limit(grid.flatten().tolist())
+    percent of the clean sink; returns the scale's limit. ``clip_outlier=False``: the scale
+    reaches the largest effect (no cell saturates; small ones are pale but labelled)."""
+    if clip_outlier:
+        lim, extend = effect_limit(grid.flatten().tolist())
+    else:
+        finite = np.abs(grid[np.isfinite(grid)])
+        lim, extend = (float(finite.max()) if finite.size and finite.max() > 0 else 1.0), "neither"
     im = ax.imshow(grid, cmap=EFFECT_CMAP, vmin=-lim, vmax=lim, aspect="auto", origin="lower")
     bar = fig.colorbar(im, ax=ax, label=label, extend=extend)
     bar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
@@ -142,7 +149,8 @@ def head_patching_heatmap_figure(record: Record) -> Figure:
         marks.append((i, j, value, is_exact))
     fig = new_figure(min(2.5 + 0.6 * n_heads, 9), 1.4 + 0.24 * len(layers))
     ax = fig.subplots()
-    lim = _effect_image(fig, ax, grid, "sink change, % of the clean sink")
+    # one head far above the rest must not make -13% and -3.4% the same colour
+    lim = _effect_image(fig, ax, grid, "sink change, % of the clean sink", clip_outlier=False)
     _mark_cells(ax, marks, lim, annotate=grid.size <= 300)
     ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)], fontsize=7)
     ax.set_yticks(
@@ -159,23 +167,29 @@ def head_patching_heatmap_figure(record: Record) -> Figure:
 
 
 def path_figure(record: Record) -> Figure:
-    """Path patching, sender at P0 -> K input of each later layer (the direct path): sink change
-    at that layer / its clean sink, one row per sender (blue: the path carries the sink)."""
-    pk = DiscoveryRecord.of(record).paths_k
+    """Path patching, sender at P0 -> K input of each later layer (the direct path): the sink
+    change at that layer over the clean sink of all receiver layers (the discovery's clean
+    value), one row per sender (blue: the path carries the sink). Dividing by the one clean
+    value, not by each layer's own, keeps a large relative change of a layer with a negligible
+    sink from dominating the figure."""
+    rec = DiscoveryRecord.of(record)
+    pk = rec.paths_k
     if pk is None or not pk.effects:
         raise MissingDataError("patching.json has no paths into keys (paths_k)")
+    clean = rec.clean_sink()
     senders: list[str] = []
     cells: dict[tuple[str, int], float] = {}
     for r in pk.effects:
         s, receiver = r.site["name"], r.sites[1]
         if s not in senders:
             senders.append(s)
-        cells[(s, receiver["layer"])] = r.relative if r.relative is not None else np.nan
+        value = float(r.effect) / clean if r.effect is not None and clean else np.nan
+        cells[(s, receiver["layer"])] = value
     layers = sorted({la for _, la in cells})
     grid = np.array([[cells.get((s, la), np.nan) for la in layers] for s in senders])
     fig = new_figure(max(6, 0.3 * len(layers) + 2), 0.45 * len(senders) + 1.6)
     ax = fig.subplots()
-    _effect_image(fig, ax, grid, "sink change at that layer / its clean sink")
+    _effect_image(fig, ax, grid, "sink change at that layer\n/ clean sink of all receivers")
     ax.set_yticks(range(len(senders)), senders, fontsize=8)
     ax.set_xticks(range(len(layers)), [str(la) for la in layers], fontsize=7)
     ax.set_xlabel("receiver layer (K input of all its heads)")

@@ -305,3 +305,37 @@ def test_component_heatmap_shows_every_layer_and_marks_estimates():
     bold = [t for t in ax.texts if t.get_fontweight() == "bold"]
     assert len(bold) == len(exact)
     assert "4 exact" in ax.get_title()
+
+
+def test_report_figures_say_what_they_show_without_saturating_or_misplacing():
+    """On the committed SmolLM2 record: the head heatmap's scale reaches its largest effect
+    (-13% and -3.4% are different colours), the path figure divides by the discovery's one clean
+    sink (a layer with a negligible sink cannot dominate), and the faithfulness curve's circuit
+    marker is the circuit's own f, from its kept sink."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from circuits.viz.curve_figure import faithfulness_curve_figure
+    from circuits.viz.patching_figures import head_patching_heatmap_figure, path_figure
+
+    root = Path(__file__).resolve().parents[2]
+    rec = json.loads((root / "results/smollm2-135m/discover/patching.json").read_text())
+    clean = rec["clean"]["sink"]
+    fig = head_patching_heatmap_figure(rec)
+    image = fig.axes[0].images[0]
+    heads = [r["effect"] / clean for r in rec["heads"]["effects"]]
+    assert image.norm.vmax == pytest.approx(max(abs(h) for h in heads), rel=1e-6)
+    fig = path_figure(rec)
+    grid = np.ma.getdata(fig.axes[0].images[0].get_array())
+    want = max(abs(r["effect"]) for r in rec["paths_k"]["effects"]) / clean
+    assert np.nanmax(np.abs(grid)) == pytest.approx(want, rel=1e-6)
+    fig = faithfulness_curve_figure(rec)
+    curve, kept = rec["faithfulness_curve"], rec["faithfulness"]["kept"]
+    f = (kept * curve["clean"] - curve["empty"]) / (curve["clean"] - curve["empty"])
+    star = [ln for ln in fig.axes[0].lines if ln.get_marker() == "*"][0]
+    assert star.get_xdata()[0] == curve["circuit_size"]
+    assert star.get_ydata()[0] == pytest.approx(f)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("discovered circuit") for t in labels)
