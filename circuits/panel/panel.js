@@ -21,6 +21,29 @@ function fmt(x, digits = 4) {
   return x === null || x === undefined ? "–" : Number(x).toFixed(digits);
 }
 
+function ranges(xs) {
+  // [2,3,4,5,8] -> "2-5,8"
+  const out = [];
+  for (let i = 0; i < xs.length; i++) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j] + 1) j++;
+    out.push(j > i ? `${xs[i]}-${xs[j]}` : `${xs[i]}`);
+    i = j;
+  }
+  return out.join(",");
+}
+
+function parseRanges(text) {
+  // "2-5,8" -> [2,3,4,5,8]; anything unreadable is sent as -1 (refused by name in Python)
+  const out = [];
+  for (const part of text.split(",").map((p) => p.trim()).filter((p) => p)) {
+    const m = part.match(/^(\d+)\s*[-–]\s*(\d+)$/);
+    if (m) for (let x = parseInt(m[1], 10); x <= parseInt(m[2], 10); x++) out.push(x);
+    else out.push(/^\d+$/.test(part) ? parseInt(part, 10) : -1);
+  }
+  return out;
+}
+
 function toggle(model, name) {
   const selected = [...model.get("selected")];
   const i = selected.indexOf(name);
@@ -277,13 +300,17 @@ function drawControls(model, root) {
     readout.appendChild(o);
   }
   readout.addEventListener("change", () => { model.set("readout", readout.value); model.save_changes(); });
-  const recv = el("input", { type: "text", value: model.get("receivers").join(","), size: 14 });
-  recv.addEventListener("change", () => {
-    model.set("receivers", recv.value.split(",").map((x) => parseInt(x, 10)).filter((x) => !isNaN(x)));
+  const recv = el("input", { type: "text", value: ranges(model.get("receivers")), size: 10, class: "p0-receivers",
+    title: "receiver layers: a list and ranges, e.g. 2-29 or 2,4,6-9" });
+  recv.addEventListener("change", () => { model.set("receivers", parseRanges(recv.value)); model.save_changes(); });
+  const [hl, hh] = model.get("head");
+  const head = el("input", { type: "text", value: `L${hl}H${hh}`, size: 6, class: "p0-head",
+    title: "the receiver head whose pattern is drawn: L<layer>H<head>, e.g. L5H3" });
+  head.addEventListener("change", () => {
+    const m = head.value.trim().match(/^L?(\d+)\s*[.Hh ]\s*(\d+)$/);
+    model.set("head", m ? [parseInt(m[1], 10), parseInt(m[2], 10)] : [-1, -1]);  // -1: refused by Python
     model.save_changes();
   });
-  const head = el("input", { type: "text", value: model.get("head").join("."), size: 5 });
-  head.addEventListener("change", () => { model.set("head", head.value.split(".").map((x) => parseInt(x, 10))); model.save_changes(); });
   const mode = el("select");
   for (const [v, t] of model.get("path_choices")) {
     const o = el("option", { value: v }, t);
@@ -297,8 +324,8 @@ function drawControls(model, root) {
   clear.addEventListener("click", () => { model.set("selected", []); model.save_changes(); });
   const exp = el("button", { class: "p0-export" }, "export selection");
   exp.addEventListener("click", () => { model.set("export_request", model.get("export_request") + 1); model.save_changes(); });
-  root.append(control("counterfactual", cf), control("readout", readout), control("receivers", recv),
-    control("head", head), control("mode", mode), control("receiver layer", layer), clear, exp);
+  root.append(control("counterfactual", cf), control("readout", readout), control("receiver layers", recv),
+    control("receiver head", head), control("mode", mode), control("paths into layer", layer), clear, exp);
 }
 
 function render({ model, el: host }) {

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from circuits.backend import HookedModel, get_act_name
@@ -33,6 +34,7 @@ from circuits.circuit.graph import CircuitGraph
 from circuits.core.arguments import Index, checked
 from circuits.core.conventions import RECEIVER_KINDS
 from circuits.core.errors import UsageError
+from circuits.core.model_lock import exclusive
 from circuits.patching.allocator import keep_freed_memory
 from circuits.patching.counterfactuals import Counterfactual
 from circuits.patching.output_readouts import NextTokenLoss
@@ -136,9 +138,29 @@ class PatchSession:
             if experts_unavailable(model) is None
             else []
         )
-        self.head = head if head is not None else (self.receivers[0], 0)
+        self.head = head if head is not None else self.sink_head()
         self._estimates: dict[str, float] | None = None
         self._clean_pattern: list[list[float]] | None = None
+
+    def sink_head(self) -> tuple[int, int]:
+        """The receiver head that attends to P0 most on the clean prompts (mean over queries
+        q >= 1 and prompts): the head the panel draws first."""
+        best: tuple[float, int, int] = (-1.0, self.receivers[0], 0)
+
+        def keep(pattern: Tensor, hook) -> None:
+            nonlocal best
+            per_head = pattern[:, :, 1:, 0].float().mean(dim=(0, 2))
+            h = int(per_head.argmax())
+            best = max(best, (float(per_head[h]), int(hook.name.split(".")[1]), h))
+
+        names = [get_act_name("pattern", la) for la in self.receivers]
+        with exclusive(self.model), torch.inference_mode():
+            self.model.run_with_hooks(
+                self.patcher.tokens,
+                return_type=None,
+                fwd_hooks=[(n, keep) for n in names],
+            )
+        return best[1], best[2]
 
     @property
     def units(self) -> list[Site]:

@@ -82,6 +82,12 @@ def _readout(driver) -> str:
     return found[0].text if found else ""
 
 
+def _show_panel(driver) -> None:
+    """Scroll the panel (the first cell's output) to the top of the window for a screenshot."""
+    driver.execute_script("document.querySelector('.p0-panel').scrollIntoView({block: 'start'})")
+    time.sleep(0.5)
+
+
 def _text(driver, css: str) -> str:
     found = driver.find_elements("css selector", css)
     return found[0].text if found else ""
@@ -167,6 +173,7 @@ def test_panel_runs_in_jupyterlab_and_a_click_changes_the_readout(lab):
         assert "mlp11@p0" in before
         for d in shots:
             d.mkdir(parents=True, exist_ok=True)
+            _show_panel(driver)
             driver.save_screenshot(str(d / "panel_before_click.png"))
         cell = driver.find_element("css selector", "rect[data-name='mlp11@p0']")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
@@ -185,6 +192,7 @@ def test_panel_runs_in_jupyterlab_and_a_click_changes_the_readout(lab):
         )
         after = _readout(driver)
         for d in shots:
+            _show_panel(driver)
             driver.save_screenshot(str(d / "panel_after_click.png"))
         assert "patched (exact)" in after and after != before
         # the receiver head before / after, drawn by circuitsvis' own element (offline bundle)
@@ -214,6 +222,7 @@ def test_panel_runs_in_jupyterlab_and_a_click_changes_the_readout(lab):
             "the loss readout",
         )
         for d in shots:
+            _show_panel(driver)
             driver.save_screenshot(str(d / "panel_loss_readout.png"))
         _says_what_it_shows(driver, "next-token loss", per_layer=False)
     finally:

@@ -134,3 +134,19 @@ def test_path_mode_and_bad_selections(model, tokens):
     panel.wait()
     with pytest.raises(UsageError, match="nothing is selected"):
         panel.export()
+
+
+def test_the_panel_draws_a_sink_head_first(model, tokens):
+    """The default receiver head is the receiver head attending to P0 most (queries q >= 1,
+    mean over prompts), found here from a plain cache."""
+    panel = explore(model, tokens).wait()
+    try:
+        _, cache = model.run_with_cache(tokens)
+        best = max(
+            (float(cache["pattern", la][:, h, 1:, 0].mean()), la, h)
+            for la in panel.session.receivers
+            for h in range(model.cfg.n_heads)
+        )
+        assert list(panel.head) == [best[1], best[2]]
+    finally:
+        panel.close_workers()
