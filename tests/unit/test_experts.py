@@ -303,3 +303,32 @@ def test_a_trace_checkpoint_of_an_moe_model_records_routing_and_expert_effects_a
     fig = experts_over_training_figure(trace)
     labels = [ax.get_ylabel() for ax in fig.axes]
     assert "(ablated − clean) / clean" in labels  # the colour bars say what the colours mean
+
+
+def test_train_builds_moe_mlps_and_its_trace_records_routing_and_experts(tmp_path):
+    """``p0-circuits train --experts 4 --experts-per-token 2``: a few steps of a 3-layer MoE run,
+    then ``trace`` (with the circuit): every checkpoint has routing and expert effects, the
+    figures are written, and the run's model has TransformerLens' MoE blocks with expert hooks."""
+    import json
+
+    from circuits.cli import main
+    from circuits.training.checkpoints import load_run_model
+
+    run, out = tmp_path / "run", tmp_path / "trace"
+    args = ["train", "--data", "bigram-backcopy", "--layers", "3", "--width", "16"]
+    args += ["--heads", "1", "--context", "16", "--batch-size", "4", "--steps", "6"]
+    args += ["--checkpoints", "3", "--experts", "4", "--experts-per-token", "2", "--bos"]
+    assert main([*args, "--out", str(run), "--quiet"]) == 0
+    model, config, _ = load_run_model(run)
+    assert config.n_experts == 4 and model.cfg.num_experts == 4
+    assert "blocks.0.mlp.hook_expert_out" in model.hook_dict
+    assert main(["trace", str(run), "--out", str(out), "--circuit", "--quiet"]) == 0
+    trace = json.loads((out / "trace.json").read_text())
+    for point in trace["checkpoints"]:
+        assert len(point["routing"]["layers"]) == 3
+        assert [r["layer"] for r in point["experts"]["layers"]] == [0, 1]
+    assert (out / "routing_over_training.png").exists()
+    assert (out / "experts_over_training.png").exists()
+    bad = [*args[:-3], "--experts-per-token", "5", "--out", str(tmp_path / "bad"), "--quiet"]
+    assert main(bad) == 2  # a bad top-k is refused by name before anything is written
+    assert not (tmp_path / "bad").exists()
