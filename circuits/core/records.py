@@ -68,10 +68,14 @@ _MEASURE_HEADER = (  # what the command (or a caller in Python) says about the m
     "tokens",
     "token_ids",
 )
+_MEASURED_WHEN = ("routing",)  # a mixture-of-experts model's P0 routing (circuits.metrics.routing)
 _VIEWS = ("model", "bos", "n_tokens", "tokens", "token_ids", "heads", "patterns", "norm_labels")
 
 RECORD_KEYS: dict[str, tuple[tuple[str, ...], frozenset[str] | None]] = {
-    "measure": (("format", *_MEASURED), frozenset(("format", *_MEASURED, *_MEASURE_HEADER))),
+    "measure": (
+        ("format", *_MEASURED),
+        frozenset(("format", *_MEASURED, *_MEASURED_WHEN, *_MEASURE_HEADER)),
+    ),
     # every other key of patching.json is typed, unknown ones refused, by
     # circuits.circuit.record.DiscoveryRecord (a layer above this one)
     "discover": (

@@ -86,3 +86,25 @@ def test_expert_sites_where_the_model_exposes_them_and_refused_by_name_elsewhere
     joint = patcher.patch([tuple(experts)], SinkScore([1]))
     whole = patcher.patch([Site("mlp", 0)], SinkScore([1]))
     assert float(joint.values[0]) == pytest.approx(float(whole.values[0]), abs=1e-6)
+
+
+def test_measure_reports_routing_and_discover_runs_on_an_moe_folder(family, tmp_path):
+    """The CLI on an MoE folder: ``measure`` writes P0's routing per block where the experts are
+    exposed (TransformerLens 3's MoE) and none elsewhere; ``discover`` runs end to end."""
+    import json
+
+    from circuits.cli import main
+
+    model_type, folder, _ = family
+    _load(model_type, folder)  # skips where TransformerLens cannot convert the family
+    out = tmp_path / "m"
+    argv = ["measure", "--model", str(folder), "--max-tokens", "16", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "sink_metrics.json").read_text())
+    exposed = model_type in EXPOSED and not ON_BRIDGE
+    assert ("routing" in metrics) == exposed
+    if exposed:
+        assert [r["layer"] for r in metrics["routing"]["layers"]] == [0, 1]
+        assert (out / "routing.png").exists() or "routing" in (out / "report.html").read_text()
+    argv = ["discover", "--model", str(folder), "--n-prompts", "2", "--n-tokens", "12"]
+    assert main([*argv, "--first-receiver", "1", "--out", str(tmp_path / "d"), "--quiet"]) == 0
