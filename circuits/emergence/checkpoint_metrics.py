@@ -65,10 +65,11 @@ def downstream_layers(n_layers: int) -> list[int]:
 
 
 def ablation_effects(
-    model: HookedModel, tokens: Int[Tensor, "batch pos"]
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], *, patcher: Patcher | None = None
 ) -> tuple[float | None, list[dict[str, float]]]:
     """D_clean and, per block, the effect on D of mean-ablating attn_out / mlp_out at P0 (the
-    engine's ``mean`` counterfactual, discover's receiver layers); (None, []) for 1 layer."""
+    engine's ``mean`` counterfactual, discover's receiver layers); (None, []) for 1 layer.
+    ``patcher``: a ``mean`` Patcher of ``model`` on ``tokens`` to reuse (its clean caches)."""
     n = model.cfg.n_layers
     if n < 2:
         return None, []
@@ -76,18 +77,22 @@ def ablation_effects(
     comps = [c for c in COMPONENTS if not (model.cfg.attn_only and c == "mlp_out")]
     sites = [Site(kinds[c], layer) for layer in range(n) for c in comps]
     readout = AttentionToP0(DiscoverConfig().receiver_layers(n))
-    result = Patcher(model, tokens, "mean").patch(sites, readout, desc="")
+    patcher = patcher or Patcher(model, tokens, "mean")
+    result = patcher.patch(sites, readout, desc="")
     effects = [{c: 0.0 for c in comps} for _ in range(n)]
     for site, effect in zip(sites, result.effects.tolist(), strict=True):
         effects[site.layer][site.act] = -effect  # D_clean - D_ablated
     return result.clean, effects
 
 
-def expert_effects(model: HookedModel, tokens: Int[Tensor, "batch pos"]) -> dict[str, Any] | None:
+def expert_effects(
+    model: HookedModel, tokens: Int[Tensor, "batch pos"], *, patcher: Patcher | None = None
+) -> dict[str, Any] | None:
     """On an MoE model: per block l <= 1 (below the receivers), each expert's routed contribution
     at P0 mean-ablated (the engine's ``mean`` counterfactual), its effect on the downstream sink
     D (as ``ablation_effects``: D_clean - D_ablated) and on P0's residual norm after block 1
-    (``P0Norm(1)``: P0's amplification; clean - ablated). None on a dense model."""
+    (``P0Norm(1)``: P0's amplification; clean - ablated). None on a dense model. ``patcher``:
+    as ``ablation_effects``'s."""
     n = model.cfg.n_layers
     if n < 3 or experts_unavailable(model) is not None:
         return None
@@ -95,7 +100,7 @@ def expert_effects(model: HookedModel, tokens: Int[Tensor, "batch pos"]) -> dict
     sites = [
         Site("expert", la, expert=e) for la in blocks for e in range(int(model.cfg.num_experts))
     ]
-    patcher = Patcher(model, tokens, "mean")
+    patcher = patcher or Patcher(model, tokens, "mean")
     sink = patcher.patch(sites, AttentionToP0(DiscoverConfig().receiver_layers(n)), desc="")
     norm = patcher.patch(sites, P0Norm(1), desc="")
     rows = []
@@ -137,7 +142,9 @@ def measure_checkpoint(
     overall = torch.stack([keys[layer] for layer in down]).mean(dim=0)
     ng = report.norm_growth
     growth, share_norm, jump = ng.growth, ng.share_l01, ng.largest_jump_layer
-    d_clean, effects = ablation_effects(model, tokens)
+    # one clean run and one set of mean values for every ablation of this checkpoint
+    ablate = Patcher(model, tokens, "mean") if n_layers >= 2 else None
+    d_clean, effects = ablation_effects(model, tokens, patcher=ablate)
     total = sum(abs(v) for row in effects for v in row.values())
     share_abl = (
         sum(abs(v) for row in effects[:2] for v in row.values()) / total if total >= 0.01 else None
@@ -176,5 +183,9 @@ def measure_checkpoint(
         else report.sink_rate_all,
         "layers": layers,
         **({"routing": report.extra["routing"]} if "routing" in report.extra else {}),
-        **({"experts": experts} if (experts := expert_effects(model, tokens)) else {}),
+        **(
+            {"experts": experts}
+            if (experts := expert_effects(model, tokens, patcher=ablate))
+            else {}
+        ),
     }
