@@ -12,6 +12,7 @@ in the circuit when together they carry at least ``head_cover`` of the component
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from circuits.backend.experts import experts_unavailable
 from circuits.circuit.record import (
@@ -34,11 +35,14 @@ def _descend(
     layers: list[int],
     units_of: Callable[[int], list[Site]],
     desc: str,
-) -> tuple[PatchingResult, dict[int, tuple[list[Site], float, float, float, bool]]]:
-    """Patch every unit of ``layers`` alone, then each layer's picked units together; per layer:
-    (picked units, their joint relative effect, the component's, cover, whether they replace
-    it)."""
+    choice: type[HeadLayerChoice] | type[ExpertLayerChoice],
+) -> tuple[PatchingResult, dict[int, Any], list[Site]]:
+    """Patch every unit of ``layers`` alone, then each layer's picked units together. Returns
+    the single patches, each layer's ``choice`` (its picked units, their joint relative effect,
+    the component's, cover, and whether they replace it) and the circuit nodes of ``layers``
+    (the picked units, or the component itself)."""
     config, patcher = state.config, state.patcher
+    field = "heads" if choice is HeadLayerChoice else "experts"  # the unit list, and its node
     units = [u for layer in layers for u in units_of(layer)]
     alone = patcher.patch(units, state.metric, desc=desc)
     state.relative.update(zip(alone.names, (alone.effects / state.clean).tolist(), strict=True))
@@ -48,7 +52,9 @@ def _descend(
     }
     together = [tuple(picks[layer]) for layer in layers if picks[layer]]
     joint = patcher.patch(together, state.metric, desc=f"joint {desc}") if together else None
-    choices, k = {}, 0
+    chosen: dict[int, Any] = {}
+    nodes: list[Site] = []
+    k = 0
     for layer in layers:
         layer_rel = state.relative[Site(parent, layer).name]
         rel = 0.0
@@ -56,8 +62,17 @@ def _descend(
             rel, k = float(joint.effects[k] / state.clean), k + 1
         cover = rel / layer_rel if layer_rel else 0.0
         use_units = bool(picks[layer]) and cover >= config.head_cover
-        choices[layer] = (picks[layer], rel, layer_rel, cover, use_units)
-    return alone, choices
+        chosen[layer] = choice.model_validate(
+            {
+                field: [u.unit for u in picks[layer]],
+                "joint_relative": rel,
+                "layer_relative": layer_rel,
+                "cover": cover,
+                "node": field if use_units else "layer",
+            }
+        )
+        nodes.extend(picks[layer] if use_units else [Site(parent, layer)])
+    return alone, chosen, nodes
 
 
 def head_sweep(state: DiscoveryState) -> StepResult:
@@ -66,22 +81,16 @@ def head_sweep(state: DiscoveryState) -> StepResult:
     n_heads = state.cfg.n_heads
     layers = sorted({s.layer for s in state.selected if s.kind == "attn"})
     nodes = [s for s in state.selected if s.kind != "attn"]
-    chosen: dict[int, HeadLayerChoice] = {}
+    chosen: dict[int, Any] = {}
     if layers:
 
         def heads_of(layer: int) -> list[Site]:
             return [Site("head", layer, head=h, positions=P0_POSITIONS) for h in range(n_heads)]
 
-        state.heads, choices = _descend(state, "attn", layers, heads_of, "head sweep")
-        for layer, (picks, rel, layer_rel, cover, use) in choices.items():
-            chosen[layer] = HeadLayerChoice(
-                heads=[s.head for s in picks if s.head is not None],
-                joint_relative=rel,
-                layer_relative=layer_rel,
-                cover=cover,
-                node="heads" if use else "layer",
-            )
-            nodes.extend(picks if use else [Site("attn", layer)])
+        state.heads, chosen, found = _descend(
+            state, "attn", layers, heads_of, "head sweep", HeadLayerChoice
+        )
+        nodes += found
     state.nodes = by_position(nodes)
     state.say(f"circuit nodes: {[s.name for s in state.nodes]}")
     return HeadSweep(
@@ -103,18 +112,10 @@ def expert_sweep(state: DiscoveryState) -> StepResult:
     def experts_of(layer: int) -> list[Site]:
         return [Site("expert", layer, expert=e, positions=P0_POSITIONS) for e in range(n_experts)]
 
-    state.experts, choices = _descend(state, "mlp", layers, experts_of, "expert sweep")
-    chosen: dict[int, ExpertLayerChoice] = {}
-    nodes = [s for s in state.nodes if s.kind != "mlp" or s.layer not in choices]
-    for layer, (picks, rel, layer_rel, cover, use) in choices.items():
-        chosen[layer] = ExpertLayerChoice(
-            experts=[s.expert for s in picks if s.expert is not None],
-            joint_relative=rel,
-            layer_relative=layer_rel,
-            cover=cover,
-            node="experts" if use else "layer",
-        )
-        nodes.extend(picks if use else [Site("mlp", layer)])
-    state.nodes = by_position(nodes)
+    state.experts, chosen, found = _descend(
+        state, "mlp", layers, experts_of, "expert sweep", ExpertLayerChoice
+    )
+    kept = [s for s in state.nodes if s.kind != "mlp" or s.layer not in chosen]
+    state.nodes = by_position(kept + found)
     state.say(f"circuit nodes with experts: {[s.name for s in state.nodes]}")
     return ExpertSweep(experts=EffectTable.of_result(state.experts), expert_layers=chosen)
