@@ -29,6 +29,7 @@ TL3_ONLY_MODULES = (
     "test_codebase.py",  # lint, types and layers: one environment is enough
     "test_curve.py",
     "test_discover.py",
+    "test_discover_readouts.py",  # builds its model as test_discover does
     "test_emergence.py",
     "test_faults.py",
     "test_own_model.py",

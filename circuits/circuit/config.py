@@ -9,7 +9,11 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from circuits.core.arguments import Count, Index, NonEmpty, check_fields
-from circuits.core.conventions import check_counterfactual, default_receiver_layers
+from circuits.core.conventions import (
+    check_counterfactual,
+    default_receiver_layers,
+    parse_readout_spec,
+)
 from circuits.core.errors import UsageError
 
 FIRST_PASSES = ("p0-stream", "attribution")
@@ -28,6 +32,10 @@ class DiscoverConfig:
     """Knobs of the pipeline (defaults are what ``p0-circuits discover`` uses)."""
 
     counterfactual: str = "shift"
+    readout: str = "sink"
+    """What the circuit is for (``circuits.core.conventions.DISCOVER_READOUTS``): ``sink`` (the
+    receivers' sink score, the paper's question), ``loss``, ``kl`` or ``logit-diff:A,B``.
+    Effects are normalised by the readout's span (``circuits.circuit.readout_choice``)."""
     receivers: NonEmpty[Index] | None = None
     """Receiver layers of the sink metric (default: ``first_receiver`` .. last layer)."""
     first_receiver: Index | None = None
@@ -83,6 +91,7 @@ class DiscoverConfig:
     def check(self) -> None:
         """A one-line ``UsageError`` for the first value out of range."""
         check_counterfactual(self.counterfactual)
+        parse_readout_spec(self.readout)
         for name in ("component_threshold", "head_threshold", "edge_threshold"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:

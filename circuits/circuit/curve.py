@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from circuits.circuit.faithfulness import all_p0_components
-from circuits.circuit.record import CurveFound, FaithfulnessCurve, StepResult
+from circuits.circuit.record import FaithfulnessCurve
+from circuits.circuit.step_results import CurveFound, StepResult
 from circuits.patching.sites import Site
 
 if TYPE_CHECKING:
@@ -137,9 +138,9 @@ def faithfulness_curve(state: DiscoveryState) -> StepResult:
         "rankings": curves,
         "summary": summary,
         "patched_runs": len(keys),
-        "definition": "f(k) = (m(C_k) - m(empty)) / (m(full) - m(empty)): m is the receivers' "
-        "sink, C_k keeps a ranking's first k P0 components clean with every other P0 component "
-        "at the counterfactual, m(full) the clean sink, m(empty) every P0 component at the "
+        "definition": "f(k) = (m(C_k) - m(empty)) / (m(full) - m(empty)): m is the readout "
+        "(default: the receivers' sink), C_k keeps a ranking's first k P0 components clean with every other P0 component "
+        "at the counterfactual, m(full) the clean readout, m(empty) every P0 component at the "
         "counterfactual; CPR = area under f over x = k / n, CMD = area of |1 - f|, trapezoid "
         "rule over the sizes with (0, 0) included (MIB, Mueller et al. 2025). Rankings: exact "
         "(|exact effect|), first_pass (|first-pass estimate|), random_i (seeded random orders)",

@@ -44,8 +44,10 @@ from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.curve import faithfulness_curve
 from circuits.circuit.graph import CircuitGraph
 from circuits.circuit.prediction import prediction_effect
-from circuits.circuit.record import DiscoveryRecord, StepResult, Verdict
+from circuits.circuit.readout_choice import discover_readout
+from circuits.circuit.record import DiscoveryRecord
 from circuits.circuit.save import graph_attributes, save_discovery
+from circuits.circuit.step_results import StepResult, Verdict
 from circuits.circuit.unit_sweeps import expert_sweep, head_sweep
 from circuits.core.arguments import NonEmpty, checked
 from circuits.core.outputs import output_dir
@@ -117,7 +119,7 @@ def _node_attrs(state: S.DiscoveryState, site: Site) -> dict[str, Any]:
 
 
 def graph(state: S.DiscoveryState) -> CircuitGraph:
-    """The circuit: its nodes, and every path whose |effect| / clean sink passes the edge
+    """The circuit: its nodes, and every path whose |effect| / span passes the edge
     threshold (``mlp_in`` edges into MLP nodes, ``k`` edges into receiver layers' keys)."""
     g = CircuitGraph()
     for site in state.nodes:
@@ -129,7 +131,10 @@ def graph(state: S.DiscoveryState) -> CircuitGraph:
             continue
         for row in result.to_dict()["effects"]:
             sender, receiver = row["sites"][0]["name"], row["sites"][1]
-            rel = row["relative"] or 0.0
+            if state.metric is state.sink:  # K paths: of the receiving layer's own sink
+                rel = row["relative"] or 0.0
+            else:
+                rel = row["effect"] / state.span.width if state.span else 0.0
             if abs(rel) < state.config.edge_threshold:
                 continue
             r = Receiver(receiver["kind"], receiver["layer"])
@@ -167,28 +172,35 @@ def circuit_quality(kept: float, ablated: float, floor: float) -> str:
     return "weak"
 
 
+def percent(share: float) -> str:
+    """``share`` as a whole percentage, without a "-0%"."""
+    return f"{0.0 if abs(share) < 0.005 else share:.0%}"
+
+
 def verdict(state: S.DiscoveryState) -> StepResult:
     """One line: faithful / partial / weak, the numbers, and the shape against the paper's
-    (compared only where there is a sink and a circuit carries it)."""
+    (compared only where the question is the sink, there is one, and a circuit carries it)."""
     assert state.faith is not None
     names = [s.name for s in state.nodes]
     kept, ablated, floor = state.faith.kept, state.faith.ablated, state.faith.floor
     shape = paper_shape(state.nodes)
     base = state.record.sink_baseline
+    asks_sink = state.metric is state.sink
     sink = base is None or base.present
     no_sink = (
         ""
-        if base is None or sink
+        if base is None or sink or not asks_sink
         else (
             f"no sink to explain (clean sink {state.clean:.3f}, {base.clean_over_uniform:.2f}x the "
             f"{base.uniform_attention_sink:.3f} of uniform attention): "
         )
     )
+    what = "the sink" if asks_sink else f"the {state.metric.label}"
     if not names:
         return Verdict(
             circuit=names,
             paper_prediction_shape=shape,
-            verdict=no_sink + "no circuit: no single P0 component moves the sink by the threshold",
+            verdict=no_sink + f"no circuit: no single P0 component moves {what} by the threshold",
         )
     circuit = ", ".join(names)
     if state.backups:
@@ -199,33 +211,40 @@ def verdict(state: S.DiscoveryState) -> StepResult:
             f" the core alone keeps {core_kept:.0%})"
         )
     quality = circuit_quality(kept, ablated, floor)
+    span = state.span
+    assert span is not None
+    share = (
+        "of the clean sink"
+        if asks_sink
+        else f"of P0's effect on {what} ({span.clean:.4g} clean, {span.reference:.4g} with every "
+        "P0 component at its counterfactual)"
+    )
     numbers = (
-        f"keeping only it keeps {kept:.0%} of the clean sink, ablating it leaves {ablated:.0%} "
-        f"(all P0 components ablated: {floor:.0%})"
+        f"keeping only it keeps {percent(kept)} {share}, ablating it leaves {percent(ablated)} "
+        f"(all P0 components ablated: {percent(floor)})"
     )
     if quality == "none":
         why = (
-            "ablating it does not lower the sink"
+            f"ablating it does not {'lower' if asks_sink else 'move'} {what}"
             if ablated >= 1.0
-            else "P0's components do not carry the sink"
+            else f"P0's components do not carry {what}"
         )
         return Verdict(
             circuit=names,
             paper_prediction_shape=shape,
-            verdict=no_sink + f"no circuit carries the sink: {{{circuit}}}: {numbers}; {why}",
+            verdict=no_sink + f"no circuit carries {what}: {{{circuit}}}: {numbers}; {why}",
         )
-    if sink:
+    if not asks_sink:
+        match = f"a circuit for {what}, not compared with the paper's (a sink circuit)"
+    elif sink:
         match = ("matches" if shape else "differs from") + " the paper's prediction"
     else:
         match = "not compared with the paper's prediction (no sink)"
+    tail = "" if not asks_sink else " (layer-0 attention + an early MLP at P0; docs/science.md)"
     return Verdict(
         circuit=names,
         paper_prediction_shape=shape,
-        verdict=no_sink
-        + (
-            f"{quality} circuit {{{circuit}}}: {numbers}; {match} (layer-0 attention + an early "
-            "MLP at P0; docs/science.md)"
-        ),
+        verdict=no_sink + f"{quality} circuit {{{circuit}}}: {numbers}; {match}{tail}",
     )
 
 
@@ -270,7 +289,8 @@ def discover(
     config = config or DiscoverConfig()
     keep_freed_memory()  # many stacked forwards: reuse their buffers (allocator docstring)
     config.check()
-    metric = SinkScore(config.receiver_layers(model.cfg.n_layers))
+    sink = SinkScore(config.receiver_layers(model.cfg.n_layers))
+    metric = sink if config.readout == "sink" else discover_readout(config.readout, model, [])
     patcher = Patcher(
         model,
         tokens,
@@ -285,7 +305,7 @@ def discover(
         counterfactual=patcher.counterfactual.spec,
         counterfactual_definition=patcher.counterfactual.definition,
         metric=metric.describe(),
-        receiver_layers=list(metric.receivers or []),
+        receiver_layers=list(sink.receivers or []),
         positions_patched=[0],
         n_prompts=int(tokens.shape[0]),
         n_tokens=int(tokens.shape[1]),
@@ -301,7 +321,7 @@ def discover(
         },
     )
     say = status if config.progress else (lambda *a, **k: None)
-    state = S.DiscoveryState(patcher, config, metric, record, say)
+    state = S.DiscoveryState(patcher, config, metric, sink, record, say)
     timings: dict[str, float] = {}
     for step in steps:
         start = time.perf_counter()

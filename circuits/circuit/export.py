@@ -172,8 +172,18 @@ def _dot_quote(s: object) -> str:
     return '"' + text.replace("\n", "\\n") + '"'
 
 
-def _percent(relative: float | None) -> str:
-    return "" if relative is None else f"{100.0 * relative:+.1f}% of sink"
+def _percent(relative: float | None, of: str = "of sink") -> str:
+    return "" if relative is None else f"{100.0 * relative:+.1f}% {of}"
+
+
+def _share_words(g: nx.DiGraph) -> tuple[str, str]:
+    """What a relative effect is a share of, and what the colour key says, for the readout the
+    circuit was discovered for (``discover --readout``; the sink unless the graph says other)."""
+    metric = g.graph.get("metric")
+    if metric in (None, "sink_score"):
+        return "of sink", "blue: patching it lowers the sink, red: raises it"
+    what = str(g.graph.get("readout_label") or metric)
+    return "of P0's effect", f"blue: patching it removes P0's effect on the {what}, red: adds to it"
 
 
 def _scale(values: Iterable[float | None]) -> float:
@@ -183,7 +193,12 @@ def _scale(values: Iterable[float | None]) -> float:
 
 def _dot_title(g: nx.DiGraph) -> str | None:
     """The graph's title: model, faithfulness and the colour key."""
-    parts = [f"{g.graph['model']} P0 sink circuit"] if g.graph.get("model") else []
+    what = (
+        "sink circuit"
+        if _share_words(g)[0] == "of sink"
+        else "circuit for the " + str(g.graph.get("readout_label") or g.graph.get("metric"))
+    )
+    parts = [f"{g.graph['model']} P0 {what}"] if g.graph.get("model") else []
     kept, ablated = g.graph.get("faithfulness_kept"), g.graph.get("faithfulness_ablated")
     if kept is not None and ablated is not None:
         cf = g.graph.get("counterfactual")
@@ -193,11 +208,11 @@ def _dot_title(g: nx.DiGraph) -> str | None:
         )
     if not parts:
         return None
-    parts.append("blue: patching it lowers the sink, red: raises it; dashed: backup")
+    parts.append(_share_words(g)[1] + "; dashed: backup")
     return "\n".join(parts)
 
 
-def _dot_node(name: str, d: dict[str, Any], limit: float) -> str:
+def _dot_node(name: str, d: dict[str, Any], limit: float, of: str = "of sink") -> str:
     rel = d.get("relative")
     kind = d.get("kind")
     if (
@@ -209,7 +224,7 @@ def _dot_node(name: str, d: dict[str, Any], limit: float) -> str:
     style = "rounded,filled" + (",dashed" if d.get("role") == "backup" else "")
     lines = [name, f"({kind})" if d.get("role") != "backup" else f"({kind}, backup)"]
     if rel is not None:
-        lines.append(_percent(rel))
+        lines.append(_percent(rel, of))
     font = "white" if rel is not None and abs(rel) >= DOT_DARK * limit else "black"
     label = "\n".join(lines)
     attrs = (
@@ -242,11 +257,11 @@ def to_dot(graph: nx.DiGraph) -> str:
     if title:
         lines.append(f"  label={_dot_quote(title)}; labelloc=t;")
     for n, d in sorted(g.nodes(data=True), key=lambda nd: (nd[1].get("layer") or 0, nd[0])):
-        lines.append(_dot_node(n, d, limit))
+        lines.append(_dot_node(n, d, limit, _share_words(g)[0]))
     for u, v, d in g.edges(data=True):
         rel, eff = d.get("relative"), d.get("effect")
         size = rel if rel is not None else eff
-        pct = _percent(rel)
+        pct = _percent(rel, _share_words(g)[0])
         if pct and g.nodes[v].get("kind") in RECEIVER_KINDS:  # read at the receiver's layer
             pct = pct.replace("of sink", "of its layer's sink")
         label = " ".join(x for x in (d.get("path_type", ""), pct) if x)

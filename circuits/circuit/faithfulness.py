@@ -3,7 +3,8 @@
 * ``faithfulness``: the sink with only the circuit's P0 components kept (every other P0
   component in layers before the last receiver -- the embedding, every other head, every other
   MLP -- set to its counterfactual), with the circuit's components set to their counterfactual,
-  and with every P0 component patched (the floor), each as a fraction of the clean sink.
+  and with every P0 component patched (the floor), each as a share of the readout's span (fractions of the clean sink for the
+  sink readout; ``circuits.circuit.readout_choice``).
 * ``kept_through_layer``: the kept value when only the other components up to layer L are
   ablated, which locates where a circuit that is not sufficient loses the sink.
 * ``find_backups``: a component can be needed only when its partners are gone -- two sources
@@ -23,17 +24,18 @@ from typing import Any
 
 from circuits.backend import ModelConfig
 from circuits.circuit.config import DiscoverConfig
+from circuits.circuit.readout_choice import Span
 from circuits.core.conventions import P0_POSITIONS
 from circuits.patching.nested import patch_nested
 from circuits.patching.patcher import Patcher
-from circuits.patching.readouts import SinkScore
+from circuits.patching.readouts import Readout
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Site, component_sites
 
 
 @dataclass
 class Faithfulness:
-    """kept / ablated / floor (fractions of the clean sink), the other P0 components that were
+    """kept / ablated / floor (shares of the readout's span: of the clean sink for the sink), the other P0 components that were
     ablated to measure ``kept``, and the three patched runs."""
 
     kept: float
@@ -77,25 +79,24 @@ def others_of(circuit: Sequence[Site], everything: Sequence[Site], cfg: ModelCon
 
 def faithfulness(
     patcher: Patcher,
-    metric: SinkScore,
+    metric: Readout,
     circuit: list[Site],
     everything: list[Site],
-    clean: float,
+    span: Span,
 ) -> Faithfulness:
-    """The sink with
-    every non-circuit P0 component ablated, with the circuit ablated, and with everything
-    ablated, each / the clean sink. In a layer where the circuit keeps some heads (an MoE block
-    where it keeps some experts), the layer's other heads (experts) are the "other" components."""
+    """The readout with every non-circuit P0 component ablated, with the circuit ablated, and
+    with everything ablated, each as a share of ``span``. In a layer where the circuit keeps
+    some heads (an MoE block where it keeps some experts), the layer's other heads (experts) are the "other" components."""
     others = others_of(circuit, everything, patcher.model.cfg)
     patches = [others or [Site("embed")], circuit or [Site("embed")], everything]
     faith = patcher.patch(patches, metric, desc="faithfulness")
-    kept = float(faith.values[0]) / clean if others else 1.0
-    ablated = float(faith.values[1]) / clean if circuit else 1.0
-    return Faithfulness(kept, ablated, float(faith.values[2]) / clean, others, faith)
+    kept = span.fraction(float(faith.values[0])) if others else 1.0
+    ablated = span.fraction(float(faith.values[1])) if circuit else 1.0
+    return Faithfulness(kept, ablated, span.fraction(float(faith.values[2])), others, faith)
 
 
 def kept_through_layer(
-    patcher: Patcher, metric: SinkScore, others: list[Site], clean: float
+    patcher: Patcher, metric: Readout, others: list[Site], span: Span
 ) -> list[dict[str, float]]:
     """Where the kept sink is lost: the sink, as a fraction of clean, with the circuit kept and
     only the non-circuit P0 components of layers <= L ablated (the embedding counts as below
@@ -106,19 +107,19 @@ def kept_through_layer(
         return []
     res = patch_nested(patcher, others, cuts, metric, desc="faithfulness by layer")
     return [
-        {"layer": cut, "kept": float(v) / clean}
+        {"layer": cut, "kept": span.fraction(float(v))}
         for cut, v in zip(cuts, res.values.tolist(), strict=True)
     ]
 
 
 def _best_in_layer(
     patcher: Patcher,
-    metric: SinkScore,
+    metric: Readout,
     others: list[Site],
     backups: list[Site],
     layer: int,
     first_layer: int,
-    clean: float,
+    span: Span,
 ) -> tuple[dict[str, float], Site] | None:
     """Each non-circuit component of ``layer`` tried as a backup (kept with the circuit, every
     other one ablated): kept per candidate and the best one (None: no candidate left)."""
@@ -132,17 +133,20 @@ def _best_in_layer(
     rest = [s for s in others if s not in backups]
     patches = [[s for s in rest if s != c] or [Site("embed")] for c in candidates]
     res = patcher.patch(patches, metric, desc=f"backups in layer {layer}")
-    tried = {c.name: float(v) / clean for c, v in zip(candidates, res.values.tolist(), strict=True)}
+    tried = {
+        c.name: span.fraction(float(v))
+        for c, v in zip(candidates, res.values.tolist(), strict=True)
+    }
     return tried, max(candidates, key=lambda c: tried[c.name])
 
 
 def find_backups(
     patcher: Patcher,
-    metric: SinkScore,
+    metric: Readout,
     others: list[Site],
     kept: float,
     kept_through: list[dict[str, float]],
-    clean: float,
+    span: Span,
     config: DiscoverConfig,
 ) -> tuple[list[Site], list[dict[str, Any]]]:
     """Greedy sufficiency search (module docstring). Returns the backups in the order
@@ -159,7 +163,7 @@ def find_backups(
     first_layer = int(kept_through[0]["layer"])
     for _, layer in sorted(drops, key=lambda d: -d[0]):
         while kept < config.sufficiency and len(backups) < config.max_backups:
-            pick = _best_in_layer(patcher, metric, others, backups, layer, first_layer, clean)
+            pick = _best_in_layer(patcher, metric, others, backups, layer, first_layer, span)
             if pick is None:
                 break
             tried, best = pick

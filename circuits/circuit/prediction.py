@@ -22,7 +22,8 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 from circuits.circuit.faithfulness import all_p0_components
-from circuits.circuit.record import PredictionEffect, PredictionFound, StepResult
+from circuits.circuit.record import PredictionEffect
+from circuits.circuit.step_results import PredictionFound, StepResult
 from circuits.patching.output_readouts import KLToClean, LossAndKL, NextTokenLoss
 from circuits.patching.sites import Site
 

@@ -2,8 +2,8 @@
 
 ``DiscoveryRecord`` declares every ``patching.json`` section once, typed: the header (model,
 counterfactual, readout, prompts) and each step's sections. Every step of ``discover`` returns a
-``StepResult`` derived from it (``step_result``): the sections the step owns, with the record's
-types (``CleanRuns`` -> ``clean``, ``clean_sink_all_layers``, ``sink_baseline``;
+``StepResult`` derived from it (``circuits.circuit.step_results``): the sections the step owns, with the record's
+types (``CleanRuns`` -> ``clean``, ``readout``, ``clean_sink_all_layers``, ``sink_baseline``;
 ``ComponentSweep`` -> ``components``, ``selected_components``; ...). It is what ``Discovery.save`` writes, what ``circuits.viz`` draws and what
 the panel opens, whether the discovery was just run or read back from a folder: the JSON is
 ``DiscoveryRecord.to_json()`` (format ``p0-circuits/discover/1``, unchanged), and
@@ -17,9 +17,9 @@ each figure names the one it needs (``MissingDataError``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from circuits.core.errors import UsageError
 
@@ -27,13 +27,13 @@ if TYPE_CHECKING:
     from circuits.patching.results import PatchingResult
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     """A part of a record: unknown keys are refused (a misspelt key is an error, not a loss)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class EffectRow(_Section):
+class EffectRow(Section):
     """One patch: its sites, the readout with it applied (``value``), the clean readout, their
     difference (``effect``, negative: the patch lowered it) and ``effect / clean``."""
 
@@ -57,7 +57,7 @@ class EffectRow(_Section):
         return float(self.effect or 0.0) / clean if clean else 0.0
 
 
-class EffectTable(_Section):
+class EffectTable(Section):
     """Every patch of one sweep (``circuits.patching.results.PatchingResult``'s JSON form):
     which question (counterfactual, readout) and one ``EffectRow`` per patch. Path sweeps add
     ``per_path_clean`` / ``per_path_metric``; the engine names the patches it did not run
@@ -76,21 +76,44 @@ class EffectTable(_Section):
     nested_cuts: list[int] | None = None
 
     @classmethod
-    def of_result(cls, result: PatchingResult) -> EffectTable:
-        return cls.model_validate(result.to_dict())
+    def of_result(cls, result: PatchingResult, span: float | None = None) -> EffectTable:
+        """``result``'s table; with ``span``, each row's ``relative`` is effect / span (a
+        readout whose effects are shares of P0's effect, ``circuits.circuit.readout_choice``)
+        instead of effect / the readout's clean value."""
+        data = result.to_dict()
+        if span:
+            for row in data["effects"]:
+                effect = row.get("effect")
+                row["relative"] = None if effect is None else effect / span
+        return cls.model_validate(data)
 
     def by_name(self) -> dict[str, EffectRow]:
         return {row.name: row for row in self.effects}
 
 
-class CleanSink(_Section):
+class CleanSink(Section):
     """The clean sink score over the receiver layers, and per receiver layer."""
 
     sink: float
     per_receiver_layer: dict[int, float] = {}
 
 
-class SinkBaseline(_Section):
+class ReadoutSpan(Section):
+    """What the circuit is for and the span its effects are measured in
+    (``circuits.circuit.readout_choice``): relative effects are (value - clean) / (clean -
+    reference), kept / ablated / floor (value - reference) / (clean - reference)."""
+
+    spec: str
+    name: str
+    label: str
+    axis: str
+    clean: float
+    reference: float
+    reference_is: Literal["zero", "floor"]
+    definition: str
+
+
+class SinkBaseline(Section):
     """The sink score uniform causal attention would give, and whether the clean sink is a sink."""
 
     uniform_attention_sink: float
@@ -99,7 +122,7 @@ class SinkBaseline(_Section):
     definition: str
 
 
-class HeadLayerChoice(_Section):
+class HeadLayerChoice(Section):
     """Whether an attention layer enters the circuit as itself or as its selected heads."""
 
     heads: list[int]
@@ -109,7 +132,7 @@ class HeadLayerChoice(_Section):
     node: Literal["heads", "layer"]
 
 
-class ExpertLayerChoice(_Section):
+class ExpertLayerChoice(Section):
     """Whether an MoE block enters the circuit as its MLP or as its selected experts."""
 
     experts: list[int]
@@ -119,12 +142,12 @@ class ExpertLayerChoice(_Section):
     node: Literal["experts", "layer"]
 
 
-class KeptAtLayer(_Section):
+class KeptAtLayer(Section):
     layer: int
     kept: float
 
 
-class CircuitFaithfulness(_Section):
+class CircuitFaithfulness(Section):
     """kept / ablated / floor of the circuit (its backups included), per receiver layer, and the
     core circuit's kept sink as the other components are ablated layer by layer."""
 
@@ -139,20 +162,20 @@ class CircuitFaithfulness(_Section):
     definition: str | None = None
 
 
-class CoreFaithfulness(_Section):
+class CoreFaithfulness(Section):
     circuit: list[str]
     kept: float
     ablated: float
 
 
-class BackupStep(_Section):
+class BackupStep(Section):
     layer: int
     kept_before: float
     candidates: dict[str, float]
     chosen: str | None
 
 
-class BackupSearch(_Section):
+class BackupSearch(Section):
     """The sufficiency search: the core circuit's faithfulness, each step, the backups found."""
 
     core_faithfulness: CoreFaithfulness
@@ -161,14 +184,14 @@ class BackupSearch(_Section):
     definition: str | None = None
 
 
-class Additivity(_Section):
+class Additivity(Section):
     sum_of_single_effects: float
     joint_effect: float
     ratio: float | None
     definition: str
 
 
-class Areas(_Section):
+class Areas(Section):
     """CPR and CMD of a faithfulness curve (MIB)."""
 
     cpr: float
@@ -181,7 +204,7 @@ class RankingCurve(Areas):
     f: list[float]
 
 
-class FaithfulnessCurve(_Section):
+class FaithfulnessCurve(Section):
     """f(k) of each ranking at the sizes measured, and their areas (``circuits.circuit.curve``)."""
 
     n_components: int
@@ -196,7 +219,7 @@ class FaithfulnessCurve(_Section):
     definition: str
 
 
-class SetEffect(_Section):
+class SetEffect(Section):
     """Next-token loss increase and KL to the clean distribution with a set of sites patched."""
 
     sites: list[str]
@@ -204,7 +227,7 @@ class SetEffect(_Section):
     kl: float
 
 
-class RandomSetsEffect(_Section):
+class RandomSetsEffect(Section):
     n_sets: int
     size: int
     seed: int
@@ -216,7 +239,7 @@ class RandomSetsEffect(_Section):
     kl_max: float
 
 
-class PredictionEffect(_Section):
+class PredictionEffect(Section):
     """The circuit's effect on the model's predictions against random sets and all of P0."""
 
     question: str
@@ -227,6 +250,12 @@ class PredictionEffect(_Section):
     random: RandomSetsEffect
     all_p0: SetEffect
     definition: str
+
+
+class HasSections(Protocol):
+    """A step's result (``circuits.circuit.step_results.StepResult``): the sections it sets."""
+
+    def sections(self) -> dict[str, Any]: ...
 
 
 class DiscoveryRecord(BaseModel):
@@ -254,6 +283,7 @@ class DiscoveryRecord(BaseModel):
     model_shape: dict[str, int] | None = None
     # step sections, in pipeline order
     clean: CleanSink | None = None
+    readout: ReadoutSpan | None = None
     clean_sink_all_layers: list[float] | None = None
     sink_baseline: SinkBaseline | None = None
     first_pass: EffectTable | None = None
@@ -301,7 +331,7 @@ class DiscoveryRecord(BaseModel):
                 f"({err.error_count()} problem(s)); re-run discover or fix that key"
             ) from None
 
-    def update(self, result: StepResult) -> None:
+    def update(self, result: HasSections) -> None:
         """Take a step's sections into the record."""
         for name, value in result.sections().items():
             setattr(self, name, value)
@@ -316,6 +346,17 @@ class DiscoveryRecord(BaseModel):
         """The clean sink the relative effects are divided by (0.0 when unknown)."""
         return float(self.clean.sink) if self.clean is not None else 0.0
 
+    def effect_span(self) -> float:
+        """What the relative effects are divided by: clean - reference of the readout asked
+        (the clean sink in records from before ``--readout``; 0.0 when unknown)."""
+        if self.readout is not None:
+            return float(self.readout.clean - self.readout.reference)
+        return self.clean_sink()
+
+    def readout_label(self) -> str:
+        """The readout's name in a figure's words ("sink" in records from before ``--readout``)."""
+        return "sink" if self.readout is None or self.readout.spec == "sink" else self.readout.label
+
     def exact_effects(self) -> dict[str, EffectRow]:
         """Every exactly patched component, head and expert, by name."""
         rows: dict[str, EffectRow] = {}
@@ -323,64 +364,3 @@ class DiscoveryRecord(BaseModel):
             if table is not None:
                 rows.update(table.by_name())
         return rows
-
-
-class StepResult(_Section):
-    """What one step found: a view of the ``DiscoveryRecord`` sections it owns (``step_result``)."""
-
-    def sections(self) -> dict[str, Any]:
-        """The sections this result sets, by name (unset ones are left as they were)."""
-        return {name: getattr(self, name) for name in self.model_fields_set}
-
-
-SET, MAY_BE_NONE, MAY_BE_UNSET = "set", "may be None", "may be unset"
-
-
-def step_result(name: str, sections: dict[str, str]) -> type[Any]:  # built at run time
-    """A step's result type, from the record: each named section with the record's type for
-    it, ``SET`` (required, not None), ``MAY_BE_NONE`` (required, None allowed: the step ran and
-    found nothing to write) or ``MAY_BE_UNSET`` (left out where it does not apply)."""
-    fields: dict[str, Any] = {}
-    for section, rule in sections.items():
-        annotation = DiscoveryRecord.model_fields[section].annotation
-        if rule == SET:  # the record's ``X | None`` without its None
-            kept = [a for a in get_args(annotation) if a is not type(None)]
-            annotation = kept[0] if len(kept) == 1 else annotation
-        fields[section] = (annotation, None if rule == MAY_BE_UNSET else ...)
-    return create_model(name, __base__=StepResult, **fields)
-
-
-# Each step's sections, in pipeline order: a section belongs to exactly one step
-# (tests/unit/test_discovery_record.py checks that every record section after the header does).
-CleanRuns = step_result(
-    "CleanRuns", {"clean": SET, "clean_sink_all_layers": SET, "sink_baseline": SET}
-)
-FirstPass = step_result("FirstPass", {"first_pass": SET})
-ComponentSweep = step_result("ComponentSweep", {"components": SET, "selected_components": SET})
-HeadSweep = step_result("HeadSweep", {"heads": MAY_BE_NONE, "head_layers": SET})
-ExpertSweep = step_result(  # unset on a dense model: nothing written
-    "ExpertSweep", {"experts": MAY_BE_UNSET, "expert_layers": MAY_BE_UNSET}
-)
-FaithfulnessFound = step_result("FaithfulnessFound", {"faithfulness": SET, "backups": SET})
-PathsFound = step_result(
-    "PathsFound", {"paths_mlp": MAY_BE_NONE, "paths_k": MAY_BE_NONE, "q_paths_note": SET}
-)
-Agreement = step_result(
-    "Agreement", {"first_pass_exact_pearson": MAY_BE_NONE, "additivity": MAY_BE_UNSET}
-)
-CurveFound = step_result("CurveFound", {"faithfulness_curve": MAY_BE_NONE})
-PredictionFound = step_result("PredictionFound", {"prediction": MAY_BE_NONE})
-Verdict = step_result("Verdict", {"circuit": SET, "paper_prediction_shape": SET, "verdict": SET})
-STEP_RESULTS = (
-    CleanRuns,
-    FirstPass,
-    ComponentSweep,
-    HeadSweep,
-    ExpertSweep,
-    FaithfulnessFound,
-    PathsFound,
-    Agreement,
-    CurveFound,
-    PredictionFound,
-    Verdict,
-)

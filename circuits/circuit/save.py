@@ -48,6 +48,8 @@ def graph_attributes(record: DiscoveryRecord | dict[str, Any]) -> dict[str, Any]
         "counterfactual_definition": rec.counterfactual_definition,
         "metric": metric.get("name"),
         "metric_definition": metric.get("definition"),
+        "readout": None if rec.readout is None else rec.readout.spec,
+        "readout_label": None if rec.readout is None else rec.readout.label,
         "clean_sink": None if rec.clean is None else rec.clean.sink,
         # one readable string ("attn0@p0, mlp0@p0"; "" for no circuit): every tool shows it
         "circuit": None if rec.circuit is None else ", ".join(rec.circuit),

@@ -46,6 +46,8 @@ GRAPH_SCHEMA = (
     # self-describing (circuits.circuit.save.graph_attributes)
     "counterfactual_definition",
     "metric_definition",
+    "readout",
+    "readout_label",
     "clean_sink",
     "circuit",
     "verdict",

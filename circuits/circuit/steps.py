@@ -4,8 +4,9 @@ engine results) and returns its own sections, typed (``circuits.circuit.record``
 pipeline takes into the record. ``circuits.circuit.discover.STEPS`` lists them in order; a new
 step is a new function in that list, its sections in ``DiscoveryRecord`` and a ``step_result``.
 
-Every step patches P0 only, with one counterfactual, and measures the Gu et al. sink score of
-the receiver layers (``docs/science.md``, "Discover").
+Every step patches P0 only, with one counterfactual, and measures one readout: by default the
+Gu et al. sink score of the receiver layers (``docs/science.md``, "Discover"); effects are
+shares of the readout's span (``circuits.circuit.readout_choice``).
 """
 
 from __future__ import annotations
@@ -23,30 +24,33 @@ from circuits.circuit.faithfulness import (
     find_backups,
     kept_through_layer,
 )
+from circuits.circuit.readout_choice import Span, span_of
 from circuits.circuit.record import (
     Additivity,
-    Agreement,
     BackupSearch,
     BackupStep,
     CircuitFaithfulness,
-    CleanRuns,
     CleanSink,
-    ComponentSweep,
     CoreFaithfulness,
     DiscoveryRecord,
     EffectTable,
+    KeptAtLayer,
+    ReadoutSpan,
+    SinkBaseline,
+)
+from circuits.circuit.step_results import (
+    Agreement,
+    CleanRuns,
+    ComponentSweep,
     FaithfulnessFound,
     FirstPass,
-    KeptAtLayer,
     PathsFound,
-    SinkBaseline,
     StepResult,
 )
 from circuits.core.conventions import P0_POSITIONS
-from circuits.core.errors import UsageError
 from circuits.patching.attribution import attribution_patch, pearson
 from circuits.patching.patcher import Patcher
-from circuits.patching.readouts import SinkScore
+from circuits.patching.readouts import PatternReadout, Readout, SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Receiver, Site, component_sites, head_sites, path_exists
 from circuits.patching.stream import EstimateUnavailable, p0_stream_estimate
@@ -59,13 +63,21 @@ class DiscoveryState:
 
     patcher: Patcher
     config: DiscoverConfig
-    metric: SinkScore
+    metric: Readout
+    """The readout asked (``DiscoverConfig.readout``); ``sink`` measures the receivers' sink."""
+    sink: SinkScore
+    """The receivers' sink score, recorded whatever the readout."""
     record: DiscoveryRecord
     say: Callable[[str], None]
     clean: float = 0.0
+    """The readout's clean value."""
+    span: Span | None = None
     first_pass_effects: dict[str, float] = field(default_factory=dict)
+    exact_first_pass: PatchingResult | None = None
+    """The first pass, when it was exact patching of every component (a readout other than
+    attention to P0): the component sweep's result."""
     relative: dict[str, float] = field(default_factory=dict)
-    """Exact sink change / clean sink of every component and head patched."""
+    """Exact readout change / span of every component, head and expert patched."""
     components: PatchingResult | None = None
     heads: PatchingResult | None = None
     experts: PatchingResult | None = None
@@ -80,9 +92,16 @@ class DiscoveryState:
     def cfg(self):
         return self.patcher.model.cfg
 
+    def table(self, result: PatchingResult) -> EffectTable:
+        """``result`` as a record table, its relative effects on the readout's span (a sink
+        readout keeps the engine's: effect / each path's own clean sink)."""
+        if self.metric is self.sink or self.span is None:
+            return EffectTable.of_result(result)
+        return EffectTable.of_result(result, span=self.span.width)
+
     @property
     def receivers(self) -> list[int]:
-        return list(self.metric.receivers or [])
+        return list(self.sink.receivers or [])
 
     @property
     def sweep_layers(self) -> list[int]:
@@ -96,20 +115,47 @@ def by_position(sites: list[Site]) -> list[Site]:
 
 
 def clean_runs(state: DiscoveryState) -> StepResult:
-    """The clean sink over the receiver layers (the quantity every patch is compared with)."""
-    clean, detail = state.patcher.clean_value(state.metric)
-    if clean <= 0:
-        raise UsageError("the clean sink score is zero: nothing to explain")
+    """The clean sink over the receiver layers, and the readout's clean value and span (for a
+    readout other than the sink, one patched run puts every P0 component at its
+    counterfactual: the floor its effects are measured against)."""
+    sink, detail = state.patcher.clean_value(state.sink)
     assert detail is not None
+    spec = state.config.readout
+    if state.metric is state.sink:
+        clean, floor = sink, None
+    else:
+        clean, _ = state.patcher.clean_value(state.metric)
+        everything = all_p0_components(state.cfg, state.sweep_layers)
+        floor = float(state.patcher.patch([everything], state.metric, desc="floor").values[0])
     state.clean = clean
+    state.span = span_of(spec, clean, floor)
     recv = state.receivers
-    state.say(f"clean sink {clean:.4f} over receiver layers {recv[0]}..{recv[-1]}")
+    state.say(f"clean sink {sink:.4f} over receiver layers {recv[0]}..{recv[-1]}")
+    if floor is not None:
+        state.say(f"clean {state.metric.label} {clean:.4f}, every P0 component patched {floor:.4f}")
     return CleanRuns(
         clean=CleanSink(
-            sink=clean, per_receiver_layer=dict(zip(recv, detail.tolist(), strict=True))
+            sink=sink, per_receiver_layer=dict(zip(recv, detail.tolist(), strict=True))
+        ),
+        readout=ReadoutSpan(
+            spec=spec,
+            name=state.metric.name,
+            label=state.metric.label,
+            axis=state.metric.axis or state.metric.label,
+            clean=clean,
+            reference=state.span.reference,
+            reference_is=state.span.reference_is,  # type: ignore[arg-type]
+            definition=str(state.metric.describe().get("definition", ""))
+            + (
+                "; effects are (value - clean) / clean"
+                if floor is None
+                else "; effects are (value - clean) / (clean - floor), kept / ablated "
+                "(value - floor) / (clean - floor); floor: every P0 component at its "
+                "counterfactual"
+            ),
         ),
         clean_sink_all_layers=state.patcher.clean_sink_per_layer(),
-        sink_baseline=no_sink_baseline(state.patcher.n_pos, clean),
+        sink_baseline=no_sink_baseline(state.patcher.n_pos, sink),
     )
 
 
@@ -145,11 +191,20 @@ def first_pass(state: DiscoveryState) -> StepResult:
     ``first_pass="attribution"`` attribution patching (one forward and one backward; ``ig_steps``
     of each with integrated gradients). Where the model does not expose what the P0-stream
     estimate reads (``EstimateUnavailable``: a TransformerLens 4 native bridge) the first pass is
-    exact patching, and its ``kind`` says so."""
+    exact patching, and its ``kind`` says so. A readout that is not attention to P0 (the loss, a
+    logit difference) has neither estimate: its first pass is exact patching of the components
+    (no heads), which the component sweep then reuses."""
     sites = _component_sites(state) + head_sites(
         state.sweep_layers, state.cfg.n_heads, positions=P0_POSITIONS
     )
-    if state.config.first_pass == "p0-stream":
+    if not isinstance(state.metric, PatternReadout):
+        state.say(
+            f"first pass: exact patching of the components (the estimates read attention to "
+            f"P0, not the {state.metric.label})"
+        )
+        result = state.patcher.patch(_component_sites(state), state.metric, desc="first pass")
+        state.exact_first_pass = result
+    elif state.config.first_pass == "p0-stream":
         try:
             result = p0_stream_estimate(state.patcher, sites, state.metric)
         except EstimateUnavailable as why:
@@ -160,7 +215,7 @@ def first_pass(state: DiscoveryState) -> StepResult:
             state.patcher, sites, state.metric, ig_steps=state.config.ig_steps
         )
     state.first_pass_effects = dict(zip(result.names, result.effects.tolist(), strict=True))
-    return FirstPass(first_pass=EffectTable.of_result(result))
+    return FirstPass(first_pass=state.table(result))
 
 
 def component_sweep(state: DiscoveryState) -> StepResult:
@@ -175,28 +230,36 @@ def component_sweep(state: DiscoveryState) -> StepResult:
         rest = [s for s in comp_sites if s not in early]
         rest.sort(key=lambda s: -abs(state.first_pass_effects[s.name]))
         exact_sites = early + rest[: config.exact_top_k]
-    result = state.patcher.patch(exact_sites, state.metric, desc="component sweep")
+    if state.exact_first_pass is not None and config.exact_top_k is None:
+        result = state.exact_first_pass  # the same sites, patched exactly already
+    else:
+        result = state.patcher.patch(exact_sites, state.metric, desc="component sweep")
     state.components = result
-    state.relative.update(zip(result.names, (result.effects / state.clean).tolist(), strict=True))
+    assert state.span is not None
+    state.relative.update(
+        zip(result.names, (result.effects / state.span.width).tolist(), strict=True)
+    )
     state.selected = [
         s for s in exact_sites if abs(state.relative[s.name]) >= config.component_threshold
     ]
     state.say(f"selected components: {[s.name for s in state.selected]}")
     return ComponentSweep(
-        components=EffectTable.of_result(result),
+        components=state.table(result),
         selected_components=[s.name for s in state.selected],
     )
 
 
 def _faithfulness(state: DiscoveryState, circuit: list[Site]) -> Faithfulness:
     everything = all_p0_components(state.cfg, state.sweep_layers)
-    return faithfulness(state.patcher, state.metric, circuit, everything, state.clean)
+    assert state.span is not None
+    return faithfulness(state.patcher, state.metric, circuit, everything, state.span)
 
 
 def faithfulness_step(state: DiscoveryState) -> StepResult:
     """kept / ablated / floor of the core circuit, and where its kept sink is lost."""
     state.faith = _faithfulness(state, state.nodes)
-    through = kept_through_layer(state.patcher, state.metric, state.faith.others, state.clean)
+    assert state.span is not None
+    through = kept_through_layer(state.patcher, state.metric, state.faith.others, state.span)
     return FaithfulnessFound(
         faithfulness=CircuitFaithfulness(
             core_kept_through_layer=[KeptAtLayer.model_validate(row) for row in through]
@@ -214,7 +277,7 @@ def faithfulness_step(state: DiscoveryState) -> StepResult:
 def backups(state: DiscoveryState) -> StepResult:
     """The sufficiency search (``circuits.circuit.faithfulness.find_backups``); with backups,
     the circuit's faithfulness is measured again with them."""
-    assert state.faith is not None
+    assert state.faith is not None and state.span is not None
     assert state.record.faithfulness is not None and state.record.backups is not None
     through = [row.model_dump() for row in state.record.faithfulness.core_kept_through_layer]
     found, steps = find_backups(
@@ -223,7 +286,7 @@ def backups(state: DiscoveryState) -> StepResult:
         state.faith.others,
         state.faith.kept,
         through,
-        state.clean,
+        state.span,
         state.config,
     )
     state.backups = found
@@ -249,12 +312,13 @@ def backups(state: DiscoveryState) -> StepResult:
         ablated_when_kept=[s.name for s in faith.others],
         values=faith.runs.values.tolist(),
         per_receiver=None if faith.runs.detail is None else faith.runs.detail.tolist(),
-        definition="sink with only the circuit's P0 components clean (all other P0 components "
-        "in layers before the last receiver at their counterfactual) / clean sink; ablated: "
-        "circuit components at their counterfactual / clean sink; floor: every P0 component "
-        "at its counterfactual / clean sink; core_kept_through_layer: the core circuit's kept "
-        "value when only the other components in layers <= layer are ablated (where the kept "
-        "sink is lost)",
+        definition="kept: the readout with only the circuit's P0 components clean (all other "
+        "P0 components in layers before the last receiver at their counterfactual); ablated: "
+        "circuit components at their counterfactual; floor: every P0 component at its "
+        "counterfactual; each as (value - reference) / (clean - reference), the reference 0 for "
+        "the sink (fractions of the clean sink) and the floor for other readouts (readout."
+        "reference); core_kept_through_layer: the core circuit's kept value when only the "
+        "other components in layers <= layer are ablated (where the kept readout is lost)",
     )
     return FaithfulnessFound.model_validate(
         dict(
@@ -284,11 +348,12 @@ def path_patching(state: DiscoveryState) -> StepResult:
     ]
     if mlp_paths:
         state.path_mlp = patcher.path_patch(mlp_paths, state.metric, desc="paths into MLPs")
-    if k_paths:  # one forward group per receiver layer; each path read at its own layer
-        state.path_k = patcher.path_patch(k_paths, None, desc="paths into K")
+    if k_paths:  # sink: one forward group per receiver layer, each path read at its own layer
+        k_readout = None if state.metric is state.sink else state.metric
+        state.path_k = patcher.path_patch(k_paths, k_readout, desc="paths into K")
     return PathsFound(
-        paths_mlp=None if state.path_mlp is None else EffectTable.of_result(state.path_mlp),
-        paths_k=None if state.path_k is None else EffectTable.of_result(state.path_k),
+        paths_mlp=None if state.path_mlp is None else state.table(state.path_mlp),
+        paths_k=None if state.path_k is None else state.table(state.path_k),
         q_paths_note="paths from P0 into Q inputs are exactly zero (P0's query can only attend "
         "to P0) and are not run",
     )
@@ -306,11 +371,15 @@ def first_pass_agreement(state: DiscoveryState) -> StepResult:
     exact = [r for r in (state.components, state.heads) if r is not None]
     names = [n for r in exact for n in r.names]
     exact_eff = torch.cat([r.effects for r in exact])
-    estimate = torch.tensor([state.first_pass_effects[n] for n in names])
-    agreement = Agreement(first_pass_exact_pearson=pearson(estimate, exact_eff))
+    if state.exact_first_pass is not None:  # the first pass was exact: nothing to compare
+        agreement = Agreement(first_pass_exact_pearson=None)
+    else:
+        estimate = torch.tensor([state.first_pass_effects[n] for n in names])
+        agreement = Agreement(first_pass_exact_pearson=pearson(estimate, exact_eff))
     if state.components is not None and state.faith is not None:
         single = float(state.components.effects.sum())
-        joint = (state.faith.floor - 1.0) * state.clean
+        assert state.span is not None
+        joint = (state.faith.floor - 1.0) * state.span.width
         agreement.additivity = Additivity(
             sum_of_single_effects=single,
             joint_effect=joint,

@@ -15,14 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from circuits.backend.experts import experts_unavailable
-from circuits.circuit.record import (
-    EffectTable,
-    ExpertLayerChoice,
-    ExpertSweep,
-    HeadLayerChoice,
-    HeadSweep,
-    StepResult,
-)
+from circuits.circuit.record import ExpertLayerChoice, HeadLayerChoice
+from circuits.circuit.step_results import ExpertSweep, HeadSweep, StepResult
 from circuits.circuit.steps import DiscoveryState, by_position
 from circuits.core.conventions import P0_POSITIONS
 from circuits.patching.results import PatchingResult
@@ -45,7 +39,9 @@ def _descend(
     field = "heads" if choice is HeadLayerChoice else "experts"  # the unit list, and its node
     units = [u for layer in layers for u in units_of(layer)]
     alone = patcher.patch(units, state.metric, desc=desc)
-    state.relative.update(zip(alone.names, (alone.effects / state.clean).tolist(), strict=True))
+    assert state.span is not None
+    width = state.span.width
+    state.relative.update(zip(alone.names, (alone.effects / width).tolist(), strict=True))
     picks = {
         layer: [u for u in units_of(layer) if abs(state.relative[u.name]) >= config.head_threshold]
         for layer in layers
@@ -59,7 +55,7 @@ def _descend(
         layer_rel = state.relative[Site(parent, layer).name]
         rel = 0.0
         if picks[layer] and joint is not None:
-            rel, k = float(joint.effects[k] / state.clean), k + 1
+            rel, k = float(joint.effects[k] / width), k + 1
         cover = rel / layer_rel if layer_rel else 0.0
         use_units = bool(picks[layer]) and cover >= config.head_cover
         chosen[layer] = choice.model_validate(
@@ -94,7 +90,7 @@ def head_sweep(state: DiscoveryState) -> StepResult:
     state.nodes = by_position(nodes)
     state.say(f"circuit nodes: {[s.name for s in state.nodes]}")
     return HeadSweep(
-        heads=None if state.heads is None else EffectTable.of_result(state.heads),
+        heads=None if state.heads is None else state.table(state.heads),
         head_layers=chosen,
     )
 
@@ -118,4 +114,4 @@ def expert_sweep(state: DiscoveryState) -> StepResult:
     kept = [s for s in state.nodes if s.kind != "mlp" or s.layer not in chosen]
     state.nodes = by_position(kept + found)
     state.say(f"circuit nodes with experts: {[s.name for s in state.nodes]}")
-    return ExpertSweep(experts=EffectTable.of_result(state.experts), expert_layers=chosen)
+    return ExpertSweep(experts=state.table(state.experts), expert_layers=chosen)

@@ -8,7 +8,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from circuits.core.conventions import COUNTERFACTUAL_SPECS, DTYPES, parse_counterfactual_spec
+from circuits.core.conventions import (
+    COUNTERFACTUAL_SPECS,
+    DTYPES,
+    parse_counterfactual_spec,
+    parse_readout_spec,
+)
 from circuits.core.errors import UsageError
 from circuits.core.provenance import provenance
 from circuits.zoo.gguf_file import check_gguf
@@ -23,6 +28,15 @@ def counterfactual_spec(text: str) -> str:
     """``--counterfactual``: a spec checked before any model loads (the token resolves later)."""
     try:
         parse_counterfactual_spec(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def readout_spec(text: str) -> str:
+    """``discover --readout``: a spec checked before any model loads (tokens resolve later)."""
+    try:
+        parse_readout_spec(text)
     except UsageError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text

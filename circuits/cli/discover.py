@@ -20,7 +20,9 @@ from circuits.cli.common import (
     header,
     load_for,
     model_header,
+    readout_spec,
 )
+from circuits.core.conventions import DISCOVER_READOUTS
 from circuits.core.errors import UsageError
 from circuits.core.outputs import check_out
 
@@ -60,9 +62,8 @@ def _add_first_pass_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model(parser)
-    add_out(parser)
+def _add_question_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is patched into P0, and what the circuit is for."""
     parser.add_argument(
         "--counterfactual",
         type=counterfactual_spec,
@@ -71,6 +72,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="value patched into P0 (default shift: the first token one place later). "
         + COUNTERFACTUAL_HELP,
     )
+    parser.add_argument(
+        "--readout",
+        type=readout_spec,
+        default=D.readout,
+        metavar="SPEC",
+        help="what the circuit is for (default sink): "
+        + "; ".join(f"{k}: {v}" for k, v in DISCOVER_READOUTS.items())
+        + ". Effects are shares of (clean - reference): 0 for the sink, every P0 component "
+        "patched for the others",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model(parser)
+    add_out(parser)
+    _add_question_arguments(parser)
     add_bos(parser, "BOS at position 0 (default: the model's training regime)")
     parser.add_argument("--n-prompts", type=int, default=8, help="prompts (default 8)")
     parser.add_argument("--n-tokens", type=int, default=64, help="tokens per prompt (default 64)")
@@ -169,6 +186,7 @@ def config_from(args: argparse.Namespace) -> DiscoverConfig:
             raise UsageError("--receivers is empty")
     config = DiscoverConfig(
         counterfactual=args.counterfactual,
+        readout=args.readout,
         receivers=receivers,
         first_receiver=args.first_receiver,
         component_threshold=args.threshold,

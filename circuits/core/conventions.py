@@ -80,6 +80,36 @@ def check_counterfactual(spec: str) -> str:
     return spec
 
 
+DISCOVER_READOUTS = {
+    "sink": "the receivers' sink score (Gu et al.'s alpha_0; default)",
+    "loss": "mean next-token cross-entropy (nats)",
+    "kl": "KL(clean || patched) of the next-token distribution (nats)",
+    "logit-diff:A,B": "logit of token A minus token B at the last position (ids or single-token "
+    "strings)",
+}
+"""The questions ``discover --readout`` can ask of P0's components."""
+
+
+def parse_readout_spec(spec: str) -> tuple[str, tuple[str, str] | None]:
+    """``(kind, tokens)`` of a ``discover --readout`` spec (``tokens`` only for ``logit-diff``),
+    or a one-line ``UsageError`` naming the choices."""
+    kind, sep, rest = str(spec).partition(":")
+    if kind in ("sink", "loss", "kl") and not sep:
+        return kind, None
+    if kind == "logit-diff":
+        parts = [p.strip() for p in rest.split(",")]
+        if len(parts) == 2 and all(parts):
+            return kind, (parts[0], parts[1])
+        raise UsageError(
+            f"readout {spec!r}: logit-diff takes two tokens, e.g. 'logit-diff:Paris,London' or "
+            "'logit-diff:1234,5678'"
+        )
+    raise UsageError(
+        f"unknown readout {spec!r}; choose one of: "
+        + "; ".join(f"{k} ({v})" for k, v in DISCOVER_READOUTS.items())
+    )
+
+
 DTYPES = ("float32", "bfloat16", "float16")
 """The precisions a model can be loaded in (``--dtype``); readouts, clean values, effects and
 faithfulness reduce in float32 whatever the model's dtype (docs/science.md, "Precision")."""

@@ -138,6 +138,8 @@ class LogitDifference(_OutputReadout):
     """logit(correct) - logit(wrong) at ``position`` (default: the last), batch-averaged."""
 
     name = "logit_difference"
+    label = "logit difference"
+    axis = "logit(correct) − logit(wrong)"
 
     @checked
     def __init__(
@@ -188,6 +190,8 @@ class KLToClean(_OutputReadout, ComparedToClean):
     prompts; ``positions=None``: every position."""
 
     name = "kl_to_clean"
+    label = "KL to clean"
+    axis = "KL(clean ‖ patched) of the next token (nats)"
 
     @checked
     def __init__(self, positions: NonEmpty[int] | None = None) -> None:

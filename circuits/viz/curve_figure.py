@@ -71,7 +71,9 @@ def faithfulness_curve_figure(record: DiscoveryRecord | dict[str, Any]) -> Figur
     faith = record.faithfulness
     if curve.circuit_size and faith is not None and faith.kept is not None:
         span = curve.clean - curve.empty
-        f_circuit = (faith.kept * curve.clean - curve.empty) / span if span else float("nan")
+        reference = 0.0 if record.readout is None else record.readout.reference
+        kept_value = reference + faith.kept * (curve.clean - reference)  # the readout, kept
+        f_circuit = (kept_value - curve.empty) / span if span else float("nan")
         ax.plot(
             [curve.circuit_size],
             [f_circuit],

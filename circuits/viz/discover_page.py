@@ -37,6 +37,7 @@ from circuits.viz.patching_figures import (
     path_figure,
 )
 from circuits.viz.prediction_figure import prediction_figure
+from circuits.viz.style import effect_words
 from circuits.viz.view_data import load_view_data
 from circuits.viz.views import NO_VIEWS_NOTE, View, p0_norm_view, sink_heads_view, views_section
 
@@ -49,8 +50,8 @@ DRAWINGS: tuple[tuple[Callable[[DiscoveryRecord], Figure], str | None, str], ...
     (
         component_heatmap_figure,
         "patching_components",
-        "Layer × component: sink change / clean sink when one component's output at P0 is set "
-        "to its counterfactual (blue: the patch lowers the sink); exact patching (bold) for "
+        "Layer × component: {axis} when one component's output at P0 is set "
+        "to its counterfactual (blue: {blue}); exact patching (bold) for "
         "the components the sweep patched, the first-pass estimate (hatched) elsewhere.",
     ),
     (
@@ -63,26 +64,27 @@ DRAWINGS: tuple[tuple[Callable[[DiscoveryRecord], Figure], str | None, str], ...
     (
         path_figure,
         "paths_k",
-        "Path patching: sender at P0 -> K input of each later layer (direct path); sink change "
-        "at that layer / its clean sink (blue: the path carries the sink).",
+        "Path patching: sender at P0 -> K input of each later layer (direct path); {path} "
+        "(blue: {blue}).",
     ),
     (
         first_pass_figure,
         "first_pass",
         "First pass vs exact patching: each exactly patched component or head, its estimated "
-        "against its exact sink change (both / clean sink); on the dashed diagonal they agree.",
+        "against its exact effect (both {axis}); on the dashed diagonal they agree.",
     ),
     (
         faithfulness_figure,
         "faithfulness",
         "Faithfulness per receiver layer: clean, circuit kept (rest patched), circuit patched, "
-        "everything patched.",
+        "everything patched; and the {readout} kept as the other components are ablated layer "
+        "by layer.",
     ),
     (
         faithfulness_curve_figure,
         "faithfulness_curve",
         "Faithfulness curve: f(k) with the first k P0 components of a ranking kept clean and "
-        "the rest at the counterfactual, normalised by the clean and all-patched sinks; CPR "
+        "the rest at the counterfactual, normalised by the clean and all-patched {readout}; CPR "
         "= area under f, CMD = area between f and 1 (MIB; docs/science.md).",
     ),
     (
@@ -109,11 +111,14 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
         figs.add(
             lambda: circuit_graph_figure(graph, record=record),
             "circuit_graph",
-            "The circuit layer by layer, P0's embedding at the bottom; edge width = |sink "
-            "change| / clean sink of the path's receiver; blue: patching the path lowers the sink.",
+            _caption(
+                "The circuit layer by layer, P0's embedding at the bottom; edge width = "
+                "|{path}|; blue: {blue}.",
+                record,
+            ),
         )
     for make, stem, caption in DRAWINGS:
-        figs.add(functools.partial(make, record), stem, caption)
+        figs.add(functools.partial(make, record), stem, _caption(caption, record))
     sections.append("<h2>Figures</h2>" + "\n".join(figs.html))
     if graph is not None:
         sections.append(_graph_tables(graph))
@@ -135,7 +140,23 @@ def discover_page(path: Path, figs: FigureCollector) -> tuple[str, list[str], li
     data = load_view_data(path)
     views = [sink_heads_view(data), p0_norm_view(data)] if data else []
     sections.append(views_section(views, "" if views else NO_VIEWS_NOTE))
-    return f"P0 sink circuit: {record.model or '?'}", sections, views
+    words = effect_words(record)
+    title = "P0 sink circuit" if words.readout == "sink" else f"P0 circuit for the {words.readout}"
+    return f"{title}: {record.model or '?'}", sections, views
+
+
+def _caption(template: str, record: DiscoveryRecord) -> str:
+    """A figure's caption in the words of the readout the discovery asked."""
+    words = effect_words(record)
+    sink = words.readout == "sink"
+    return template.format(
+        axis=words.axis.replace("\n", " "),
+        blue="the " + words.blue,
+        readout="sinks" if sink else words.readout,
+        path="sink change at that layer / the clean sink of all receivers"
+        if sink
+        else words.axis.replace("\n", " "),
+    )
 
 
 def _baseline_rows(base: SinkBaseline | None) -> list[tuple[str, str]]:
@@ -198,6 +219,7 @@ def _discover_summary(record: DiscoveryRecord) -> list[list[str]]:
         *_backup_rows(record.backups),
         *_curve_rows(record.faithfulness_curve),
         *_prediction_rows(record.prediction),
+        *_readout_rows(record),
         ("clean sink", fmt(record.clean and record.clean.sink, ".4f")),
         *_baseline_rows(record.sink_baseline),
         ("metric", esc(str(metric.get("definition", metric)))),
@@ -228,8 +250,21 @@ def _discover_summary(record: DiscoveryRecord) -> list[list[str]]:
     return [[k, v] for k, v in rows]
 
 
+def _readout_rows(record: DiscoveryRecord) -> list[tuple[str, str]]:
+    """What the circuit is for, when it is not the sink: the readout, clean and with every P0
+    component patched (the span its effects are shares of)."""
+    ro = record.readout
+    if ro is None or ro.spec == "sink":
+        return []
+    return [
+        ("readout (what the circuit is for)", f"<b>{esc(ro.spec)}</b>: {esc(ro.definition)}"),
+        (f"clean {esc(ro.label)}", fmt(ro.clean, ".4f")),
+        (f"{esc(ro.label)} with every P0 component patched", fmt(ro.reference, ".4f")),
+    ]
+
+
 def _effects_table(record: DiscoveryRecord) -> str:
-    clean = record.clean_sink()
+    clean = record.effect_span()
     rows = [
         [
             esc(r.name),
@@ -243,7 +278,7 @@ def _effects_table(record: DiscoveryRecord) -> str:
         return ""
     return (
         f"<details><summary>Every exact patching effect at P0 ({len(rows)} rows)</summary>"
-        + table(["patched at P0", "sink", "effect", "relative"], rows)
+        + table(["patched at P0", effect_words(record).readout, "effect", "relative"], rows)
         + "</details>"
     )
 

@@ -11,7 +11,15 @@ from matplotlib.lines import Line2D
 
 from circuits.circuit.record import DiscoveryRecord
 from circuits.core.conventions import RECEIVER_KINDS
-from circuits.viz.style import KIND_COLORS, LOWERS, RAISES, effect_color, new_figure
+from circuits.viz.style import (
+    KIND_COLORS,
+    LOWERS,
+    RAISES,
+    EffectWords,
+    effect_color,
+    effect_words,
+    new_figure,
+)
 
 _STAGE_Y = {
     "embed": -1.0,
@@ -77,7 +85,7 @@ def _draw(ax, g: nx.DiGraph, pos: dict[str, tuple[float, float]]) -> None:
         ax=ax,
         edgelist=[(u, v) for u, v, _ in edges],
         width=[0.6 + 7.0 * min(1.0, abs(d.get("relative") or 0.0)) for _, _, d in edges],
-        edge_color=[effect_color(d.get("effect")) for _, _, d in edges],
+        edge_color=[effect_color(d.get("relative", d.get("effect"))) for _, _, d in edges],
         alpha=0.75,
         arrows=True,
         arrowsize=9,
@@ -93,7 +101,9 @@ def _draw(ax, g: nx.DiGraph, pos: dict[str, tuple[float, float]]) -> None:
         ax.text(x + 0.28, y - 0.04, label, fontsize=6.5, va="top", ha="left")
 
 
-def _axes_and_legend(ax, g: nx.DiGraph, pos: dict[str, tuple[float, float]]) -> None:
+def _axes_and_legend(
+    ax, g: nx.DiGraph, pos: dict[str, tuple[float, float]], words: EffectWords | None = None
+) -> None:
     """One y tick per layer the circuit spans, the P0 marker, and the kind/sign legend."""
     ys = [p[1] for p in pos.values()]
     if "embed@p0" not in g:
@@ -120,9 +130,14 @@ def _axes_and_legend(ax, g: nx.DiGraph, pos: dict[str, tuple[float, float]]) -> 
     handles = [
         Line2D([], [], marker="o", ls="", color=KIND_COLORS.get(k, "#fff"), label=k) for k in kinds
     ]
+    blue, red = (
+        ("patch lowers the sink", "patch raises the sink")
+        if words is None
+        else (words.blue, words.red)
+    )
     handles += [
-        Line2D([], [], color=LOWERS, lw=3, label="patch lowers the sink"),
-        Line2D([], [], color=RAISES, lw=3, label="patch raises the sink"),
+        Line2D([], [], color=LOWERS, lw=3, label=blue),
+        Line2D([], [], color=RAISES, lw=3, label=red),
     ]
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
@@ -156,10 +171,17 @@ def circuit_graph_figure(
         return fig
     _draw(ax, g, pos)
     ax.set_xlim(x_lo, x_hi)
-    _axes_and_legend(ax, g, pos)
-    faith = None if record is None else DiscoveryRecord.of(record).faithfulness
+    rec = None if record is None else DiscoveryRecord.of(record)
+    words = None if rec is None else effect_words(rec)
+    _axes_and_legend(ax, g, pos, words)
+    faith = None if rec is None else rec.faithfulness
     kept, abl = (None, None) if faith is None else (faith.kept, faith.ablated)
-    default = f"{g.graph.get('model', '')} P0 sink circuit"
+    what = (
+        "sink circuit"
+        if words is None or words.readout == "sink"
+        else f"circuit for the {words.readout}"
+    )
+    default = f"{g.graph.get('model', '')} P0 {what}"
     if kept is not None and abl is not None:
         default += f" (kept {kept:.0%}, ablated {abl:.0%})"
     ax.set_title(title or default, fontsize=9)

@@ -22,6 +22,7 @@ from circuits.viz.style import (
     EFFECT_CMAP,
     KIND_COLORS,
     effect_limit,
+    effect_words,
     integer_ticks,
     new_figure,
     percent_label,
@@ -58,7 +59,7 @@ def _cells(
 ) -> dict[str, tuple[dict[str, Any], float, bool]]:
     """Per site name: (site, sink change / clean sink, exact?). The exact patching of
     ``exact`` where it ran, the first-pass estimate everywhere else."""
-    clean = record.clean_sink()
+    clean = record.effect_span()
     cells = {}
     for table, is_exact in ((record.first_pass, False), (exact, True)):
         for name, row in _effects_by_name(table).items():
@@ -116,7 +117,7 @@ def component_heatmap_figure(record: Record) -> Figure:
         marks.append((i, j, value, is_exact))
     fig = new_figure(min(2.5 + 0.45 * len(layers), 15), 2.6)
     ax = fig.subplots()
-    lim = _effect_image(fig, ax, grid, "sink change, % of the clean sink")
+    lim = _effect_image(fig, ax, grid, effect_words(record).axis)
     _mark_cells(ax, marks, lim, annotate=len(layers) <= 32)
     ax.set_yticks(range(len(kinds) + 1), ["embed", *kinds])
     ax.set_xticks(range(len(layers)), [str(la) for la in layers], fontsize=7)
@@ -150,7 +151,7 @@ def head_patching_heatmap_figure(record: Record) -> Figure:
     fig = new_figure(min(2.5 + 0.6 * n_heads, 9), 1.4 + 0.24 * len(layers))
     ax = fig.subplots()
     # one head far above the rest must not make -13% and -3.4% the same colour
-    lim = _effect_image(fig, ax, grid, "sink change, % of the clean sink", clip_outlier=False)
+    lim = _effect_image(fig, ax, grid, effect_words(record).axis, clip_outlier=False)
     _mark_cells(ax, marks, lim, annotate=grid.size <= 300)
     ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)], fontsize=7)
     ax.set_yticks(
@@ -176,7 +177,7 @@ def path_figure(record: Record) -> Figure:
     pk = rec.paths_k
     if pk is None or not pk.effects:
         raise MissingDataError("patching.json has no paths into keys (paths_k)")
-    clean = rec.clean_sink()
+    clean = rec.effect_span()
     senders: list[str] = []
     cells: dict[tuple[str, int], float] = {}
     for r in pk.effects:
@@ -189,7 +190,12 @@ def path_figure(record: Record) -> Figure:
     grid = np.array([[cells.get((s, la), np.nan) for la in layers] for s in senders])
     fig = new_figure(max(6, 0.3 * len(layers) + 2), 0.45 * len(senders) + 1.6)
     ax = fig.subplots()
-    _effect_image(fig, ax, grid, "sink change at that layer\n/ clean sink of all receivers")
+    label = (
+        "sink change at that layer\n/ clean sink of all receivers"
+        if effect_words(rec).readout == "sink"
+        else effect_words(rec).axis
+    )
+    _effect_image(fig, ax, grid, label)
     ax.set_yticks(range(len(senders)), senders, fontsize=8)
     ax.set_xticks(range(len(layers)), [str(la) for la in layers], fontsize=7)
     ax.set_xlabel("receiver layer (K input of all its heads)")
@@ -198,7 +204,7 @@ def path_figure(record: Record) -> Figure:
     return fig
 
 
-def _kept_panel(ax, faith: CircuitFaithfulness, backups: list[str]) -> None:
+def _kept_panel(ax, faith: CircuitFaithfulness, backups: list[str], readout: str) -> None:
     through = faith.core_kept_through_layer
     xs = [row.layer for row in through]
     ys = [row.kept for row in through]
@@ -215,8 +221,10 @@ def _kept_panel(ax, faith: CircuitFaithfulness, backups: list[str]) -> None:
     ax.axhline(1.0, color="k", lw=0.8, label="clean")
     ax.set_xlabel("L: non-circuit P0 components ablated in layers <= L")
     integer_ticks(ax)
-    ax.set_ylabel("sink / clean sink")
-    ax.set_ylim(0, max(1.05, *ys))
+    ax.set_ylabel(
+        "sink / clean sink" if readout == "sink" else f"share of P0's effect on the {readout}"
+    )
+    ax.set_ylim(min(0, *ys), max(1.05, *ys))
     ax.legend(fontsize=7)
     ax.set_title("circuit kept: where the rest is needed", fontsize=9)
 
@@ -227,15 +235,23 @@ def faithfulness_figure(record: Record) -> Figure:
     components are ablated (``core_kept_through_layer``)."""
     record = DiscoveryRecord.of(record)
     faith = record.faithfulness
-    if faith is None or not faith.per_receiver or record.clean is None:
-        raise MissingDataError("patching.json has no per-receiver faithfulness")
+    readout = effect_words(record).readout
+    if faith is None or record.clean is None:
+        raise MissingDataError("patching.json has no faithfulness")
+    backups = (record.backups.nodes if record.backups is not None else None) or []
+    if not faith.per_receiver:  # a readout without layers (loss, KL): where it is kept
+        if not faith.core_kept_through_layer:
+            raise MissingDataError("patching.json has no per-receiver faithfulness")
+        fig = new_figure(6, 3.4)
+        _kept_panel(fig.subplots(), faith, backups, readout)
+        fig.tight_layout()
+        return fig
     layers = record.receiver_layers or []
     per_layer = record.clean.per_receiver_layer
     if faith.core_kept_through_layer:
         fig = new_figure(12, 3.4)
         ax, ax2 = fig.subplots(1, 2, width_ratios=(7, 5))
-        backups = record.backups.nodes if record.backups is not None else None
-        _kept_panel(ax2, faith, backups or [])
+        _kept_panel(ax2, faith, backups, readout)
     else:
         fig = new_figure(7, 3.4)
         ax = fig.subplots()
@@ -302,12 +318,16 @@ def first_pass_figure(record: Record) -> Figure:
     exact patching, one point per component or head patched exactly, both as sink change /
     clean sink; the diagonal is perfect agreement, the largest exact effects are labelled."""
     record = DiscoveryRecord.of(record)
+    if effect_words(record).readout != "sink" and record.first_pass_exact_pearson is None:
+        raise MissingDataError(
+            "the first pass was exact patching (a readout with no estimate): nothing to compare"
+        )
     estimate = _effects_by_name(record.first_pass)
     exact = record.exact_effects()
     names = [n for n in exact if n in estimate]
     if not names:
         raise MissingDataError("patching.json has no first-pass estimate of an exact patch")
-    clean = record.clean_sink()
+    clean = record.effect_span()
     xs = np.array([exact[n].relative_to(clean) for n in names])
     ys = np.array([estimate[n].relative_to(clean) for n in names])
     kinds = [exact[n].site["kind"] for n in names]
@@ -322,8 +342,9 @@ def first_pass_figure(record: Record) -> Figure:
     _label_points(ax, [(names[i], xs[i], ys[i]) for i in np.argsort(-np.abs(xs))[:6]])
     r = record.first_pass_exact_pearson
     method = (record.first_pass.kind if record.first_pass is not None else None) or "first pass"
-    ax.set_xlabel("exact patching: sink change / clean sink")
-    ax.set_ylabel(f"{method}: sink change / clean sink")
+    what = effect_words(record).axis.replace("\n", " ")
+    ax.set_xlabel(f"exact patching: {what}")
+    ax.set_ylabel(f"{method}: {what}")
     ax.set_title(
         f"first pass vs exact ({len(names)} patches, Pearson r "
         f"{'n/a' if r is None else f'{r:.3f}'})",

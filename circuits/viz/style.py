@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -33,6 +34,7 @@ from circuits.circuit.colors import (
     effect_color,
     effect_rgb,
 )
+from circuits.circuit.record import DiscoveryRecord
 
 SINK_CMAP = "viridis"
 """Sequential map for attention to P0 (0..1)."""
@@ -49,6 +51,38 @@ __all__ = [
     "effect_color",
     "effect_rgb",
 ]
+
+
+@dataclass(frozen=True)
+class EffectWords:
+    """How a figure of ``record``'s effects names them: its colour-bar / axis label (``axis``),
+    what blue and red mean (``blue``, ``red``) and the readout (``readout``)."""
+
+    readout: str
+    axis: str
+    blue: str
+    red: str
+
+
+def effect_words(record: DiscoveryRecord) -> EffectWords:
+    """The words for the readout the discovery asked (``discover --readout``): for the sink,
+    "% of the clean sink"; for another readout, "% of P0's effect" (clean - every P0 component
+    patched; ``circuits.circuit.readout_choice``), blue meaning the patch takes the readout
+    towards that floor."""
+    if record.readout is None or record.readout.spec == "sink":
+        return EffectWords(
+            "sink",
+            "sink change, % of the clean sink",
+            "patch lowers the sink",
+            "patch raises the sink",
+        )
+    label = record.readout.label
+    return EffectWords(
+        label,
+        f"{label} change, % of P0's effect\n(clean - all P0 patched)",
+        f"patch removes P0's effect on the {label}",
+        f"patch adds to P0's effect on the {label}",
+    )
 
 
 def new_figure(width: float, height: float) -> Figure:

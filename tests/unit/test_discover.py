@@ -347,6 +347,7 @@ def test_sufficiency_search_takes_two_backups_from_one_layer():
     layer-0 sources {attn0, mlp0, embed} are kept. After a pick in a layer, the search must try
     that layer again (it once moved on to the next layer after one pick and stopped at kept 0)."""
     from circuits.circuit.faithfulness import find_backups
+    from circuits.circuit.readout_choice import Span
     from circuits.patching.results import PatchingResult
     from circuits.patching.sites import Site
 
@@ -370,7 +371,8 @@ def test_sufficiency_search_takes_two_backups_from_one_layer():
     others = [Site("embed"), Site("attn", 0), Site("mlp", 0), Site("attn", 1), Site("mlp", 1)]
     through = [{"layer": 0, "kept": 0.0}, {"layer": 1, "kept": 0.0}]
     config = DiscoverConfig(progress=False)
-    backups, steps = find_backups(Engine(), None, others, 0.0, through, 1.0, config)
+    span = Span(clean=1.0, reference=0.0, reference_is="zero")
+    backups, steps = find_backups(Engine(), None, others, 0.0, through, span, config)
     assert len(backups) == 2 and {s.name for s in backups} <= sources
     assert [s["layer"] for s in steps] == [0, 0] and steps[-1]["candidates"][backups[1].name] == 1.0
 

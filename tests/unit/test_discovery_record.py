@@ -14,7 +14,8 @@ import torch
 
 from circuits.circuit import DiscoverConfig, discover
 from circuits.circuit.discover import STEPS
-from circuits.circuit.record import DiscoveryRecord, StepResult
+from circuits.circuit.record import DiscoveryRecord
+from circuits.circuit.step_results import StepResult
 from circuits.core.errors import UsageError
 from circuits.zoo import tiny_model
 
@@ -182,7 +183,7 @@ def test_each_step_result_is_the_records_sections_it_owns_with_the_records_types
     the step must set it)."""
     from pydantic import ValidationError
 
-    from circuits.circuit.record import STEP_RESULTS, CleanRuns, HeadSweep
+    from circuits.circuit.step_results import STEP_RESULTS, CleanRuns, HeadSweep
 
     fields = list(DiscoveryRecord.model_fields)
     sections = fields[fields.index("clean") : fields.index("verdict") + 1]
