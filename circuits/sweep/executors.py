@@ -28,10 +28,23 @@ from pydantic import Field
 
 from circuits.core.arguments import Count, Positive, check_fields
 from circuits.core.errors import UsageError
-from circuits.sweep.jobs import FAILED, run_job
+from circuits.sweep.cluster import (
+    cluster_state,
+    ended_reason,
+    is_active,
+    mark_reported,
+    outcome_of_earlier,
+    read_submission,
+    record_submission,
+    slurm_job,
+    wait_until_ended,
+)
+from circuits.sweep.jobs import FAILED, SUBMITTED, already_settled, record_failure, run_job
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 SUBMITIT_DIR = "submitit"
+SUBMITTED_DIR_PATTERN = f"{SUBMITIT_DIR}/%j"
+"""submitit's folder of each cluster job (``%j``: its job id), under the sweep's folder."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,7 @@ def _submitit_executor(kind: str, root: Path, options: ClusterOptions):
         raise UsageError(
             f"--executor {kind} needs submitit: pip install 'p0-circuits[cluster]' (or submitit)"
         ) from None
-    folder = root / SUBMITIT_DIR / "%j"
+    folder = root / SUBMITTED_DIR_PATTERN
     if kind == "submitit-local":
         executor = submitit.AutoExecutor(folder=folder, cluster="local")
         executor.update_parameters(timeout_min=options.time_min)
@@ -113,23 +126,62 @@ def run_submitit(
     on_result: Callable[[dict[str, Any]], None],
     wait: bool = True,
 ) -> list[dict[str, Any]]:
-    """Submit every job as one array; wait for each and report it (or, without ``wait``,
-    return at once with the cluster's job ids)."""
+    """Submit the jobs that need a run as one array (``circuits.sweep.cluster``: not the ones
+    complete, failed before, or still queued / running from an earlier submission); wait for
+    each and report it (or, without ``wait``, return at once with the cluster's job ids)."""
     executor = _submitit_executor(kind, root, options)
+    results: dict[int, dict[str, Any]] = {}
+    earlier: dict[int, tuple[Any, str]] = {}  # still running from an earlier submission
+    to_submit: list[int] = []
+    for i, job in enumerate(jobs):
+        sub = read_submission(root, job["id"]) if kind == "slurm" else None
+        if sub is not None and not sub.get("reported"):  # submitted by a run that did not wait
+            handle = slurm_job(root / SUBMITTED_DIR_PATTERN, sub["cluster_job_id"])
+            if is_active(cluster_state(handle)):
+                earlier[i] = (handle, sub["submitted"])
+                continue
+            results[i] = outcome_of_earlier(root, job, handle, sub["submitted"])
+            mark_reported(root, job["id"])
+            if results[i]["status"] != FAILED or not retry_failed:
+                on_result(results[i])
+                continue
+        else:
+            settled = already_settled(job, root, retry_failed)
+            if settled is not None:
+                results[i] = settled
+                on_result(settled)
+                continue
+        to_submit.append(i)
     run = partial(run_job, root=str(root), retry_failed=retry_failed)
-    with executor.batch():
-        submitted = [executor.submit(run, job) for job in jobs]
-    if not wait:
-        return [
-            {"status": "submitted", "reason": f"cluster job {s.job_id}", "job": job}
-            for job, s in zip(jobs, submitted, strict=True)
-        ]
-    results: list[dict[str, Any]] = []
-    for job, handle in zip(jobs, submitted, strict=True):
-        try:
-            result = handle.result()
-        except Exception as err:  # noqa: BLE001 - a dead task is that job's failure
-            result = _failed(job, err)
-        on_result(result)
-        results.append(result)
-    return results
+    handles: dict[int, Any] = {}
+    if to_submit:
+        with executor.batch():
+            submitted = [executor.submit(run, jobs[i]) for i in to_submit]
+        for i, handle in zip(to_submit, submitted, strict=True):
+            if kind == "slurm":
+                record_submission(root, jobs[i], handle)
+            handles[i] = handle
+    for i, (handle, since) in earlier.items():
+        if wait:
+            wait_until_ended(handle)
+            results[i] = outcome_of_earlier(root, jobs[i], handle, since)
+            mark_reported(root, jobs[i]["id"])
+        else:
+            results[i] = _submitted(jobs[i], handle, "still queued or running")
+        on_result(results[i])
+    for i, handle in handles.items():
+        if not wait:
+            results[i] = _submitted(jobs[i], handle, "submitted")
+        else:
+            try:
+                results[i] = handle.result()
+            except Exception as err:  # noqa: BLE001 - a dead task is that job's failure
+                results[i] = record_failure(root, jobs[i], ended_reason(handle, err))
+            if kind == "slurm":
+                mark_reported(root, jobs[i]["id"])
+        on_result(results[i])
+    return [results[i] for i in range(len(jobs))]
+
+
+def _submitted(job: dict[str, Any], handle: Any, what: str) -> dict[str, Any]:
+    return {"status": SUBMITTED, "reason": f"cluster job {handle.job_id}: {what}", "job": job}

@@ -30,7 +30,7 @@ from circuits.core.manifest import verify_folder
 JOBS_DIR = "jobs"
 STATUS_SUFFIX = ".status.json"
 LOCK_SUFFIX = ".lock"
-DONE, FAILED, SKIPPED, BUSY = "done", "failed", "skipped", "busy"
+DONE, FAILED, SKIPPED, BUSY, SUBMITTED = "done", "failed", "skipped", "busy", "submitted"
 
 
 def job_paths(root: Path, job_id: str) -> tuple[Path, Path, Path]:
@@ -116,9 +116,13 @@ def run_job(
         return {"status": BUSY, "reason": "another sweep is running this job now", "job": job}
 
 
-def _run_locked(
-    job: dict[str, Any], out: Path, status_file: Path, retry_failed: bool, threads: int | None
-) -> dict[str, Any]:
+def already_settled(
+    job: dict[str, Any], root: Path, retry_failed: bool = False
+) -> dict[str, Any] | None:
+    """The job's ``skipped`` status when it needs no run: complete and verified, or failed
+    before and not to be retried; None when it must run. Every executor asks before it runs or
+    submits a job (a cluster is sent only the jobs that need it)."""
+    out, status_file, _ = job_paths(root, job["id"])
     before = read_status(status_file) or {}
     if is_complete(out):
         return {**before, "status": SKIPPED, "reason": "complete and verified", "job": job}
@@ -130,11 +134,36 @@ def _run_locked(
             "failed_before": True,
             "job": job,
         }
+    return None
+
+
+def record_failure(root: Path, job: dict[str, Any], reason: str, **extra: Any) -> dict[str, Any]:
+    """Write the job's status as failed with a one-line ``reason`` (a cluster task that died
+    before ``run_job`` could write it: cancelled, out of time, a node lost) and return it."""
+    result = {
+        "status": FAILED,
+        "reason": " ".join(reason.split()),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **extra,
+        "job": job,
+    }
+    write_json(job_paths(root, job["id"])[1], result)
+    return result
+
+
+def _run_locked(
+    job: dict[str, Any], out: Path, status_file: Path, retry_failed: bool, threads: int | None
+) -> dict[str, Any]:
+    settled = already_settled(job, out.parent.parent, retry_failed)
+    if settled is not None:
+        return settled
     overwrite = ["--overwrite"] if out.exists() else []  # an unverifiable folder is redone
     code, reason, wall, rss = _run_child(
         [*job["argv"], "--out", str(out), "--quiet", *overwrite], threads
     )
     done = code == 0 and is_complete(out)
+    if code < 0:  # a signal: the job did not fail by itself
+        reason = f"killed by {signal.Signals(-code).name} (cancelled, out of time or memory?)"
     result = {
         "status": DONE if done else FAILED,
         "reason": "" if done else (reason or f"exit code {code}"),

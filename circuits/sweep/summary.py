@@ -8,7 +8,9 @@ sweeps, writes it last. Each row holds the job's axes and its headline numbers:
   layers 2..last; measure: the mean sink score of layers 2..last);
 * ``sink_rate``: measure's sink rate from layer 2 (heads with sink score >= eps);
 * ``circuit``, ``kept``, ``ablated``, ``floor``, ``sink_present`` (discover);
-* ``wall_s``, ``peak_rss_mb`` (the job's child process), ``status`` and ``reason``.
+* ``wall_s``, ``peak_rss_mb`` (the job's child process), ``status`` and ``reason``;
+* ``log``: the job's stderr log on the cluster (submitit writes its stdout beside it), for a
+  job submitted to SLURM.
 
 Files: ``summary.jsonl`` (one JSON object a line), ``summary.csv`` and ``report.html`` (the
 table and ``circuits.viz.sweep_figure``'s figure, inline).
@@ -27,6 +29,7 @@ from circuits.core.atomic import write_text
 from circuits.core.conventions import PATCHING_FILE
 from circuits.core.errors import MissingDataError
 from circuits.core.records import finite, load_measure, load_result
+from circuits.sweep.cluster import read_submission
 from circuits.sweep.jobs import DONE, is_complete, job_paths, read_status
 
 SUMMARY_JSONL = "summary.jsonl"
@@ -51,6 +54,7 @@ COLUMNS = (
     "floor",
     "wall_s",
     "peak_rss_mb",
+    "log",
 )
 
 
@@ -65,7 +69,7 @@ def _discover_numbers(out: Path) -> dict[str, Any]:
         "ablated": None if faith is None else faith.ablated,
         "floor": None if faith is None else faith.floor,
         "effects": {
-            name: row.relative_to(rec.clean_sink()) for name, row in rec.exact_effects().items()
+            name: row.relative_to(rec.effect_span()) for name, row in rec.exact_effects().items()
         },
     }
 
@@ -77,6 +81,12 @@ def _measure_numbers(out: Path) -> dict[str, Any]:
         "sink": sum(later) / len(later) if later else None,
         "sink_rate": data.get("sink_rate_from_layer2"),
     }
+
+
+def _log_of(root: Path, job_id: str) -> str | None:
+    """The job's log on the cluster (its stderr, beside its stdout), when it was submitted."""
+    sub = read_submission(root, job_id)
+    return None if sub is None else sub.get("stderr")
 
 
 def job_row(root: Path, job: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +101,7 @@ def job_row(root: Path, job: dict[str, Any]) -> dict[str, Any]:
         reason=status.get("reason", ""),
         wall_s=status.get("wall_s"),
         peak_rss_mb=status.get("peak_rss_mb"),
+        log=_log_of(root, job["id"]),
     )
     if is_complete(out):
         row["status"] = DONE
