@@ -31,6 +31,7 @@ _EXPORTS = {
     "explore": "panel.widget",
     "DiscoverConfig": "circuit.config",
     "discover": "circuit.discover",
+    "P0SinkMonitor": "emergence.monitor",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

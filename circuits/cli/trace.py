@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from circuits.cli.common import add_dtype, check_range, counterfactual_spec, header
-from circuits.core.conventions import RUN_FILE, TRACE_FILE
+from circuits.core.conventions import RUN_FILE, TRACE_BATCH_SIZE, TRACE_FILE
 from circuits.core.errors import UsageError
 from circuits.emergence.phases import PhaseCriteria
 
@@ -66,7 +66,7 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=32,
+        default=TRACE_BATCH_SIZE,
         help="evaluation sequences (default 32; for HF/official series: prompts)",
     )
     parser.add_argument(

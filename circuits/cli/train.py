@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from circuits.cli.common import check_device, header
-from circuits.core.conventions import RUN_FILE
+from circuits.core.conventions import RUN_FILE, TRACE_BATCH_SIZE
 from circuits.core.errors import UsageError
 from circuits.core.outputs import check_replaceable
 from circuits.training.config import DATA_SOURCES, MLPS, NORMS, POSITIONALS, TrainConfig
@@ -97,6 +97,27 @@ CONFIG_FLAGS: dict[str, list[tuple[str, str, type, list[str] | None, str]]] = {
 }
 
 
+def _add_monitor_arguments(parser: argparse.ArgumentParser) -> None:
+    """The live P0 sink monitor of the run (``circuits.emergence.monitor``)."""
+    monitor = parser.add_argument_group("live P0 sink monitor (circuits.emergence.monitor)")
+    monitor.add_argument(
+        "--monitor-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure the P0 sink signal of the model being trained every N steps, on the "
+        "batch trace uses, into RUN/monitor.jsonl (default 0: off)",
+    )
+    monitor.add_argument(
+        "--monitor-exact-every",
+        type=int,
+        default=10,
+        metavar="K",
+        help="every K-th monitor evaluation also patches exactly (trace's ablation share; "
+        "default 10)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument(
@@ -163,6 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="delete the run in --out and start it again"
     )
     run_group.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_monitor_arguments(parser)
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -213,6 +235,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--stop-at must be >= 0")
     if args.overwrite:
         check_run_overwrite(args.out)
+    if args.monitor_every < 0 or args.monitor_exact_every < 1:
+        raise UsageError(
+            "--monitor-every must be >= 0 (0: off) and --monitor-exact-every >= 1, got "
+            f"{args.monitor_every} and {args.monitor_exact_every}"
+        )
 
     import torch
 
@@ -225,6 +252,18 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = prepare_out_dir(args.out)
     prov = header(args, "train", config.seed, f"run:{out.name}")
+    monitor = None
+    if args.monitor_every:
+        from circuits.emergence.monitor import MONITOR_FILE, P0SinkMonitor
+        from circuits.training.data import DataSource
+
+        monitor = P0SinkMonitor(
+            DataSource(config).eval_batch(TRACE_BATCH_SIZE).to(device_of(args.device)),
+            every=args.monitor_every,
+            path=out / MONITOR_FILE,
+            bos=config.bos,
+            exact_every=args.monitor_exact_every,
+        )
     result = train(
         config,
         out,
@@ -233,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         stop_at=args.stop_at,
         provenance=prov,
         overwrite=args.overwrite,
+        monitor=monitor,
     )
     if not args.quiet:
         resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from else ""

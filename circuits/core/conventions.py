@@ -114,6 +114,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 """The precisions a model can be loaded in (``--dtype``); readouts, clean values, effects and
 faithfulness reduce in float32 whatever the model's dtype (docs/science.md, "Precision")."""
 
+TRACE_BATCH_SIZE = 32
+"""Sequences of a run's fixed evaluation batch that ``trace`` (and the live monitor of ``train
+--monitor-every``) measures by default."""
+
 P0_POSITIONS = (0,)
 """The positions a P0 circuit's sites patch: position zero alone."""
 

@@ -15,5 +15,7 @@ __getattr__, __dir__ = lazy_exports(
         "hf_folder_series": "series",
         "official_series": "series",
         "circuit_over_training": "circuit_over_training",
+        "P0SinkMonitor": "monitor",
+        "signal_converged": "monitor",
     },
 )

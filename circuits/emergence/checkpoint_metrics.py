@@ -123,8 +123,12 @@ def measure_checkpoint(
     bos: bool,
     first_k: int = 4,
     eps: float = 0.3,
+    ablation: bool = True,
+    patcher: Patcher | None = None,
 ) -> dict[str, Any]:
-    """Everything a trace records about one checkpoint (see the module docstring)."""
+    """Everything a trace records about one checkpoint (see the module docstring).
+    ``ablation=False`` leaves out the patched runs (``ablation_share_l01``, ``ablation_effect``,
+    ``experts``: None); ``patcher``: a ``mean`` Patcher of ``model`` on ``tokens`` to reuse."""
     report = measure_sinks(model, tokens, bos=bos, eps=eps)
     n_layers = model.cfg.n_layers
     keys: dict[int, Tensor] = {}
@@ -143,8 +147,8 @@ def measure_checkpoint(
     ng = report.norm_growth
     growth, share_norm, jump = ng.growth, ng.share_l01, ng.largest_jump_layer
     # one clean run and one set of mean values for every ablation of this checkpoint
-    ablate = Patcher(model, tokens, "mean") if n_layers >= 2 else None
-    d_clean, effects = ablation_effects(model, tokens, patcher=ablate)
+    ablate = (patcher or Patcher(model, tokens, "mean")) if n_layers >= 2 and ablation else None
+    d_clean, effects = ablation_effects(model, tokens, patcher=ablate) if ablation else (None, [])
     total = sum(abs(v) for row in effects for v in row.values())
     share_abl = (
         sum(abs(v) for row in effects[:2] for v in row.values()) / total if total >= 0.01 else None
@@ -185,7 +189,7 @@ def measure_checkpoint(
         **({"routing": report.extra["routing"]} if "routing" in report.extra else {}),
         **(
             {"experts": experts}
-            if (experts := expert_effects(model, tokens, patcher=ablate))
+            if ablation and (experts := expert_effects(model, tokens, patcher=ablate))
             else {}
         ),
     }

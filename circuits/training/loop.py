@@ -200,12 +200,17 @@ def train(
     provenance: dict[str, Any] | None = None,
     on_step: Callable[[int, float], None] | None = None,
     overwrite: bool = False,
+    monitor: Callable[[Any, int, float | None], Any] | None = None,
 ) -> TrainResult:
     """Train (or resume) the run in ``out`` up to ``config.steps`` (or ``stop_at``, for tests and
     for simulating a kill: the run stops there as if killed right after saving its state).
 
     Resuming: if ``out/run.json`` exists, its config must equal ``config``; training continues
     from the newest readable state file (or from scratch when there is none).
+
+    ``monitor(model, step, loss)`` is called with the live model before the first step of a new
+    run (step 0, no loss) and after every step (``circuits.emergence.monitor.P0SinkMonitor``
+    measures when the step is due).
     """
     run_dir = Path(out)
     if overwrite and run_dir.exists():
@@ -228,10 +233,14 @@ def train(
 
         bar = tqdm(total=end, initial=start, desc=f"train {run_dir.name}", unit="step")
     t0 = time.time()
+    if monitor is not None and start == 0:
+        monitor(run.model, 0, None)
     while run.step < end:
         value = run.train_step(data.batch(run.step).to(dev))
         if on_step is not None:
             on_step(run.step, value)
+        if monitor is not None:
+            monitor(run.model, run.step, value)
         if bar is not None:
             bar.update(1)
             if run.step % 10 == 0:

@@ -134,6 +134,8 @@ def hooked_from_folder(folder: Path, hf_model: Any, tokenizer: Any, n_ctx: int) 
     import transformer_lens.loading_from_pretrained as tl_loading
 
     cfg = transformer_lens_config(folder, hf_model.config, n_ctx)
+    if tokenizer is None:  # a model measured on token ids only (the live monitor)
+        cfg.tokenizer_name = None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         state_dict = tl_loading.get_pretrained_state_dict(str(folder), cfg, hf_model=hf_model)

@@ -231,6 +231,19 @@ def _valid_calls(w: _World, tmp) -> dict[str, tuple[Any, dict[str, Any]]]:
                 progress=False,
             ),
         ),  # fmt: skip
+        "P0SinkMonitor": (
+            circuits.P0SinkMonitor,
+            dict(
+                prompts=w.tokens,
+                every=2,
+                path=str(tmp / "monitor.jsonl"),
+                bos=False,
+                exact_every=1,
+                patience=2,
+                tolerance=0.05,
+                logger=None,
+            ),
+        ),
         "ClusterOptions": (
             S.ClusterOptions,
             dict(partition="debug", gpus=0, cpus=2, mem_gb=8.0, time_min=10, array_parallelism=2),
