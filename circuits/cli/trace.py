@@ -244,11 +244,26 @@ def run(args: argparse.Namespace) -> int:
     (figure,) = save_figure(trace_figure(trace), out / FIGURE_FILE.removesuffix(".png"), ("png",))
     write_json(out / TRACE_FILE, trace)
     written = [out / TRACE_FILE, figure] + _moe_figures(trace, out)
+    if kind == "run":
+        written += _monitor_figure(args.source, out)
     if args.circuit:
         written += _circuit(args, series, out, seed, label)
     if not args.quiet:
         _print_summary(trace, written)
     return 0
+
+
+def _monitor_figure(run: Path, out: Path) -> list[Path]:
+    """A run trained with ``--monitor-every``: its live signal beside the loss (monitor.png)."""
+    from circuits.emergence.monitor import MONITOR_FILE, read_monitor
+    from circuits.viz.files import save_figure
+    from circuits.viz.monitor_figure import convergence_figure
+
+    if not (run / MONITOR_FILE).is_file():
+        return []
+    rows = read_monitor(run / MONITOR_FILE)
+    fig = convergence_figure(rows, title=f"{run.name}: live P0 sink monitor beside the loss")
+    return list(save_figure(fig, out / "monitor", ("png",)))
 
 
 def _moe_figures(trace: dict, out: Path) -> list[Path]:
