@@ -20,7 +20,7 @@ trained, where it is, every ``every`` steps, on one fixed batch of prompts:
   sequences, whose evaluation-to-evaluation noise is a few hundredths), *and* there is a sink
   (``sink_strength`` at least ``SINK_FACTOR`` times uniform attention's, as ``discover``
   decides): a run that never forms a sink never converges. ``converged_step`` is the first step
-  at which it held. Looking back on a finished run, ``settling_step`` gives the step from which
+  at which it held. Looking back on a finished run, ``settling_step`` (``circuits.metrics.convergence``) gives the step from which
   a curve stays within 10% of its total change of its final value, the same definition for the
   loss and for the signal.
 
@@ -51,6 +51,7 @@ from circuits.circuit.config import DiscoverConfig
 from circuits.circuit.steps import SINK_FACTOR
 from circuits.core.arguments import Count, Fraction, checked
 from circuits.emergence.checkpoint_metrics import measure_checkpoint
+from circuits.patching.allocator import keep_freed_memory
 from circuits.patching.patcher import Patcher
 from circuits.patching.readouts import SinkScore
 from circuits.patching.sites import Site
@@ -109,23 +110,6 @@ def signal_converged(
     return True
 
 
-def settling_step(steps: list[int], values: list[float], band: float = 0.1) -> int | None:
-    """Looking back on a finished run: the first step from which ``values`` stay within
-    ``band`` x |last - first| of the last value (the settling time of control engineering); the
-    same definition for the loss and for the P0 signal, so the two can be set side by side.
-    None for fewer than two values or no change at all."""
-    if len(values) < 2 or values[-1] == values[0]:
-        return None
-    width = band * abs(values[-1] - values[0])
-    settled = None
-    for step, value in zip(steps, values, strict=True):
-        if abs(value - values[-1]) > width:
-            settled = None
-        elif settled is None:
-            settled = step
-    return settled
-
-
 def read_monitor(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a monitor's JSON Lines file (``RUN/monitor.jsonl``), in step order."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
@@ -158,6 +142,8 @@ class P0SinkMonitor:
             raise UsageError(
                 f"prompts must be [batch, pos] token ids with pos >= 2, got {tuple(prompts.shape)}"
             )
+        keep_freed_memory()  # else glibc's moving mmap threshold slows the training after each
+        # evaluation frees its buffers (benchmarks/bench_monitor.py: +10% wall time without it)
         self.prompts, self.every, self.bos = prompts, every, bos
         self.exact_every, self.patience, self.tolerance = exact_every, patience, tolerance
         self.path = None if path is None else Path(path)

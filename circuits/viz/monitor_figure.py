@@ -8,7 +8,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from circuits.core.errors import MissingDataError
-from circuits.emergence.monitor import settling_step
+from circuits.metrics.convergence import settling_step
 from circuits.viz.style import new_figure
 
 
@@ -64,7 +64,7 @@ def convergence_figure(
     loss_settled = settling_step(steps, [r["eval_loss"] for r in rows], band)
     pct = f"{band:.0%}"
     marks = [
-        (converged, "k", "-", f"monitor: converged (step {converged})"),
+        (converged, "#9467bd", "-", f"monitor: converged (step {converged})"),
         (
             sink_settled,
             "#1f77b4",

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from circuits.cli import main
-from circuits.emergence.monitor import MONITOR_FILE, P0SinkMonitor, settling_step, signal_converged
+from circuits.emergence.monitor import MONITOR_FILE, P0SinkMonitor, signal_converged
+from circuits.metrics.convergence import settling_step
 
 RUN = ["train", "--data", "bigram-backcopy", "--layers", "3", "--width", "32", "--heads", "1",
        "--norm", "ln", "--positional", "learned", "--mlp", "relu", "--context", "16",
