@@ -126,15 +126,12 @@ def graph(state: S.DiscoveryState) -> CircuitGraph:
         g.add_node(site.name, **_node_attrs(state, site))
     assert state.record.clean is not None
     clean_per_layer = state.record.clean.per_receiver_layer
-    for result in (state.path_mlp, state.path_k):
-        if result is None:
+    for table in (state.record.paths_mlp, state.record.paths_k):  # relative: ``state.table``
+        if table is None:
             continue
-        for row in result.to_dict()["effects"]:
-            sender, receiver = row["sites"][0]["name"], row["sites"][1]
-            if state.metric is state.sink:  # K paths: of the receiving layer's own sink
-                rel = row["relative"] or 0.0
-            else:
-                rel = row["effect"] / state.span.width if state.span else 0.0
+        for row in table.effects:
+            sender, receiver = row.site["name"], row.sites[1]
+            rel = row.relative or 0.0
             if abs(rel) < state.config.edge_threshold:
                 continue
             r = Receiver(receiver["kind"], receiver["layer"])
@@ -143,7 +140,7 @@ def graph(state: S.DiscoveryState) -> CircuitGraph:
                 g.add_node(
                     target, **CircuitGraph.from_receiver(r), sink_clean=clean_per_layer.get(r.layer)
                 )
-            g.add_edge(sender, target, path_type=r.kind, effect=row["effect"], relative=rel)
+            g.add_edge(sender, target, path_type=r.kind, effect=row.effect, relative=rel)
     return g
 
 
@@ -185,7 +182,7 @@ def verdict(state: S.DiscoveryState) -> StepResult:
     kept, ablated, floor = state.faith.kept, state.faith.ablated, state.faith.floor
     shape = paper_shape(state.nodes)
     base = state.record.sink_baseline
-    asks_sink = state.metric is state.sink
+    asks_sink = state.asks_sink
     sink = base is None or base.present
     no_sink = (
         ""
@@ -290,7 +287,7 @@ def discover(
     keep_freed_memory()  # many stacked forwards: reuse their buffers (allocator docstring)
     config.check()
     sink = SinkScore(config.receiver_layers(model.cfg.n_layers))
-    metric = sink if config.readout == "sink" else discover_readout(config.readout, model, [])
+    metric = discover_readout(config.readout, model, sink)
     patcher = Patcher(
         model,
         tokens,

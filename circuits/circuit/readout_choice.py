@@ -77,12 +77,12 @@ def token_id(model: HookedModel, token: str) -> int:
     return int(ids[0])
 
 
-def discover_readout(spec: str, model: HookedModel, receivers: list[int]) -> Readout:
-    """The readout a ``discover --readout`` spec asks for, on ``model`` (the sink over
-    ``receivers``)."""
+def discover_readout(spec: str, model: HookedModel, sink: SinkScore) -> Readout:
+    """The readout a ``discover --readout`` spec asks for, on ``model``: ``sink`` itself (the
+    receivers' sink score the discovery records anyway) for ``"sink"``."""
     kind, tokens = parse_readout_spec(spec)
     if kind == "sink":
-        return SinkScore(receivers)
+        return sink
     if kind == "loss":
         return NextTokenLoss()
     if kind == "kl":

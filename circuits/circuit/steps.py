@@ -85,17 +85,20 @@ class DiscoveryState:
     nodes: list[Site] = field(default_factory=list)
     backups: list[Site] = field(default_factory=list)
     faith: Faithfulness | None = None
-    path_mlp: PatchingResult | None = None
-    path_k: PatchingResult | None = None
 
     @property
     def cfg(self):
         return self.patcher.model.cfg
 
+    @property
+    def asks_sink(self) -> bool:
+        """Whether the question is the sink itself (``DiscoverConfig.readout == "sink"``)."""
+        return self.metric is self.sink
+
     def table(self, result: PatchingResult) -> EffectTable:
         """``result`` as a record table, its relative effects on the readout's span (a sink
         readout keeps the engine's: effect / each path's own clean sink)."""
-        if self.metric is self.sink or self.span is None:
+        if self.asks_sink or self.span is None:
             return EffectTable.of_result(result)
         return EffectTable.of_result(result, span=self.span.width)
 
@@ -121,7 +124,7 @@ def clean_runs(state: DiscoveryState) -> StepResult:
     sink, detail = state.patcher.clean_value(state.sink)
     assert detail is not None
     spec = state.config.readout
-    if state.metric is state.sink:
+    if state.asks_sink:
         clean, floor = sink, None
     else:
         clean, _ = state.patcher.clean_value(state.metric)
@@ -346,14 +349,15 @@ def path_patching(state: DiscoveryState) -> StepResult:
         for r in state.receivers
         if path_exists(s, Receiver("k", r), cfg)
     ]
+    into_mlp = into_k = None
     if mlp_paths:
-        state.path_mlp = patcher.path_patch(mlp_paths, state.metric, desc="paths into MLPs")
+        into_mlp = patcher.path_patch(mlp_paths, state.metric, desc="paths into MLPs")
     if k_paths:  # sink: one forward group per receiver layer, each path read at its own layer
-        k_readout = None if state.metric is state.sink else state.metric
-        state.path_k = patcher.path_patch(k_paths, k_readout, desc="paths into K")
+        k_readout = None if state.asks_sink else state.metric
+        into_k = patcher.path_patch(k_paths, k_readout, desc="paths into K")
     return PathsFound(
-        paths_mlp=None if state.path_mlp is None else state.table(state.path_mlp),
-        paths_k=None if state.path_k is None else state.table(state.path_k),
+        paths_mlp=None if into_mlp is None else state.table(into_mlp),
+        paths_k=None if into_k is None else state.table(into_k),
         q_paths_note="paths from P0 into Q inputs are exactly zero (P0's query can only attend "
         "to P0) and are not run",
     )

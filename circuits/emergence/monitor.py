@@ -156,9 +156,7 @@ class P0SinkMonitor:
     def _read_back(self) -> list[dict[str, Any]]:
         """The rows a resumed run already wrote (a monitor continues the file, never rewrites
         it)."""
-        if self.path is None or not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [] if self.path is None or not self.path.is_file() else read_monitor(self.path)
 
     def __call__(
         self, model: HookedModel, step: int, loss: float | None = None

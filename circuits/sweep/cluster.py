@@ -107,9 +107,10 @@ def final_state(handle: Any, settle_s: float = 20.0) -> str:
     return state
 
 
-def ended_reason(handle: Any, err: BaseException | None = None) -> str:
-    """One line on a cluster task that ended without a status of its own: its state and log."""
-    state = final_state(handle)
+def ended_reason(handle: Any, err: BaseException | None = None, state: str | None = None) -> str:
+    """One line on a cluster task that ended without a status of its own: its state (``state``
+    when the caller has asked already, else ``final_state``) and log."""
+    state = state or final_state(handle)
     first = "" if err is None else str(err).strip().splitlines()[0][:200]
     log = getattr(getattr(handle, "paths", None), "stderr", None)
     return (
@@ -141,4 +142,4 @@ def outcome_of_earlier(root: Path, job: dict[str, Any], handle: Any, since: str)
     if fresh and state.split()[0] in ("COMPLETED", "FAILED"):  # the job's own failure
         return {**status, "job": job}  # type: ignore[dict-item]
     said = f" (the job said: {status['reason']})" if fresh and status else ""  # type: ignore[index]
-    return record_failure(root, job, ended_reason(handle) + said)
+    return record_failure(root, job, ended_reason(handle, state=state) + said)

@@ -107,11 +107,11 @@ def run_job(
             f"run_job(job=...): a job is Job.describe() of a spec's expand(); this one lacks "
             f"{', '.join(missing)}"
         )
-    out, status_file, lock_file = job_paths(Path(root), job["id"])
+    out, _, lock_file = job_paths(Path(root), job["id"])
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(lock_file), timeout=0):
-            return _run_locked(job, out, status_file, retry_failed, threads)
+            return _run_locked(job, Path(root), retry_failed, threads)
     except Timeout:
         return {"status": BUSY, "reason": "another sweep is running this job now", "job": job}
 
@@ -152,9 +152,10 @@ def record_failure(root: Path, job: dict[str, Any], reason: str, **extra: Any) -
 
 
 def _run_locked(
-    job: dict[str, Any], out: Path, status_file: Path, retry_failed: bool, threads: int | None
+    job: dict[str, Any], root: Path, retry_failed: bool, threads: int | None
 ) -> dict[str, Any]:
-    settled = already_settled(job, out.parent.parent, retry_failed)
+    settled = already_settled(job, root, retry_failed)
+    out, status_file, _ = job_paths(root, job["id"])
     if settled is not None:
         return settled
     overwrite = ["--overwrite"] if out.exists() else []  # an unverifiable folder is redone

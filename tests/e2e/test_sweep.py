@@ -19,6 +19,7 @@ from circuits.cli import main
 from circuits.sweep.jobs import BUSY, job_paths, run_job
 from circuits.sweep.run import run_sweep
 from circuits.sweep.spec import expand, read_spec
+from tests._sweep_helpers import train_sweep_run, write_grid_spec
 
 IGNORED = {"timings_s", "provenance", "command_line"}
 
@@ -26,27 +27,7 @@ IGNORED = {"timings_s", "provenance", "command_line"}
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A 2-layer Bigram-Backcopy run with BOS and checkpoints at steps 0, 1, 5, 30."""
-    root = tmp_path_factory.mktemp("sweep")
-    args = ["train", "--data", "bigram-backcopy", "--layers", "2", "--width", "32",
-            "--heads", "1", "--norm", "ln", "--positional", "learned", "--mlp", "relu",
-            "--context", "16", "--batch-size", "8", "--steps", "30", "--checkpoints", "3",
-            "--bos", "--out", str(root / "run"), "--quiet"]  # fmt: skip
-    assert main(args) == 0
-    lines = [" ".join(str((7 * i + 3 * j) % 60 + 1) for j in range(20)) for i in range(12)]
-    (root / "ids.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
-def _spec(root: Path, name: str, extra: str = "") -> Path:
-    path = root / name
-    path.write_text(
-        'commands = ["discover"]\nmodels = ["run"]\ncheckpoints = [1, 5, 30]\n'
-        'counterfactuals = ["shift", "mean"]\n'
-        '[[prompts]]\nn_prompts = 2\nn_tokens = 12\ntext = "ids.txt"\n'
-        + extra
-        + "[discover]\nfirst_receiver = 1\n"
-    )
-    return path
+    return train_sweep_run(tmp_path_factory.mktemp("sweep"))
 
 
 def _numbers(folder: Path) -> dict:
@@ -55,7 +36,7 @@ def _numbers(folder: Path) -> dict:
 
 
 def test_sweep_equals_each_command_alone_on_both_executors(run_dir, tmp_path):
-    spec = _spec(run_dir, "grid.toml")
+    spec = write_grid_spec(run_dir, "grid.toml")
     jobs = expand(read_spec(spec), base=run_dir)
     assert len(jobs) == 6
     local = run_sweep(spec, tmp_path / "local", progress=False)
@@ -93,7 +74,7 @@ def test_sweep_equals_each_command_alone_on_both_executors(run_dir, tmp_path):
 
 def test_a_bad_job_fails_alone_with_its_reason_and_is_retried_only_when_asked(run_dir, tmp_path):
     # a second prompt setting longer than the model's 16-token context: those jobs fail
-    spec = _spec(
+    spec = write_grid_spec(
         run_dir, "bad.toml", '[[prompts]]\nn_prompts = 2\nn_tokens = 40\ntext = "ids.txt"\n'
     )
     spec.write_text(spec.read_text().replace("checkpoints = [1, 5, 30]", "checkpoints = [30]"))
@@ -122,7 +103,7 @@ def test_a_bad_job_fails_alone_with_its_reason_and_is_retried_only_when_asked(ru
 
 
 def test_a_killed_sweep_resumes_without_redoing_complete_jobs(run_dir, tmp_path):
-    spec = _spec(run_dir, "kill.toml")
+    spec = write_grid_spec(run_dir, "kill.toml")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "circuits", "sweep", str(spec), "--out", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -150,7 +131,7 @@ def test_a_killed_sweep_resumes_without_redoing_complete_jobs(run_dir, tmp_path)
 
 
 def test_a_job_another_sweep_is_running_is_left_to_it(run_dir, tmp_path):
-    job = expand(read_spec(_spec(run_dir, "busy.toml")), base=run_dir)[0].describe()
+    job = expand(read_spec(write_grid_spec(run_dir, "busy.toml")), base=run_dir)[0].describe()
     out, status_file, lock_file = job_paths(tmp_path, job["id"])
     out.parent.mkdir(parents=True)
     with FileLock(str(lock_file)):

@@ -23,6 +23,7 @@ from circuits.sweep.executors import ClusterOptions
 from circuits.sweep.jobs import job_paths
 from circuits.sweep.run import run_sweep
 from circuits.sweep.spec import expand, read_spec
+from tests._sweep_helpers import train_sweep_run, write_grid_spec
 
 IGNORED = {"timings_s", "provenance", "command_line"}
 
@@ -50,22 +51,9 @@ OPTIONS = dict(cpus=1, mem_gb=1.0, time_min=10)
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A 2-layer Bigram-Backcopy run with BOS and checkpoints at steps 0, 1, 5, 30 (as
-    tests/e2e/test_sweep.py), and a spec of 6 discover jobs: 3 checkpoints x 2 counterfactuals."""
-    root = tmp_path_factory.mktemp("slurm")
-    args = ["train", "--data", "bigram-backcopy", "--layers", "2", "--width", "32",
-            "--heads", "1", "--norm", "ln", "--positional", "learned", "--mlp", "relu",
-            "--context", "16", "--batch-size", "8", "--steps", "30", "--checkpoints", "3",
-            "--bos", "--out", str(root / "run"), "--quiet"]  # fmt: skip
-    assert main(args) == 0
-    lines = [" ".join(str((7 * i + 3 * j) % 60 + 1) for j in range(20)) for i in range(12)]
-    (root / "ids.txt").write_text("\n".join(lines) + "\n")
-    (root / "grid.toml").write_text(
-        'commands = ["discover"]\nmodels = ["run"]\ncheckpoints = [1, 5, 30]\n'
-        'counterfactuals = ["shift", "mean"]\n'
-        '[[prompts]]\nn_prompts = 2\nn_tokens = 12\ntext = "ids.txt"\n'
-        "[discover]\nfirst_receiver = 1\n"
-    )
+    """The sweep tests' run (``tests/_sweep_helpers``) and their 6-job grid, ``grid.toml``."""
+    root = train_sweep_run(tmp_path_factory.mktemp("slurm"))
+    write_grid_spec(root, "grid.toml")
     return root
 
 
