@@ -9,7 +9,9 @@ CPU:
 2. bfloat16 against float32 on cuda: the same numbers;
 3. the 1B shape in bfloat16 on cuda: discover's time and peak GPU memory against ``plan``'s;
 4. the panel's click-to-exact latency: an exact per-layer curve of one selection
-   (``PatchSession.curve``), median of five.
+   (``PatchSession.curve``), median of five;
+5. where torch sees two GPUs, the tiny structure split over both (``--n-devices 2``) against
+   one card: the same numbers (else the line says why it was skipped).
 
 ``--small`` (or no GPU) runs every step at small sizes on whatever device there is, so a test
 checks it on a CPU (``tests/unit/test_gpu_check.py``) before a GPU is at hand.
@@ -28,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from circuits.backend.devices import split_across_devices  # noqa: E402
 from circuits.circuit.config import DiscoverConfig  # noqa: E402
 from circuits.circuit.discover import discover  # noqa: E402
 from circuits.panel.session import PatchSession  # noqa: E402
@@ -117,6 +120,11 @@ def main() -> int:
             torch.cuda.synchronize()
         latencies.append(time.perf_counter() - t0)
     out["panel_click_to_exact_s"] = round(statistics.median(latencies), 4)
+    if gpu and torch.cuda.device_count() >= 2:
+        split = split_across_devices(cast_model(tiny_model(seed=0, **tiny), "float32"), dev, 2)
+        out["two_cards_vs_one"] = _diff(_discovery(split, tokens.to(dev)), on_dev)
+    else:
+        out["two_cards_vs_one"] = f"skipped: torch sees {torch.cuda.device_count()} GPU(s)"
     out["total_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(out))
     return 0

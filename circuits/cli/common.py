@@ -57,6 +57,12 @@ def add_model(parser: argparse.ArgumentParser) -> None:
         help="where the model and every tensor live: cpu, cuda, cuda:N or auto (default auto: "
         "the first GPU when torch sees one, else the CPU)",
     )
+    parser.add_argument(
+        "--n-devices",
+        type=int,
+        default=1,
+        help="split the model's layers over this many GPUs from --device (default 1)",
+    )
     add_dtype(parser)
 
 
@@ -91,13 +97,19 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def check_model(name: str, device: str = "auto") -> None:
+def check_model(name: str, device: str = "auto", n_devices: int = 1) -> None:
     """Fail now, before torch is imported, when ``name`` resolves to no model (or to a local
-    GGUF file that is not one or is cut short) or ``device`` is not a device name."""
+    GGUF file that is not one or is cut short), ``device`` is not a device name, or
+    ``n_devices`` is below 1 or asks the CPU to split."""
     spec = resolve_model(name)
     if spec.kind == "gguf" and spec.path is not None:
         check_gguf(spec.path)
     check_device(device)
+    check_range("--n-devices", n_devices, 1)
+    if n_devices > 1 and device == "cpu":
+        raise UsageError(
+            f"--n-devices {n_devices} splits a model across GPUs; use --device cuda with it"
+        )
 
 
 def check_device(device: str) -> None:
@@ -144,5 +156,11 @@ def load_for(args: argparse.Namespace) -> tuple[ZooModel, bool]:
     from circuits.zoo.load import load_model
 
     torch.manual_seed(args.seed)
-    zm = load_model(args.model, progress=not args.quiet, device=args.device, dtype=args.dtype)
+    zm = load_model(
+        args.model,
+        progress=not args.quiet,
+        device=args.device,
+        dtype=args.dtype,
+        n_devices=args.n_devices,
+    )
     return zm, (zm.natural_bos if args.bos is None else args.bos)

@@ -211,7 +211,7 @@ def check(args: argparse.Namespace) -> DiscoverConfig:
     makes them, and a sweep makes them for each of its jobs before the first runs); the
     pipeline's config."""
     config = config_from(args)
-    check_model(args.model, args.device)
+    check_model(args.model, args.device, args.n_devices)
     check_text(args.text)
     return config
 

@@ -82,7 +82,7 @@ def check(args: argparse.Namespace) -> None:
     check_range("--seed", args.seed, 0)
     if args.max_tokens is not None:
         check_range("--max-tokens", args.max_tokens, 2)
-    check_model(args.model, args.device)
+    check_model(args.model, args.device, args.n_devices)
     check_text(args.text)
 
 

@@ -29,6 +29,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuits.backend import RESUMES_FROM_RESIDUAL, HookedModel, get_act_name
+from circuits.backend.devices import home_device
 from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.patching.hook_order import known_position, read_position
@@ -107,6 +108,7 @@ class ReadPlan:
         self.clean_reduced, self.clean_acts = clean_reduced, clean_acts
         self.record_clean = record_clean
         self.reduced: dict[str, Tensor] = {}
+        self.home = home_device(model)  # reductions of several cards' layers meet here
         n = model.cfg.n_layers
         self.last = max(self.names, key=lambda h: read_position(h, n))
         last_pos = read_position(self.last, n)
@@ -119,11 +121,12 @@ class ReadPlan:
         # ``name`` is the read's legacy hook name (a bridge's ``hook.name`` is its own)
         chunks = act.reshape(-1, self.batch, *act.shape[1:])
         if not isinstance(self.readout, ComparedToClean):
-            self.reduced[name] = self.readout.reduce(name, chunks)
+            self.reduced[name] = self.readout.reduce(name, chunks).to(self.home)
             return
         if self.record_clean:
             self.clean_acts[name] = act[: self.batch].clone()
-        self.reduced[name] = self.readout.reduce(name, chunks, self.clean_acts.get(name))
+        reduced = self.readout.reduce(name, chunks, self.clean_acts.get(name))
+        self.reduced[name] = reduced.to(self.home)
 
     def hooks(self) -> list[Hook]:
         hooks: list[Hook] = [(name, partial(self._on_read, name=name)) for name in self.names]

@@ -3,7 +3,13 @@
 Memory (bytes), for ``n_prompts`` x ``n_tokens`` prompts in ``dtype`` (2 bytes for bfloat16 /
 float16, 4 for float32):
 
-* **weights**: every parameter (``ModelShape.n_params``) in ``dtype``;
+* **weights**: every parameter the loaded model holds (``ModelShape.resident_params``: tied
+  embeddings are two matrices in a ``HookedTransformer``) in ``dtype``. On the CPU a model
+  loaded from the converted float32 cache (``cpu_weights``) differs: in float32 its tensors map
+  the cache file, so the embedding is resident only in the prompts' rows (left out) and the
+  unembedding only once the prediction step reads it; in a half dtype the load reads the whole
+  float32 file while it casts, so the process peaks at ``PROCESS_GB`` plus ``4 + b`` bytes per
+  parameter before the discovery starts. A zoo shape is built in its dtype and has neither;
 * **caches**: the engine keeps the clean and the counterfactual value of six activations per
   block (``resid_pre``, ``z``, ``attn_out``, ``resid_mid``, ``mlp_out``, ``resid_post``) for
   every prompt token: ``2 * n_layers * (5 * d_model + n_heads * d_head)`` values per token; a
@@ -15,10 +21,14 @@ float16, 4 for float32):
   keys / values / z, scores and pattern): ``8 d_model + 3 d_mlp_active + 4 n_heads d_head +
   3 n_heads n_tokens`` values per token (an MoE block adds its per-expert contributions,
   ``n_experts * d_model``), with ``SAFETY`` for the allocator's slack;
-* **the readout's logits**: one patch's unembedding in float32 (logits and log-softmax,
-  ``2 * d_vocab`` per prompt token), for the prediction step; it runs after the stacked
-  forwards, so the peak holds the larger of the two, not their sum;
-* **the process** itself (Python, torch, the tokenizer): ``PROCESS_GB``.
+* **the readout's logits** (``prediction``, default on: the step runs when the discovery finds
+  a circuit): the prediction step's loss and KL in float32, ``LOGIT_COPIES *
+  d_vocab`` per prompt token (the clean and one patch's logits, their log-softmax, KL's
+  temporaries); on a GPU it runs after the stacked forwards have freed theirs, so the peak holds
+  the larger of the two; on the CPU the allocator keeps what the stacked forwards freed
+  (``circuits.patching.allocator``), so it holds their sum;
+* **the process** itself (Python, torch, the tokenizer): ``PROCESS_GB``, and on the CPU the
+  report's figures (matplotlib): ``REPORT_GB``.
 
 Rows per forward: the most whole patches (``n_prompts`` rows each) that fit what the budget
 leaves, at most ``MAX_ROWS`` (discover's default). On several cards the weights and caches
@@ -45,6 +55,10 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 SAFETY = 1.5
 PROCESS_GB = 0.55
 """The process before any model: Python, torch, TransformerLens, transformers (527 MB measured)."""
+REPORT_GB = 0.3
+"""What drawing the report's figures adds to the process (0.29 GB measured after SmolLM2's
+discovery, float32 and bfloat16 alike)."""
+LOGIT_COPIES = 5
 MAX_ROWS = 64
 CPU_CALIBRATION = ("smollm2-135m", 95.0)
 """(model, seconds) of one measured float32 discovery (8 x 64 tokens, every step) on this
@@ -107,6 +121,18 @@ def discovery_flops(shape: ModelShape, n_prompts: int, n_tokens: int) -> float:
     return patches * n_prompts * n_tokens * per_token / 2  # half the blocks on average
 
 
+def cpu_weights(shape: ModelShape, dtype: str, prediction: bool) -> tuple[int, int]:
+    """``(resident weight bytes, load peak bytes)`` of ``shape`` loaded on the CPU (module
+    docstring: a float32 cache maps its file; a half dtype reads it whole while it casts)."""
+    b = DTYPE_BYTES[dtype]
+    if shape.built_in_dtype:
+        return shape.resident_params * b, 0
+    if b == 4:
+        table = shape.d_vocab * shape.d_model
+        return 4 * (shape.resident_params - table * (1 if prediction else 2)), 0
+    return shape.resident_params * b, int(PROCESS_GB * GIB) + (4 + b) * shape.resident_params
+
+
 def plan(
     shape: ModelShape,
     *,
@@ -116,12 +142,17 @@ def plan(
     n_cards: int = 1,
     card_gb: float | None = None,
     memory_gb: float = 24.0,
+    prediction: bool = True,
 ) -> Plan:
     """The plan for one discovery of ``shape`` on ``n_cards`` cards of ``card_gb`` (None: this
-    machine's CPU with ``memory_gb``)."""
+    machine's CPU with ``memory_gb``); ``prediction``: whether the prediction step (the
+    unembedding of every patch) is counted."""
     b = DTYPE_BYTES[dtype]
     tokens = n_prompts * n_tokens
-    weights = shape.n_params * b
+    on_cpu = card_gb is None
+    weights, load_peak = (
+        cpu_weights(shape, dtype, prediction) if on_cpu else (shape.resident_params * b, 0)
+    )
     per_expert = shape.n_experts * shape.d_model  # each expert's routed contribution (MoE)
     kept = shape.n_layers * (5 * shape.d_model + shape.n_heads * shape.d_head)
     kept += min(EXPERT_BLOCKS, shape.n_layers) * per_expert
@@ -135,13 +166,18 @@ def plan(
         + 3 * shape.n_heads * n_tokens
     )
     per_row = int(per_token * n_tokens * b * SAFETY)
-    logits = 2 * shape.d_vocab * tokens * 4
-    cards = max(1, n_cards) if card_gb is not None else 1
+    logits = LOGIT_COPIES * shape.d_vocab * tokens * 4 if prediction else 0
+    cards = max(1, n_cards) if not on_cpu else 1
     budget = (card_gb if card_gb is not None else memory_gb) * GIB
-    fixed = PROCESS_GB * GIB * (card_gb is None) + (weights + caches) / cards
+    fixed = (weights + caches) / cards
+    if on_cpu:  # the process, its figures, and the logits the allocator keeps
+        fixed += (PROCESS_GB + REPORT_GB) * GIB + logits
     patches = int((budget - fixed) // (per_row * n_prompts)) if budget > fixed else 0
     rows = min(MAX_ROWS // n_prompts, patches) * n_prompts
-    peak = int(fixed + max(max(rows, n_prompts) * per_row, logits))
+    stacked = max(rows, n_prompts) * per_row
+    peak = int(fixed + (stacked if on_cpu else max(stacked, logits)))
+    if on_cpu:
+        peak = max(peak, int(load_peak))
     return Plan(
         shape=shape,
         dtype=dtype,

@@ -87,7 +87,9 @@ def load_converted(target: Path, dtype: str = "float32") -> HookedModel:
     with safe_open(str(target / "model.safetensors"), framework="pt") as f:
         for key in f.keys():  # noqa: SIM118 (safe_open has keys(), not iteration)
             tensor = f.get_tensor(key)
-            weights[key] = tensor.to(cfg.dtype) if tensor.is_floating_point() else tensor
+            # a tensor kept as read would keep the whole file mapped (and its float32 pages
+            # resident): the boolean masks are copied, the floats cast (a copy in a half dtype)
+            weights[key] = tensor.to(cfg.dtype) if tensor.is_floating_point() else tensor.clone()
     model.load_state_dict(weights, strict=True, assign=True)
     return model.eval()
 

@@ -25,8 +25,9 @@ from typing import Any, Literal
 import torch
 
 from circuits.backend import ON_BRIDGE, HookedModel
+from circuits.backend.devices import check_cards, split_across_devices
 from circuits.backend.experts import expose_experts
-from circuits.core.arguments import checked
+from circuits.core.arguments import Count, checked
 from circuits.core.cache import cache_lock, cache_root, sha256_file
 from circuits.core.errors import UnknownModelError, UsageError
 from circuits.core.records import read_json
@@ -297,11 +298,13 @@ def load_model(
     progress: bool = True,
     device: str | None = "cpu",
     dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+    n_devices: Count = 1,
 ) -> ZooModel:
     """Load ``name`` (zoo name, local path, ``RUN_DIR@STEP``, or TransformerLens official name) on ``device``
     (``cpu``, ``cuda[:N]``, or ``auto``/None: a GPU when torch sees one) in ``dtype``. Conversion and
     checksums run on the CPU in float32 (the converted-model cache keeps one float32 copy); the
-    finished model is cast to ``dtype`` and moved once.
+    finished model is cast to ``dtype`` and moved once; ``n_devices > 1`` splits its layers over
+    that many GPUs from ``device`` (``circuits.backend.devices``).
 
     The residual stream is the model's as trained (no centering). A mixture-of-experts model
     gets its experts and router as hooks (``circuits.backend.experts``; the same outputs). Raises ``UnknownModelError``
@@ -309,6 +312,7 @@ def load_model(
     """
     start = time.perf_counter()
     dev = device_of(device)  # before the load: a missing GPU is reported at once
+    check_cards(dev, n_devices)
     spec = resolve_model(name)
     path = Path(spec.name)
     if spec.kind == "zoo":
@@ -321,6 +325,10 @@ def load_model(
         loaded = _from_hf_folder(path, progress)
     else:
         loaded = _from_transformer_lens(spec.name, progress)
-    loaded.model = move_model(cast_model(expose_experts(loaded.model), dtype), dev)
+    model = cast_model(expose_experts(loaded.model), dtype)
+    if n_devices > 1:
+        loaded.model = split_across_devices(model, dev, n_devices)
+    else:
+        loaded.model = move_model(model, dev)
     loaded.load_seconds = time.perf_counter() - start
     return loaded

@@ -14,7 +14,7 @@ uses. ``shape_of(name)`` finds it without loading anything and without torch:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class ModelShape:
     tied_embeddings: bool = False  # tie_word_embeddings
     n_experts: int = 0  # num_experts / num_local_experts (0: a dense MLP)
     experts_per_token: int = 0  # num_experts_per_tok
+    built_in_dtype: bool = False  # a zoo shape entry: built in the asked dtype, never converted
 
     @property
     def mlp_params(self) -> int:
@@ -65,6 +66,12 @@ class ModelShape:
     @property
     def n_params(self) -> int:
         return self.embed_params + self.n_layers * (self.attn_params + self.mlp_params)
+
+    @property
+    def resident_params(self) -> int:
+        """The parameters a loaded ``HookedTransformer`` holds: tied embeddings are two matrices
+        there (``W_E`` and ``W_U``)."""
+        return self.n_params + (self.d_vocab * self.d_model if self.tied_embeddings else 0)
 
     @property
     def active_params(self) -> int:
@@ -168,7 +175,7 @@ def shape_of(name: str) -> ModelShape:
     from circuits.zoo.pins import ZOO
 
     if key in ZOO and ZOO[key].gguf is None:
-        return shape_from_fields(key, ZOO[key].shape or {})
+        return replace(shape_from_fields(key, ZOO[key].shape or {}), built_in_dtype=True)
     path = Path(name)
     if (path / "config.json").is_file():
         try:

@@ -63,7 +63,14 @@ def test_published_shapes_have_their_names_parameter_counts():
 
 def test_half_precision_halves_the_weights_and_a_misfit_names_the_smallest_fit(capsys):
     shape = PUBLISHED_SHAPES["llama-3.1-8b"]
-    assert plan(shape, dtype="bfloat16").weights * 2 == plan(shape).weights
+    on_card = dict(card_gb=80.0)
+    assert plan(shape, dtype="bfloat16", **on_card).weights * 2 == plan(shape, **on_card).weights
+    # on the CPU a float32 load maps the cache: the embedding's rows are not resident, nor the
+    # unembedding until the prediction step reads it
+    table = shape.d_vocab * shape.d_model
+    assert plan(shape).weights == 4 * (shape.resident_params - table)
+    assert plan(shape, prediction=False).weights == 4 * (shape.resident_params - 2 * table)
+    assert plan(shape, prediction=False).logits == 0
     assert main(["plan", "--model", "llama-3.1-70b", "--gpus", "1", "--gpu-memory", "80"]) == 2
     err = capsys.readouterr().err
     assert "does not fit" in err and "--dtype bfloat16 --gpus 2" in err
