@@ -26,7 +26,17 @@ import traceback
 
 from circuits.core.errors import UsageError
 
-COMMANDS = ("models", "plan", "measure", "discover", "render", "train", "trace", "sweep")
+COMMANDS = (
+    "models",
+    "plan",
+    "measure",
+    "discover",
+    "accounts",
+    "render",
+    "train",
+    "trace",
+    "sweep",
+)
 COMMAND_MODULES = {name: f"circuits.cli.{name}" for name in COMMANDS} | {
     # sweep sits above the CLI (it builds, checks and runs p0-circuits command lines), so its
     # command module lives in circuits.sweep and is registered here by name

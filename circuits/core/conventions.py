@@ -43,6 +43,8 @@ COUNTERFACTUAL_SPECS = {
     "zero": "zero ablation",
     "token:T": "position 0 replaced by token T: an id (token:1), <bos>, <eos> or a word the "
     "tokenizer maps to one token",
+    "dims:D1,D2[@BASE]": "only residual coordinates D1, D2, ... take BASE's value (shift, mean "
+    "or zero; default shift), every other coordinate stays clean: the massive dimensions alone",
 }
 """The counterfactuals a command line can name (``--counterfactual``); prompt sets and cached
 activations are passed from Python (``circuits.patching.counterfactuals``)."""
@@ -62,6 +64,17 @@ def parse_counterfactual_spec(spec: str) -> tuple[str, str | None]:
                 f"counterfactual {spec!r}: shift takes a token id (shift:1), not {arg!r}"
             )
         return kind, (arg.strip() if sep else None)
+    if kind == "dims":
+        dims, _, base = arg.partition("@")
+        parts = [d.strip() for d in dims.split(",")]
+        if not sep or not parts or not all(d.isdigit() for d in parts):
+            raise UsageError(
+                f"counterfactual {spec!r}: dims takes residual coordinates, e.g. dims:138,412 "
+                "or dims:138,412@mean"
+            )
+        if base and base.strip() not in ("shift", "mean", "zero"):
+            raise UsageError(f"counterfactual {spec!r}: the base after @ is shift, mean or zero")
+        return kind, arg.strip()
     if kind == "token":
         if not arg.strip():
             raise UsageError(

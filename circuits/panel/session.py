@@ -34,16 +34,24 @@ from circuits.circuit.graph import CircuitGraph
 from circuits.core.arguments import Index, checked
 from circuits.core.conventions import RECEIVER_KINDS
 from circuits.core.errors import UsageError
-from circuits.core.model_lock import exclusive
 from circuits.patching.allocator import keep_freed_memory
 from circuits.patching.counterfactuals import Counterfactual
+from circuits.patching.key_value_readouts import P0ValueNorm, SinkKeyDirection, SinkKeyNorm
 from circuits.patching.output_readouts import NextTokenLoss
-from circuits.patching.patcher import Patcher
-from circuits.patching.readouts import AttentionToP0, PatternReadout, Readout, SinkScore
+from circuits.patching.patcher import Patcher, engine_of
+from circuits.patching.positions import Condition
+from circuits.patching.readouts import AttentionToP0, Readout, SinkScore
 from circuits.patching.sites import Receiver, Site, head_sites
 from circuits.patching.stream import EstimateUnavailable, p0_stream_estimate
 
-PANEL_READOUTS: tuple[type[Readout], ...] = (SinkScore, AttentionToP0, NextTokenLoss)
+PANEL_READOUTS: tuple[type[Readout], ...] = (
+    SinkScore,
+    AttentionToP0,
+    NextTokenLoss,
+    SinkKeyDirection,
+    SinkKeyNorm,
+    P0ValueNorm,
+)
 """The readouts the panel offers, each named by its class's ``label`` (the front end's menu is
 sent this list; a pattern readout is read on the receiver layers)."""
 READOUTS = tuple(r.label for r in PANEL_READOUTS)
@@ -120,10 +128,13 @@ class PatchSession:
         readout: str = "sink score",
         head: tuple[int, int] | None = None,
         max_rows: int = 64,
+        conditions: Sequence[Condition] = (),
     ) -> None:
         self.model = model
         keep_freed_memory()  # the panel patches again and again: reuse the buffers
-        self.patcher = Patcher(model, tokens, counterfactual, max_rows=max_rows)
+        self.patcher = Patcher(
+            model, tokens, counterfactual, max_rows=max_rows, conditions=conditions
+        )
         n = model.cfg.n_layers
         self.receivers = list(DiscoverConfig(receivers=receivers).receiver_layers(n))
         self.set_readout(readout)
@@ -154,7 +165,7 @@ class PatchSession:
             best = max(best, (float(per_head[h]), int(hook.name.split(".")[1]), h))
 
         names = [get_act_name("pattern", la) for la in self.receivers]
-        with exclusive(self.model), torch.inference_mode():
+        with engine_of(self.patcher).conditioned(), torch.inference_mode():
             self.model.run_with_hooks(
                 self.patcher.tokens,
                 return_type=None,
@@ -177,7 +188,7 @@ class PatchSession:
 
     def _readout_on(self, layers: Sequence[int]) -> Readout:
         cls = PANEL_READOUTS[READOUTS.index(self.readout_name)]
-        return cls(layers) if issubclass(cls, PatternReadout) else cls()
+        return cls(layers) if cls.takes_receivers else cls()  # type: ignore[call-arg]
 
     @property
     def per_layer(self) -> bool:

@@ -17,6 +17,7 @@ from circuits.core.conventions import CIRCUIT_JSON, PATCHING_FILE
 from circuits.core.errors import UsageError
 from circuits.core.records import load_result
 from circuits.panel.session import PatchSession
+from circuits.patching.positions import Condition
 from circuits.prompts import prompt_set
 from circuits.zoo.model import ZooModel, as_zoo_model
 
@@ -33,6 +34,7 @@ class PanelSource:
     receivers: Sequence[int] | None = None
     effects: dict[str, float] = field(default_factory=dict)
     circuit: list[str] = field(default_factory=list)
+    conditions: tuple[Condition, ...] = ()
 
     def session(self, **changes: Any) -> PatchSession:
         return PatchSession(
@@ -42,6 +44,7 @@ class PanelSource:
             receivers=changes.get("receivers", self.receivers),
             readout=changes.get("readout", "sink score"),
             head=changes.get("head"),
+            conditions=self.conditions,
         )
 
 

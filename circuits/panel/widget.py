@@ -20,6 +20,7 @@ import atexit
 import os
 import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,6 +42,7 @@ from circuits.panel.session import (
     selection_effects,
 )
 from circuits.panel.sources import PanelSource, panel_source
+from circuits.patching.positions import Condition
 from circuits.patching.readouts import SinkScore
 from circuits.viz.style import effect_limit, effect_rgb
 from circuits.viz.views import bundle_js, mark_p0
@@ -119,6 +121,9 @@ class ExplorePanel(anywidget.AnyWidget):
         self.session = source.session()
         cfg = self.session.model.cfg
         self.title = f"{source.name}: {self.session.patcher.batch} prompts x {self.session.patcher.n_pos} tokens"
+        if source.conditions:  # the panel says when the model runs under a condition
+            held = "; ".join(c.describe()["name"] for c in source.conditions)
+            self.title += f", every forward under {held}"
         self.n_layers, self.n_heads = cfg.n_layers, cfg.n_heads
         self.n_experts = len({s.expert for s in self.session.experts})
         self.counterfactual = self.session.patcher.counterfactual.spec
@@ -337,13 +342,15 @@ def explore(
     n_tokens: Annotated[int, Field(ge=2)] = 32,
     export_dir: str | os.PathLike | None = None,
     dtype: Literal["float32", "bfloat16", "float16"] | None = None,
+    conditions: Sequence[Condition] = (),
 ) -> ExplorePanel:
     """The live P0 patching panel for ``model`` (a zoo name, a ``ZooModel`` or any
     HookedTransformer) on ``prompts`` (a text, cut into ``n_prompts`` windows of ``n_tokens``, or
     a token batch ``[batch, pos]``; one prompt ``[pos]``), or on a saved ``discover`` directory
     (its model, prompts, counterfactual, receivers, exact effects and circuit). ``dtype``: the
     precision a model named by ``model`` is loaded in (default float32); a model passed as an
-    object runs in its own."""
+    object runs in its own. ``conditions``: a ``DocumentMask`` / ``Reposition`` held on every
+    forward the panel runs (``circuits.patching.positions``; exact answers only, no estimate)."""
     source = panel_source(
         model,
         prompts,
@@ -354,6 +361,7 @@ def explore(
         n_tokens=n_tokens,
         dtype=dtype,
     )
+    source.conditions = tuple(conditions)
     return ExplorePanel(source, export_dir=export_dir)
 
 

@@ -148,6 +148,11 @@ def attribution_patch(
     share of the batch), which bounds the memory the backward holds without changing the result.
     """
     patcher = engine_of(patcher)
+    if patcher.conditions:
+        raise UsageError(
+            "attribution patching under a document mask or moved positions is not supported: "
+            "use exact patching (Patcher.patch)"
+        )
     sites = list(sites)
     readout = _check(patcher, sites, readout, prompts_per_pass, ig_steps)
     path = _interpolated(sites)

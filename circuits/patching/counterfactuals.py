@@ -24,6 +24,12 @@ output records that description.
 ``PromptSet(tokens, name=...)``
     A counterfactual prompt set of the same shape (IOI-style corrupted prompts, another first
     word, ...): values from the model run on those tokens, position for position.
+``MassiveDims(dims, base=Shift())``, spec ``dims:D1,D2[@BASE]``
+    Only the named coordinates of the residual stream take ``base``'s value; every other
+    coordinate stays clean. At a residual-width hook (``resid_pre``/``mid``/``post``,
+    ``attn_out``, ``mlp_out``, the embeddings) coordinate ``d`` is replaced, at any other hook
+    (``z``, a head's query) nothing is (the clean value). It asks whether the massive-activation
+    dimensions (Sun et al. 2024; ``measure`` lists them) carry P0's effect by themselves.
 ``CachedActivations(values, name=...)``
     Activations the caller computed (e.g. from another model or an interpolation), hook name ->
     tensor of the clean run's shape.
@@ -41,7 +47,7 @@ from pydantic import Field
 from torch import Tensor
 
 from circuits.backend import HookedModel
-from circuits.core.arguments import Index, checked
+from circuits.core.arguments import Index, NonEmpty, checked
 from circuits.core.conventions import parse_counterfactual_spec
 from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
@@ -282,6 +288,52 @@ class CachedActivations(Counterfactual):
                     f"{list(clean[n].shape)}"
                 )
             out[n] = v
+        return out
+
+
+class MassiveDims(Counterfactual):
+    kind = "dims"
+
+    @classmethod
+    def from_spec(cls, arg: str | None, shift_token: int | None) -> Counterfactual:
+        dims, _, base = (arg or "").partition("@")
+        bases = {"shift": Shift(shift_token), "mean": MeanAblation(), "zero": ZeroAblation()}
+        return cls([int(d) for d in dims.split(",")], bases[base.strip() or "shift"])
+
+    @checked
+    def __init__(self, dims: NonEmpty[Index], base: Counterfactual | None = None) -> None:
+        self.dims = tuple(sorted({int(d) for d in dims}))
+        self.base = base if base is not None else Shift()
+        if isinstance(self.base, MassiveDims):
+            raise UsageError("MassiveDims takes a plain counterfactual as its base, not another")
+        listed = ",".join(str(d) for d in self.dims)
+        self.spec = f"dims:{listed}" + ("" if self.base.spec == "shift" else f"@{self.base.spec}")
+        self.definition = (
+            f"residual coordinates {listed} take the {self.base.spec} counterfactual's value "
+            f"({self.base.definition}); every other coordinate, and every hook that is not "
+            "residual-width, keeps its clean value"
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {"dims": list(self.dims), "base": self.base.describe()}
+
+    def values(self, model, tokens, clean, hook_names):
+        names = list(hook_names)
+        width = model.cfg.d_model
+        if max(self.dims) >= width:
+            raise UsageError(
+                f"dims:{max(self.dims)} is outside the residual stream (d_model = {width}): "
+                f"name coordinates 0..{width - 1}"
+            )
+        wide = [n for n in names if clean[n].shape[-1] == width and clean[n].dim() == 3]
+        base = self.base.values(model, tokens, clean, wide) if wide else {}
+        out = {}
+        for n in names:
+            value = clean[n].clone()
+            if n in base:
+                dims = list(self.dims)
+                value[..., dims] = base[n][..., dims].to(value.dtype)
+            out[n] = value
         return out
 
 

@@ -56,6 +56,7 @@ from circuits.metrics.attention import check_pattern
 from circuits.metrics.residual import check_finite
 from circuits.patching.counterfactuals import Counterfactual, resolve_counterfactual
 from circuits.patching.forward import Hook, ReadPlan, can_change, run_stacked
+from circuits.patching.positions import Condition, HeldConditions
 from circuits.patching.prefix import plan_prefixes, prefix_start_rows
 from circuits.patching.readouts import (
     ComparedToClean,
@@ -64,30 +65,15 @@ from circuits.patching.readouts import (
     question_key,
 )
 from circuits.patching.results import PatchingResult
-from circuits.patching.sites import Patch, Site, as_sites, check_site, patch_name
+from circuits.patching.sites import (
+    Patch,
+    Site,
+    as_sites,
+    cached_hooks,
+    check_site,
+    patch_name,
+)
 from circuits.prompts import check_tokens
-
-_CACHED_ACTS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post")  # forward order
-
-
-def cached_hooks(model: HookedModel) -> list[str]:
-    """The hooks whose clean and counterfactual values an ``Engine`` keeps (every patchable
-    site), in forward order."""
-    cfg = model.cfg
-    experts = experts_unavailable(model) is None
-    names = [get_act_name("embed")]
-    if cfg.positional_embedding_type == "standard":  # a learned embedding added to the stream
-        names.append("hook_pos_embed")
-    for layer in range(cfg.n_layers):
-        for act in _CACHED_ACTS:
-            if act in ("resid_mid", "mlp_out") and cfg.attn_only:
-                continue
-            if act == "resid_mid" and cfg.parallel_attn_mlp:  # no resid_mid in such a block
-                continue
-            if act == "mlp_out" and experts:  # each expert's routed contribution, then their sum
-                names.append(f"blocks.{layer}.{EXPERT_OUT}")
-            names.append(get_act_name(act, layer))
-    return names
 
 
 class Engine:
@@ -104,6 +90,7 @@ class Engine:
         max_rows: int = 64,
         progress: bool = False,
         prefix_blocks: bool = True,
+        conditions: Sequence[Condition] = (),
     ) -> None:
         expose_experts(model)  # an MoE block's experts as hooks (the same outputs)
         cf = resolve_counterfactual(counterfactual, model, shift_token=shift_token)
@@ -116,7 +103,10 @@ class Engine:
         self.counterfactual: Counterfactual = cf
         self.max_rows = max_rows
         self.progress = progress
-        self.prefix_blocks = prefix_blocks and backend.RESUMES_FROM_RESIDUAL
+        self.conditions = tuple(conditions)
+        self.conditioned = HeldConditions(model, self.conditions, tokens.shape[1])
+        # a block run on the prefix alone would not see a condition's later positions
+        self.prefix_blocks = prefix_blocks and backend.RESUMES_FROM_RESIDUAL and not conditions
         self.batch, self.n_pos = tokens.shape
         cfg = model.cfg
         names = cached_hooks(model)
@@ -132,7 +122,7 @@ class Engine:
 
         checks = [(get_act_name("pattern", la), check) for la in range(cfg.n_layers)]
         wanted = set(names) | {"hook_pos_embed"}
-        with exclusive(model), torch.inference_mode(), model.hooks(fwd_hooks=checks):
+        with self.conditioned(), torch.inference_mode(), model.hooks(fwd_hooks=checks):
             _, cache = model.run_with_cache(
                 self.tokens, return_type=None, names_filter=lambda n: n in wanted
             )
@@ -224,6 +214,10 @@ class Engine:
         return store
 
     def clean_value(self, readout: Readout | Callable) -> tuple[float, Tensor | None]:
+        with self.conditioned():
+            return self._clean_value(readout)
+
+    def _clean_value(self, readout: Readout | Callable) -> tuple[float, Tensor | None]:
         """The readout on the unpatched run (from the clean reductions of its reads)."""
         readout = as_readout(readout)
         readout.check(self.model, self.tokens)
@@ -328,6 +322,17 @@ class Engine:
     # -- activation patching -------------------------------------------------------------------
 
     def patch(
+        self,
+        patches: Sequence[Patch],
+        readout: Readout | Callable | None = None,
+        *,
+        desc: str = "activation patching",
+    ) -> PatchingResult:
+        """``Patcher.patch`` (its arguments checked there), under the engine's conditions."""
+        with self.conditioned():
+            return self._patch(patches, readout, desc=desc)
+
+    def _patch(
         self,
         patches: Sequence[Patch],
         readout: Readout | Callable | None = None,

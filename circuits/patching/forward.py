@@ -271,6 +271,10 @@ class PatchEngine(Protocol):
     cf: dict[str, Tensor]
     counterfactual: Any
 
+    conditions: tuple[Any, ...]
+
+    def conditioned(self) -> Any: ...
+
     def check_site(self, site: Site) -> None: ...
 
     def prepare(self, metric: Readout | Callable | None, last_layer: int) -> Readout: ...

@@ -2,7 +2,7 @@
 
 Its surface is the experiments (``patch``, ``path_patch``, ``clean_value``,
 ``clean_sink_per_layer``) and the data they run on (``model``, ``tokens``, ``counterfactual``,
-the cached ``clean`` and counterfactual ``cf`` activations, ``batch``, ``n_pos``). The stacked,
+the ``conditions`` held on every forward, the cached ``clean`` and counterfactual ``cf`` activations, ``batch``, ``n_pos``). The stacked,
 truncated forwards behind it are ``circuits.patching.engine.Engine``, the package's own: the
 patching modules (paths, the stream estimate, nested patches, attribution) reach it through
 ``engine_of``, never through a private member.
@@ -10,7 +10,7 @@ patching modules (paths, the stream estimate, nested patches, attribution) reach
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from jaxtyping import Int
 from torch import Tensor
@@ -20,6 +20,7 @@ from circuits.core.arguments import Count, Index, NonEmpty, checked
 from circuits.patching.counterfactuals import Counterfactual
 from circuits.patching.engine import Engine
 from circuits.patching.forward import PatchEngine
+from circuits.patching.positions import Condition
 from circuits.patching.readouts import Readout, SinkScore
 from circuits.patching.results import PatchingResult
 from circuits.patching.sites import Patch, Receiver, Site
@@ -34,6 +35,8 @@ class Patcher:
     ``max_rows``: the largest stacked batch one forward may use (``n_patches_per_forward *
     batch``). ``prefix_blocks``: run the patched block on the prefix alone where that is exact
     (``circuits.patching.prefix``; False, or without ``RESUMES_FROM_RESIDUAL``: whole blocks).
+    ``conditions``: ``DocumentMask`` / ``Reposition`` (``circuits.patching.positions``) held on
+    every forward this patcher runs, clean, counterfactual and patched (TransformerLens 3).
     Building one runs the clean forward and computes the counterfactual values (every patchable
     site, ``circuits.patching.engine.cached_hooks``); it changes no process-wide setting.
     """
@@ -49,6 +52,7 @@ class Patcher:
         max_rows: Count = 64,
         progress: bool = False,
         prefix_blocks: bool = True,
+        conditions: Sequence[Condition] = (),
     ) -> None:
         self._engine = Engine(
             model,
@@ -58,6 +62,7 @@ class Patcher:
             max_rows=max_rows,
             progress=progress,
             prefix_blocks=prefix_blocks,
+            conditions=conditions,
         )
 
     # -- what the experiments run on -----------------------------------------------------------
@@ -85,6 +90,11 @@ class Patcher:
     def cf(self) -> dict[str, Tensor]:
         """Counterfactual activations of every patchable hook (what a patch writes)."""
         return self._engine.cf
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        """The conditions held on every forward (empty: the model as it is)."""
+        return self._engine.conditions
 
     @property
     def batch(self) -> int:
@@ -127,7 +137,8 @@ class Patcher:
         ``circuits.patching.paths.path_patch``)."""
         from circuits.patching.paths import path_patch
 
-        return path_patch(self._engine, paths, readout, desc=desc)
+        with self._engine.conditioned():
+            return path_patch(self._engine, paths, readout, desc=desc)
 
     @checked
     def clean_value(self, readout: Readout | Callable) -> tuple[float, Tensor | None]:

@@ -61,6 +61,8 @@ class Readout:
     axis = ""
     """What a chart's value axis says for this readout: the quantity and its unit (empty: the
     label)."""
+    takes_receivers = False
+    """Whether the constructor's first argument is the receiver layers (a control passes its own)."""
 
     def reads(self, model: HookedModel) -> tuple[str, ...]:
         raise NotImplementedError
@@ -118,6 +120,8 @@ class PatternReadout(Readout):
     """A per-head reduction of the receiver layers' attention patterns, averaged over heads and
     then over layers; ``receivers=None``: the default receiver layers of the model it is asked
     of (``circuits.core.conventions.default_receiver_layers``: layer 2 .. last, as ``discover``)."""
+
+    takes_receivers = True
 
     _reduce: Callable[[Tensor], Tensor]
 

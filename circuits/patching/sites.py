@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from circuits.backend import ModelConfig, get_act_name, kv_inputs_grouped
-from circuits.backend.experts import EXPERT_OUT
+from circuits.backend import HookedModel, ModelConfig, get_act_name, kv_inputs_grouped
+from circuits.backend.experts import EXPERT_OUT, experts_unavailable
 from circuits.core.arguments import Count, Index, NonEmpty, Positions, check_fields, checked
 from circuits.core.conventions import RECEIVER_KINDS, SITE_KINDS
 from circuits.core.errors import UsageError
@@ -323,3 +323,26 @@ def path_exists(sender: Site, receiver: Receiver, cfg: ModelConfig) -> bool:
         return False
     same_block_attention = sender.kind in ("attn", "head") and sender.layer == receiver.layer
     return not (cfg.parallel_attn_mlp and receiver.kind == "mlp_in" and same_block_attention)
+
+
+_CACHED_ACTS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post")  # forward order
+
+
+def cached_hooks(model: HookedModel) -> list[str]:
+    """The hooks whose clean and counterfactual values an ``Engine`` keeps (every patchable
+    site), in forward order."""
+    cfg = model.cfg
+    experts = experts_unavailable(model) is None
+    names = [get_act_name("embed")]
+    if cfg.positional_embedding_type == "standard":  # a learned embedding added to the stream
+        names.append("hook_pos_embed")
+    for layer in range(cfg.n_layers):
+        for act in _CACHED_ACTS:
+            if act in ("resid_mid", "mlp_out") and cfg.attn_only:
+                continue
+            if act == "resid_mid" and cfg.parallel_attn_mlp:  # no resid_mid in such a block
+                continue
+            if act == "mlp_out" and experts:  # each expert's routed contribution, then their sum
+                names.append(f"blocks.{layer}.{EXPERT_OUT}")
+            names.append(get_act_name(act, layer))
+    return names

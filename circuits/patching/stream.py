@@ -241,6 +241,11 @@ def p0_stream_estimate(
     forward of the one-token prompts from that block on.
     """
     patcher = engine_of(patcher)
+    if patcher.conditions:
+        raise EstimateUnavailable(
+            "the P0-stream estimate runs P0's column alone, which a document mask or a moved "
+            "position would not hold: use exact patching (Patcher.patch)"
+        )
     sites = list(sites)
     readout = _check(patcher, sites, readout)
     if patches_per_pass < 1:

@@ -25,6 +25,7 @@ def test_there_are_notebooks():
         "04_emergence",
         "05_interactive",
         "06_mixture_of_experts",
+        "07_competing_accounts",
     ]
     readme = (NOTEBOOKS[0].parents[1] / "README.md").read_text(encoding="utf-8")
     assert all(f"`{name}`" in readme for name in names)  # README lists every notebook

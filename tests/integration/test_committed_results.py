@@ -12,7 +12,11 @@ import pytest
 from circuits.viz.report import build_report
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
-RESULT_FILES = {"sink_metrics.json": "measure", "patching.json": "discover"}
+RESULT_FILES = {
+    "sink_metrics.json": "measure",
+    "patching.json": "discover",
+    "accounts.json": "accounts",
+}
 COMMITTED = RESULTS / "smollm2-135m" / "measure-T64"
 
 

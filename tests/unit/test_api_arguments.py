@@ -153,6 +153,8 @@ def _valid_calls(w: _World, tmp) -> dict[str, tuple[Any, dict[str, Any]]]:
         "AttentionToP0": (P.AttentionToP0, dict(receivers=[1, 2])),
         "P0Norm": (P.P0Norm, dict(layer=1)),
         "P0Routing": (P.P0Routing, dict(layer=1, expert=0)),
+        "SinkKeySplit": (P.SinkKeySplit, dict(receivers=[1, 2], part="norm")),
+        "P0ValueNorm": (P.P0ValueNorm, dict(receivers=[1, 2])),
         "CacheReadout": (
             P.CacheReadout,
             dict(fn=lambda cache: 0.0, stop_layer=2, hooks=["blocks.0.hook_resid_post"]),
@@ -165,6 +167,7 @@ def _valid_calls(w: _World, tmp) -> dict[str, tuple[Any, dict[str, Any]]]:
         "MeanAblation": (P.MeanAblation, {}),
         "ZeroAblation": (P.ZeroAblation, {}),
         "FirstToken": (P.FirstToken, dict(token=4)),
+        "MassiveDims": (P.MassiveDims, dict(dims=[1, 3], base=None)),
         "PromptSet": (P.PromptSet, dict(tokens=w.tokens, name="other")),
         "CachedActivations": (
             P.CachedActivations,

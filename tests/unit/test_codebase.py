@@ -164,5 +164,5 @@ def test_the_patchers_public_surface_is_what_users_call():
 
     public = {m for m in dir(Patcher) if not m.startswith("_")}
     experiments = {"patch", "path_patch", "clean_value", "clean_sink_per_layer"}
-    data = {"model", "tokens", "counterfactual", "clean", "cf", "batch", "n_pos"}
+    data = {"model", "tokens", "counterfactual", "conditions", "clean", "cf", "batch", "n_pos"}
     assert public == experiments | data

@@ -78,7 +78,7 @@ def _flag(table, prefix: str, flag: str) -> set[str]:
 
 def test_the_table_lists_every_command(table):
     commands = {re.match(r"`(\w+)", k).group(1) for k in table}
-    assert commands == {"measure", "discover", "render", "train", "trace", "sweep"}
+    assert commands == {"measure", "discover", "accounts", "render", "train", "trace", "sweep"}
 
 
 def test_measure_writes_what_readme_lists(table, tmp_path):
@@ -158,3 +158,19 @@ def test_train_and_trace_write_what_readme_lists(table, tmp_path):
     with_circuit = _flag(table, "trace", "--circuit")
     assert written(trace_out) - written(run) == trace_files | with_circuit
     assert _flag(table, "render DIR", "--views") == {"views.json"}
+
+
+def test_accounts_writes_what_readme_lists(table, tmp_path):
+    run = tmp_path / "run3"
+    flags = tiny_trigger_args(steps=4, checkpoints=1, save_every=4)
+    flags[flags.index("--layers") + 1] = "3"  # the accounts need receivers after blocks 0-1
+    assert main(["train", *flags, "--out", str(run), "--quiet"]) == 0
+    step = sorted((run / "checkpoints").glob("step_*.pt"))[-1].stem.split("_")[1]
+    out = tmp_path / "acc"
+    ids = tmp_path / "ids.txt"  # a synthetic task's text is token ids, one prompt per line
+    ids.write_text("\n".join(" ".join(str((7 * i + 3 * j) % 12 + 1) for j in range(16))
+                             for i in range(4)) + "\n")  # fmt: skip
+    args = ["--n-prompts", "2", "--n-tokens", "12", "--text", str(ids), "--quiet"]
+    assert main(["accounts", "--model", f"{run}@{int(step)}", "--out", str(out), *args]) == 0
+    always, optional = _row(table, "accounts")
+    assert optional == set() and written(out) == always
