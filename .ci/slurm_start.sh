@@ -38,7 +38,8 @@ if [ ! -d "$STATE/db/mysql" ]; then
   mariadb-install-db --user=root --datadir="$STATE/db" --auth-root-authentication-method=socket \
     >"$STATE/log/mariadb-install.log" 2>&1
 fi
-if ! [ -S "$STATE/run/mysqld.sock" ]; then
+if ! mariadb-admin --socket="$STATE/run/mysqld.sock" ping >/dev/null 2>&1; then
+  rm -f "$STATE/run/mysqld.sock" "$STATE/run/mysqld.pid"  # left by a server that is gone
   mariadbd --user=root --datadir="$STATE/db" --socket="$STATE/run/mysqld.sock" \
     --pid-file="$STATE/run/mysqld.pid" --bind-address=127.0.0.1 --port=$DB_PORT \
     --innodb-buffer-pool-size=64M --log-error="$STATE/log/mariadb.log" >>"$STATE/log/mariadb.log" 2>&1 &
