@@ -133,7 +133,7 @@ class PatchSession:
         self.model = model
         keep_freed_memory()  # the panel patches again and again: reuse the buffers
         self.patcher = Patcher(
-            model, tokens, counterfactual, max_rows=max_rows, conditions=conditions
+            model, tokens, counterfactual, max_rows=max_rows, conditions=tuple(conditions) or None
         )
         n = model.cfg.n_layers
         self.receivers = list(DiscoverConfig(receivers=receivers).receiver_layers(n))

@@ -20,7 +20,6 @@ import atexit
 import os
 import threading
 import weakref
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -342,7 +341,7 @@ def explore(
     n_tokens: Annotated[int, Field(ge=2)] = 32,
     export_dir: str | os.PathLike | None = None,
     dtype: Literal["float32", "bfloat16", "float16"] | None = None,
-    conditions: Sequence[Condition] = (),
+    conditions: NonEmpty[Condition] | None = None,
 ) -> ExplorePanel:
     """The live P0 patching panel for ``model`` (a zoo name, a ``ZooModel`` or any
     HookedTransformer) on ``prompts`` (a text, cut into ``n_prompts`` windows of ``n_tokens``, or
@@ -361,7 +360,7 @@ def explore(
         n_tokens=n_tokens,
         dtype=dtype,
     )
-    source.conditions = tuple(conditions)
+    source.conditions = tuple(conditions or ())
     return ExplorePanel(source, export_dir=export_dir)
 
 

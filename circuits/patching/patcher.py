@@ -10,7 +10,7 @@ patching modules (paths, the stream estimate, nested patches, attribution) reach
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from jaxtyping import Int
 from torch import Tensor
@@ -52,7 +52,7 @@ class Patcher:
         max_rows: Count = 64,
         progress: bool = False,
         prefix_blocks: bool = True,
-        conditions: Sequence[Condition] = (),
+        conditions: NonEmpty[Condition] | None = None,
     ) -> None:
         self._engine = Engine(
             model,
@@ -62,7 +62,7 @@ class Patcher:
             max_rows=max_rows,
             progress=progress,
             prefix_blocks=prefix_blocks,
-            conditions=conditions,
+            conditions=tuple(conditions or ()),
         )
 
     # -- what the experiments run on -----------------------------------------------------------
