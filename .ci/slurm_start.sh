@@ -2,7 +2,7 @@
 # A one-node SLURM cluster on this machine, bound to localhost, with accounting (slurmdbd on a
 # private MariaDB) so that `sacct` answers as it does on a real cluster. Used by .ci/run before the
 # tests (tests/cluster run a sweep on it) and by anyone who wants to try a sweep spec before their
-# real cluster (README, "Sweeps"). Needs root and Debian's packages (installed here when apt is
+# real cluster (docs/sweeps.md). Needs root and Debian's packages (installed here when apt is
 # usable); stop it with .ci/slurm_stop.sh. Everything it writes besides /etc/slurm/ lives under
 # $P0_SLURM_DIR (default /tmp/p0-slurm). Exit status 0 once `sinfo` shows the node idle.
 set -euo pipefail

@@ -1,6 +1,6 @@
 """What precision costs: ``measure`` and ``discover`` in bfloat16 and float16 against float32.
 
-For each model, runs ``p0-circuits measure`` and ``p0-circuits discover`` (README's settings: 8
+For each model, runs ``p0-circuits measure`` and ``p0-circuits discover`` (docs/precision.md's settings: 8
 prompts x 64 tokens, ``shift``) once per dtype, each in a child process (wall time, peak RSS),
 and compares every half-precision result with the float32 one on the same prompts:
 
@@ -11,7 +11,7 @@ and compares every half-precision result with the float32 one on the same prompt
 * kept / ablated (faithfulness of the circuit each run discovered).
 
 Writes ``OUT/precision.jsonl`` (one row per model and dtype) and ``OUT/precision.md`` (the table
-README quotes). Run it with nothing else on the machine.
+docs/precision.md quotes). Run it with nothing else on the machine.
 
     python benchmarks/bench_precision.py --out results/precision [--models smollm2-135m gemma3-270m]
 """

@@ -2,10 +2,10 @@
 
 Each line of ``results/precision/discover_*.jsonl`` is one measured discovery (its peak RSS, its
 dtype, its prompts, and whether its prediction step ran); ``plan`` is asked the same question
-and the difference is printed as a Markdown table (README, "Precision, a plan before the load").
+and the difference is printed as a Markdown table (docs/precision.md).
 
     python benchmarks/plan_vs_measured.py            # plan against the measured peaks
-    python benchmarks/plan_vs_measured.py --fits     # README's "what fits where" table
+    python benchmarks/plan_vs_measured.py --fits     # docs/precision.md's "what fits where" table
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ FITS_CARDS = ((1, 24.0), (1, 80.0), (2, 80.0), (8, 80.0))
 
 
 def fits_table() -> None:
-    """``plan`` in bfloat16 at 8 x 64 for each model on each card set (README)."""
+    """``plan`` in bfloat16 at 8 x 64 for each model on each card set (docs/precision.md)."""
     print(
         "| model | params (per token) | "
         + " | ".join(f"{n} × {g:g} GB" for n, g in FITS_CARDS)

@@ -15,7 +15,7 @@ import torch
 from circuits.backend import ON_BRIDGE, TL_VERSION, HookedModel
 from circuits.backend.build import model_from_tl_weights
 
-# Unit modules not collected on TransformerLens 4 (README: On TransformerLens 4). Training and
+# Unit modules not collected on TransformerLens 4 (docs/tl4.md). Training and
 # emergence are refused there by name; the others build their hand-made models as
 # HookedTransformers or compare with HookedTransformer-only internals, and are not ported yet:
 # on TransformerLens 4 the same engine, measure, discover, views and panel are checked number by

@@ -1,6 +1,6 @@
 """``measure_sinks(model, tokens)``: one forward pass with hooks that reduce each layer's
 activations on the fly (nothing of size ``pos x pos`` is kept), returning a ``SinkReport``
-whose ``to_dict()`` is the ``sink_metrics.json`` schema documented in README.
+whose ``to_dict()`` is the ``sink_metrics.json`` schema documented in docs/measure.md.
 """
 
 from __future__ import annotations

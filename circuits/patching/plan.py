@@ -62,7 +62,7 @@ LOGIT_COPIES = 5
 MAX_ROWS = 64
 CPU_CALIBRATION = ("smollm2-135m", 95.0)
 """(model, seconds) of one measured float32 discovery (8 x 64 tokens, every step) on this
-project's 2-core CPU machines (README, "Speed and memory")."""
+project's 2-core CPU machines (docs/discover.md, "Speed and memory")."""
 CPU_DTYPE_SPEED = {"float32": 1.0, "bfloat16": 0.52, "float16": 3.1}
 """Time of one SmolLM2 forward (8 x 64) in each dtype over float32's, measured on this CPU."""
 GPU_PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0, "l40s": 362.0, "rtx4090": 165.0}

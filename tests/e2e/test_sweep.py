@@ -63,7 +63,7 @@ def test_sweep_equals_each_command_alone_on_both_executors(run_dir, tmp_path):
         assert row["circuit"] == record["circuit"]
         assert row["kept"] == pytest.approx(record["faithfulness"]["kept"])
         assert row["wall_s"] > 0 and row["peak_rss_mb"] > 50
-    # the files README's table lists for sweep
+    # the files docs/outputs.md's table lists for sweep
     top = {p.name for p in (tmp_path / "local").iterdir()}
     assert top == {"jobs", "summary.jsonl", "summary.csv", "sweep.json", "report.html"}
     assert "submitit" in {p.name for p in (tmp_path / "submitit").iterdir()}

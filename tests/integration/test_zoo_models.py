@@ -75,14 +75,16 @@ def test_smollm2_sink_facts(smollm2):
     norms = report.column("p0_norm")
     assert norms[1] > 3 * norms[0] and norms[2] > 10 * norms[0]  # the P0 norm jumps by layer 2
     assert report.column("p0_norm_ratio")[11] > 100  # the second (massive) jump at layer 11
-    growth = report.norm_growth  # README: 0.7 -> 3.3 over blocks 0-1, the largest jump at 11
+    growth = (
+        report.norm_growth
+    )  # docs/measure.md: 0.7 -> 3.3 over blocks 0-1, the largest jump at 11
     assert growth.first_two_blocks > 4 and growth.largest_jump_layer == 11
 
 
 def test_smollm2_p0_direction_is_input_invariant(smollm2):
     tokens = prompt_set(smollm2, n_prompts=4, n_tokens=24, bos=False)
     assert len({row[0].item() for row in tokens}) == 4  # four different first tokens
-    eight = prompt_set(smollm2, n_prompts=8, n_tokens=64, bos=False)  # README's API example
+    eight = prompt_set(smollm2, n_prompts=8, n_tokens=64, bos=False)  # docs/python.md example
     assert len({row[0].item() for row in eight}) == 6  # 8 sentences, 6 first tokens ("The", "A")
     report = measure_sinks(smollm2.model, tokens, bos=False)
     cosines = report.column("p0_cosine")

@@ -26,7 +26,7 @@ from tests._variants import VARIANTS
 pytestmark = pytest.mark.skipif(
     not ON_BRIDGE,
     reason="the TransformerLens 4 side of the parity: runs in the TransformerLens 4 environment "
-    "(README: On TransformerLens 4; .ci/run's second environment)",
+    "(docs/tl4.md; .ci/run's second environment)",
 )
 
 ROOT = Path(__file__).resolve().parents[2]

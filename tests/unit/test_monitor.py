@@ -29,7 +29,9 @@ def test_the_monitor_measures_what_trace_measures_at_the_same_steps(tmp_path):
     rows = [json.loads(line) for line in (run / MONITOR_FILE).read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(41))
     assert main(["trace", str(run), "--quiet"]) == 0
-    assert (run / "monitor.png").is_file()  # trace draws a monitored run's signal (README)
+    assert (
+        run / "monitor.png"
+    ).is_file()  # trace draws a monitored run's signal (docs/training.md)
     trace = json.loads((run / "trace.json").read_text())
     by_step = {r["step"]: r for r in rows}
     assert len(trace["checkpoints"]) >= 4

@@ -1,7 +1,7 @@
-"""README's "Files each command writes" table against what each command writes.
+"""The "Files each command writes" table (``docs/outputs.md``) against what each command writes.
 
-The table is parsed from README.md (``{png,svg}`` expanded, ``NNNNNNN`` a step number, ``*`` a
-file written only under the condition the README states), each command is run on the tiny model
+The table is parsed from docs/outputs.md (``{png,svg}`` expanded, ``NNNNNNN`` a step number, ``*`` a
+file written only under the condition the table states), each command is run on the tiny model
 or a tiny training run, and the set of files written must equal the documented set.
 """
 
@@ -17,7 +17,7 @@ from _training_helpers import tiny_trigger_args
 
 from circuits.cli import main
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "outputs.md"  # moved from README.md
 
 
 def _names(cell: str) -> tuple[set[str], set[str]]:

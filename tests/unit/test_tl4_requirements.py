@@ -1,4 +1,4 @@
-"""``requirements/transformer-lens-4.txt`` (README: On TransformerLens 4) must stay what it says:
+"""``requirements/transformer-lens-4.txt`` (docs/tl4.md) must stay what it says:
 ``pyproject.toml``'s dependencies and test extra, with TransformerLens 4 instead of 3.x."""
 
 from __future__ import annotations

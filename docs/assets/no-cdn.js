@@ -1,0 +1,1 @@
+/* MathJax is not loaded: the site fetches nothing from a CDN (mkdocs.yml) */
