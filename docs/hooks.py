@@ -28,6 +28,7 @@ REFERENCE = {  # page -> (title, packages whose exports it documents)
     "reference/panel.md": ("circuits.panel", ["circuits.panel"]),
     "reference/sweep.md": ("circuits.sweep", ["circuits.sweep"]),
     "reference/emergence.md": ("circuits.emergence", ["circuits.emergence"]),
+    "reference/viz.md": ("circuits.viz", ["circuits.viz"]),
     "reference/zoo.md": ("circuits.zoo and prompts", ["circuits.zoo", "circuits.prompts"]),
 }
 REPO_LINK = re.compile(r"\]\(\.\./((?:results|notebooks)/[^)#\s]+)")
