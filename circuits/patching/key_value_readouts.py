@@ -46,7 +46,7 @@ def _receiver_layers(receivers: tuple[int, ...] | None, model: HookedModel) -> t
     return layers
 
 
-def _scored(model: HookedModel, layer: int) -> tuple[str, str]:
+def scored_hooks(model: HookedModel, layer: int) -> tuple[str, str]:
     """The hooks holding a layer's queries and keys as they are scored (after rotary)."""
     rot = model.cfg.positional_embedding_type == "rotary"
     return get_act_name("rot_q" if rot else "q", layer), get_act_name(
@@ -54,8 +54,18 @@ def _scored(model: HookedModel, layer: int) -> tuple[str, str]:
     )
 
 
-def _softcap(scores: Tensor, cap: float | None) -> Tensor:
+def softcap(scores: Tensor, cap: float | None) -> Tensor:
+    """TransformerLens' attention score softcap (``attn_scores_soft_cap``; off when <= 0)."""
     return cap * torch.tanh(scores / cap) if cap and cap > 0 else scores
+
+
+def p0_key_scores(q: Tensor, k0: Tensor, scale: float) -> Tensor:
+    """``q . k_0 / scale`` for every query and head: ``q`` ``[*, batch, query, head, d]``, P0's
+    key ``k0`` ``[*, batch, kv_head, d]`` (shared by grouped query heads) -> ``[*, batch, head,
+    query]``."""
+    rep = q.shape[-2] // k0.shape[-2]
+    k0 = k0.repeat_interleave(rep, dim=-2) if rep > 1 else k0
+    return torch.einsum("...bqhd,...bhd->...bhq", q, k0) / scale
 
 
 def key_split(
@@ -65,12 +75,12 @@ def key_split(
     over queries ``q >= 1``; ``q`` ``[batch, pos, head, d]``, ``k`` ``[batch, pos, kv_head,
     d]``, ``scores`` the masked pre-softmax scores ``[batch, head, query, key]``."""
     rep = q.shape[-2] // k.shape[-2]
-    k = k.repeat_interleave(rep, dim=-2) if rep > 1 else k
-    k0 = k[:, 0]  # [batch, head, d]
-    ratio = k[:, 1:].norm(dim=-1).mean(dim=1) / k0.norm(dim=-1).clamp_min(1e-12)  # [batch, head]
-    raw0 = torch.einsum("bqhd,bhd->bhq", q, k0) / scale
+    norms = k.norm(dim=-1)  # [batch, pos, kv_head]
+    ratio = norms[:, 1:].mean(dim=1) / norms[:, 0].clamp_min(1e-12)  # [batch, kv_head]
+    ratio = ratio.repeat_interleave(rep, dim=-1) if rep > 1 else ratio  # [batch, head]
+    raw0 = p0_key_scores(q, k[:, 0], scale)
     s0 = scores[..., 0]
-    matched = _softcap(raw0 * ratio[..., None], cap)
+    matched = softcap(raw0 * ratio[..., None], cap)
     others = scores[..., 1:]
     finite = torch.isfinite(others)
     lse = torch.logsumexp(others, dim=-1)
@@ -107,7 +117,7 @@ class SinkKeySplit(Readout):
         self._layers = _receiver_layers(self.receivers, model)
         self._cap = model.cfg.attn_scores_soft_cap
         for layer in self._layers:
-            q, k = _scored(model, layer)
+            q, k = scored_hooks(model, layer)
             self._names[layer] = (q, k, get_act_name("attn_scores", layer))
             self._scales[layer] = attention_scale(model, layer)
         missing = [h for names in self._names.values() for h in names if h not in model.hook_dict]

@@ -42,6 +42,7 @@ from circuits.backend import (
 from circuits.core.errors import UsageError
 from circuits.core.model_lock import exclusive
 from circuits.patching.forward import PatchEngine, prepare_sink_estimate
+from circuits.patching.key_value_readouts import p0_key_scores, scored_hooks, softcap
 from circuits.patching.patcher import Patcher, engine_of
 from circuits.patching.readouts import Readout, SinkScore
 from circuits.patching.results import PatchingResult
@@ -76,27 +77,7 @@ def _check(patcher: PatchEngine, sites: list[Site], metric: Readout | None) -> S
 
 
 def _names(patcher: PatchEngine, layer: int) -> tuple[str, str]:
-    """The hooks holding a layer's queries and keys as they are scored (after rotary)."""
-    rot = patcher.model.cfg.positional_embedding_type == "rotary"
-    return get_act_name("rot_q" if rot else "q", layer), get_act_name(
-        "rot_k" if rot else "k", layer
-    )
-
-
-def _softcap(scores: Tensor, cap: float | None) -> Tensor:
-    """TransformerLens' attention score softcap (``attn_scores_soft_cap``; off when <= 0)."""
-    return cap * torch.tanh(scores / cap) if cap and cap > 0 else scores
-
-
-def _key_scores(
-    q: Float[Tensor, "*patch batch query head d_head"],
-    k0: Float[Tensor, "*patch batch kv_head d_head"],
-    scale: float,
-) -> Float[Tensor, "*patch batch head query"]:
-    """``q . k_0 / scale`` for every query and head (keys shared by grouped query heads)."""
-    rep = q.shape[-2] // k0.shape[-2]
-    k0 = k0.repeat_interleave(rep, dim=-2) if rep > 1 else k0
-    return torch.einsum("...bqhd,...bhd->...bhq", q, k0) / scale
+    return scored_hooks(patcher.model, layer)
 
 
 class _Receiver:
@@ -170,7 +151,7 @@ def _clean_receivers(patcher: PatchEngine, layers: Sequence[int]) -> dict[int, _
             patcher.tokens, fwd_hooks=hooks, return_type=None, stop_at_layer=max(layers) + 1
         )
         for layer, r in recv.items():
-            r.raw0 = _softcap(_key_scores(r.q, r.k0, attention_scale(model, layer)), cap)
+            r.raw0 = softcap(p0_key_scores(r.q, r.k0, attention_scale(model, layer)), cap)
             r.clean_p0 = r.p0(r.s0).mean()
     return recv
 
@@ -264,10 +245,10 @@ def p0_stream_estimate(
                 for layer in read:
                     r, scale = recv[layer], attention_scale(model, layer)
                     q0, k0 = p0[layer]
-                    raw = _key_scores(r.q, k0, scale)
+                    raw = p0_key_scores(r.q, k0, scale)
                     # query 0 is P0's own, patched too (it matters only beside a learned sink)
-                    raw[..., 0] = _key_scores(q0.unsqueeze(-3), k0, scale)[..., 0]
-                    s0 = r.s0 + _softcap(raw, cap) - r.raw0
+                    raw[..., 0] = p0_key_scores(q0.unsqueeze(-3), k0, scale)[..., 0]
+                    s0 = r.s0 + softcap(raw, cap) - r.raw0
                     moved = r.p0(s0).mean(dim=(-3, -2, -1)) - r.clean_p0
                     est[idx] += moved.double().cpu() / len(layers)  # est lives on the CPU
     clean = patcher.clean_value(readout)[0]
