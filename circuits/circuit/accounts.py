@@ -34,10 +34,8 @@ from circuits.backend import HookedModel, get_act_name
 from circuits.core.conventions import default_receiver_layers
 from circuits.core.errors import UsageError
 from circuits.patching import CachedActivations, MassiveDims, Patcher, SinkScore, Site
-from circuits.patching.counterfactuals import resolve_counterfactual
-from circuits.patching.engine import cached_hooks
 from circuits.patching.key_value_readouts import P0ValueNorm, SinkKeySplit
-from circuits.patching.positions import DocumentMask, Reposition, SinkScoreAt, applied
+from circuits.patching.positions import Condition, DocumentMask, Reposition, SinkScoreAt
 
 EARLY = [("attn", 0), ("mlp", 0), ("attn", 1), ("mlp", 1)]
 MAX_MASSIVE_DIMS = 4
@@ -66,43 +64,39 @@ class Accounts:
         return asdict(self)
 
 
-def _sink_at(model: HookedModel, tokens: Tensor, key: int, receivers: list[int]) -> float:
-    return Patcher(model, tokens, "zero").clean_value(SinkScoreAt(key, receivers))[0]
+def _positions(p0: Patcher, s: int, receivers: list[int]) -> dict[str, float]:
+    """The sink scores of question 1: plain from ``p0``'s clean run, the others each from a
+    patcher that holds its condition on every forward."""
 
+    def sink_at(key: int, condition: Condition | None = None) -> float:
+        patcher = (
+            p0
+            if condition is None
+            else Patcher(p0.model, p0.tokens, "zero", conditions=[condition])
+        )
+        return patcher.clean_value(SinkScoreAt(key, receivers))[0]
 
-def _positions(
-    model: HookedModel, tokens: Tensor, s: int, receivers: list[int]
-) -> dict[str, float]:
-    n = tokens.shape[1]
-    out = {
-        "p0_sink": _sink_at(model, tokens, 0, receivers),
-        "token_s_plain": _sink_at(model, tokens, s, receivers),
+    return {
+        "p0_sink": sink_at(0),
+        "token_s_plain": sink_at(s),
+        "token_s_first_of_segment": sink_at(s, DocumentMask(s)),
+        "token_s_at_position_0": sink_at(s, Reposition({s: 0})),
+        "p0_at_position_s": sink_at(0, Reposition({0: s})),
     }
-    with applied(model, DocumentMask(s), n_tokens=n):
-        out["token_s_first_of_segment"] = _sink_at(model, tokens, s, receivers)
-    with applied(model, Reposition({s: 0}), n_tokens=n):
-        out["token_s_at_position_0"] = _sink_at(model, tokens, s, receivers)
-    with applied(model, Reposition({0: s}), n_tokens=n):
-        out["p0_at_position_s"] = _sink_at(model, tokens, 0, receivers)
-    return out
 
 
 def _segment_components(
-    model: HookedModel, tokens: Tensor, s: int, receivers: list[int], plain_s: float, cf: str
+    p0: Patcher, s: int, receivers: list[int], plain_s: float
 ) -> dict[str, dict[str, float]]:
-    n = tokens.shape[1]
-    _, unmasked = model.run_with_cache(tokens, names_filter=lambda h: h in set(cached_hooks(model)))
-    values = {h: unmasked[h] for h in cached_hooks(model) if h in unmasked.cache_dict}
-    p0 = Patcher(model, tokens, cf)
     readout = SinkScore(receivers)
     p0_clean = p0.clean_value(readout)[0]
     p0_vals = p0.patch([Site(k, la) for k, la in EARLY], readout).values
-    with applied(model, DocumentMask(s), n_tokens=n):
-        seg = Patcher(model, tokens, CachedActivations(values, name="unmasked run"))
-        seg_readout = SinkScoreAt(s, receivers)
-        seg_clean = seg.clean_value(seg_readout)[0]
-        sites = [Site(k, la, positions=(s,)) for k, la in EARLY]
-        seg_vals = seg.patch(sites, seg_readout).values
+    # the unmasked run's activations (p0's clean ones): token s where it is not first
+    unmasked = CachedActivations(p0.clean, name="unmasked run")
+    seg = Patcher(p0.model, p0.tokens, unmasked, conditions=[DocumentMask(s)])
+    seg_readout = SinkScoreAt(s, receivers)
+    seg_clean = seg.clean_value(seg_readout)[0]
+    seg_vals = seg.patch([Site(k, la, positions=(s,)) for k, la in EARLY], seg_readout).values
     above = seg_clean - plain_s
     out = {}
     for (kind, layer), pv, sv in zip(EARLY, p0_vals.tolist(), seg_vals.tolist(), strict=True):
@@ -129,25 +123,21 @@ def massive_dims_of_p0(resid: Tensor) -> tuple[list[int], float]:
     return dims, share
 
 
-def _massive_dims(
-    model: HookedModel, tokens: Tensor, layer: int, receivers: list[int], cf: str
-) -> dict[str, Any]:
-    name = get_act_name("resid_pre", layer)
-    _, cache = model.run_with_cache(tokens, names_filter=name)
-    dims, share = massive_dims_of_p0(cache[name])
+def _massive_dims(p0: Patcher, layer: int, receivers: list[int]) -> dict[str, Any]:
+    resid = p0.clean[get_act_name("resid_pre", layer)]
+    dims, share = massive_dims_of_p0(resid)
     out: dict[str, Any] = {
         "layer": layer,
-        "counterfactual": cf,
+        "counterfactual": p0.counterfactual.spec,
         "dims": dims,
         "share_of_p0_norm_squared": share,
-        "p0_norm": float(cache[name][:, 0].float().norm(dim=-1).mean()),
+        "p0_norm": float(resid[:, 0].float().norm(dim=-1).mean()),
     }
     readout = SinkScore(receivers)
     site = [Site("resid_pre", layer)]
-    whole = Patcher(model, tokens, cf)
-    base = resolve_counterfactual(cf)
-    clean = whole.clean_value(readout)[0]
-    all_effect = float(whole.patch(site, readout).values[0]) - clean
+    model, tokens, base = p0.model, p0.tokens, p0.counterfactual
+    clean = p0.clean_value(readout)[0]
+    all_effect = float(p0.patch(site, readout).values[0]) - clean
     dims_effect = (
         float(Patcher(model, tokens, MassiveDims(dims, base)).patch(site, readout).values[0])
         - clean
@@ -180,7 +170,6 @@ def ask_accounts(
     ``counterfactual`` (shift, mean or zero) is P0's patch in questions 2 and 3; default
     ``shift`` without BOS and ``mean`` with it (shifting a BOS model leaves ``<bos>`` at
     position 1, which keeps its sink: ``results/gemma3-270m/discover``)."""
-    cf = counterfactual or ("mean" if bos else "shift")
     n_prompts, n = tokens.shape
     s = n // 2 if segment_start is None else segment_start
     if not 2 <= s < n - 1:
@@ -191,11 +180,12 @@ def ask_accounts(
             f"the accounts compare blocks 0-1 with later receivers: a model of "
             f"{model.cfg.n_layers} layers has none (use one with at least 3)"
         )
-    positions = _positions(model, tokens, s, receivers)
-    patcher = Patcher(model, tokens, "zero")
-    norm = patcher.clean_value(SinkKeySplit(receivers, part="norm"))[1]
-    direction = patcher.clean_value(SinkKeySplit(receivers, part="direction"))[1]
-    values = patcher.clean_value(P0ValueNorm(receivers))[1]
+    # one patcher for every clean read (its clean run) and for P0's patches (its counterfactual)
+    p0 = Patcher(model, tokens, counterfactual or ("mean" if bos else "shift"))
+    positions = _positions(p0, s, receivers)
+    norm = p0.clean_value(SinkKeySplit(receivers, part="norm"))[1]
+    direction = p0.clean_value(SinkKeySplit(receivers, part="direction"))[1]
+    values = p0.clean_value(P0ValueNorm(receivers))[1]
     assert norm is not None and direction is not None and values is not None
     return Accounts(
         model=model_name,
@@ -205,11 +195,9 @@ def ask_accounts(
         segment_start=s,
         receivers=receivers,
         positions=positions,
-        segment_components=_segment_components(
-            model, tokens, s, receivers, positions["token_s_plain"], cf
-        ),
-        massive_dims=_massive_dims(model, tokens, receivers[0], receivers, cf),
-        counterfactual=resolve_counterfactual(cf).describe(),
+        segment_components=_segment_components(p0, s, receivers, positions["token_s_plain"]),
+        massive_dims=_massive_dims(p0, receivers[0], receivers),
+        counterfactual=p0.counterfactual.describe(),
         key_split={"norm": norm.tolist(), "direction": direction.tolist()},
         value_norm={"ratio": values.tolist()},
         definitions={
