@@ -9,6 +9,7 @@ from circuits.cli.common import (
     add_bos,
     add_model,
     add_out,
+    add_prompt_set,
     add_quiet,
     check_model,
     check_range,
@@ -32,16 +33,12 @@ HELP = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser)
     add_bos(parser, "put the model's BOS token at position 0 (default: its training regime)")
-    parser.add_argument("--n-prompts", type=int, default=8, help="prompts (default 8)")
-    parser.add_argument("--n-tokens", type=int, default=64, help="tokens per prompt (default 64)")
+    add_prompt_set(parser)
     parser.add_argument(
         "--segment-start",
         type=int,
         default=None,
         help="the token s made first of its segment / moved (default: n_tokens // 2)",
-    )
-    parser.add_argument(
-        "--text", type=Path, default=None, help="UTF-8 text for the prompts (default: shipped text)"
     )
     parser.add_argument(
         "--counterfactual",

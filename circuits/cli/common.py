@@ -76,6 +76,15 @@ def add_dtype(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_prompt_set(parser: argparse.ArgumentParser) -> None:
+    """``--n-prompts``, ``--n-tokens`` and ``--text``: the prompt set (``circuits.prompts.prompt_set``)."""
+    parser.add_argument("--n-prompts", type=int, default=8, help="prompts (default 8)")
+    parser.add_argument("--n-tokens", type=int, default=64, help="tokens per prompt (default 64)")
+    parser.add_argument(
+        "--text", type=Path, default=None, help="UTF-8 text for the prompts (default: shipped text)"
+    )
+
+
 def add_bos(parser: argparse.ArgumentParser, default_help: str) -> None:
     bos = parser.add_mutually_exclusive_group()
     bos.add_argument("--bos", dest="bos", action="store_true", default=None, help=default_help)

@@ -12,6 +12,7 @@ from circuits.cli.common import (
     add_bos,
     add_model,
     add_out,
+    add_prompt_set,
     add_quiet,
     check_model,
     check_range,
@@ -89,11 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out(parser)
     _add_question_arguments(parser)
     add_bos(parser, "BOS at position 0 (default: the model's training regime)")
-    parser.add_argument("--n-prompts", type=int, default=8, help="prompts (default 8)")
-    parser.add_argument("--n-tokens", type=int, default=64, help="tokens per prompt (default 64)")
-    parser.add_argument(
-        "--text", type=Path, default=None, help="UTF-8 text for the prompts (default: shipped text)"
-    )
+    add_prompt_set(parser)
     parser.add_argument(
         "--receivers",
         type=str,

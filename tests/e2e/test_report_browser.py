@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,21 +23,6 @@ import pytest
 from _render_fixtures import discover_dir, measure_dir
 
 from circuits.viz.report import build_report
-
-CHROMIUM = next(
-    (p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p),
-    None,
-)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    if CHROMIUM is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("chromium is not installed (CI must have it: apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return CHROMIUM
-
 
 # Collects errors before any other script runs; after load, writes what it saw into <html data-*>.
 PROBE = """<script>

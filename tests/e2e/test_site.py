@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_report_browser import CHROMIUM, PROBE, _attr, _chromium
+from test_report_browser import PROBE, _attr, _chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ("file://", "data:", "blob:", "about:")
@@ -26,15 +26,6 @@ LOCAL = ("file://", "data:", "blob:", "about:")
 pytest.importorskip(
     "mkdocs", reason="the docs tools are in the test extra (pip install -e '.[test]')"
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> str:
-    if CHROMIUM is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("chromium is not installed (CI must have it: apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +63,15 @@ def _open(binary: str, site: Path, name: str, tmp: Path) -> str:
     return dom
 
 
-def test_every_page_opens_offline_and_says_what_it_is(site, browser, tmp_path):
+def test_every_page_opens_offline_and_says_what_it_is(site, chromium, tmp_path):
     nav = ["index.html", "discover.html", "accounts.html", "reference/patching.html"]
     nav += [f"notebooks/{p.stem}.html" for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
     for name in nav:
         assert (site / name).is_file(), name
-        dom = _open(browser, site, name, tmp_path)
+        dom = _open(chromium, site, name, tmp_path)
         assert "<h1" in dom
     shot = tmp_path / "start.png"
-    _chromium(browser, (site / "index.html").as_uri(), tmp_path / "shot", f"--screenshot={shot}")
+    _chromium(chromium, (site / "index.html").as_uri(), tmp_path / "shot", f"--screenshot={shot}")
     assert shot.stat().st_size > 10_000
 
 
