@@ -166,3 +166,13 @@ def test_the_patchers_public_surface_is_what_users_call():
     experiments = {"patch", "path_patch", "clean_value", "clean_sink_per_layer"}
     data = {"model", "tokens", "counterfactual", "conditions", "clean", "cf", "batch", "n_pos"}
     assert public == experiments | data
+
+
+def test_every_test_module_name_is_unique():
+    """pytest's default import mode puts each test folder on sys.path: two files of one name (two
+    ``conftest.py``, say) shadow each other, and ``from conftest import ...`` breaks collection of
+    the whole suite though each folder passes alone."""
+    names: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}
