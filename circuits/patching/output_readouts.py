@@ -14,6 +14,13 @@ columns it reads: the forward never computes the full logits of the stacked batc
 
 Logits follow TransformerLens' ``HookedTransformer.forward``: ``unembed`` then the output
 softcap (``output_logits_soft_cap``) where the model has one.
+
+The full-vocabulary readouts (loss, KL) unembed a piece of the prompts at a time
+(``circuits.patching.plan.logit_chunks``: at most ``LOGIT_CHUNK_VALUES`` float32 logits, 512 MB,
+per piece, at least one prompt) and sum what each piece contributes before dividing once: a
+patch's logits, log-probabilities and KL terms are copies of a piece, and only the clean
+log-probabilities that KL compares with are held whole (a 262k-token vocabulary over 64 prompts
+x 256 tokens is 17 GB a copy).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from torch import Tensor
 from circuits.backend import HookedModel, get_act_name
 from circuits.core.arguments import Index, NonEmpty, checked
 from circuits.core.errors import UsageError
+from circuits.patching.plan import logit_chunks
 from circuits.patching.readouts import ComparedToClean, Readout
 
 
@@ -82,15 +90,19 @@ class _OutputReadout(Readout):
         return self._model
 
 
-def _next_token_loss(logp: Tensor, tokens: Tensor) -> Tensor:
-    """Mean cross-entropy of ``logp`` ``[batch, T-1, vocab]`` (positions 0..T-2) against the
+def _log_probs(model: HookedModel, resid: Tensor) -> Tensor:
+    return logits_of(model, resid).float().log_softmax(dim=-1)
+
+
+def _next_token_nll_sum(logp: Tensor, tokens: Tensor) -> Tensor:
+    """Summed cross-entropy of ``logp`` ``[batch, T-1, vocab]`` (positions 0..T-2) against the
     next prompt tokens."""
-    return -logp.gather(-1, tokens[:, 1:, None]).mean()
+    return -logp.gather(-1, tokens[:, 1:, None]).sum()
 
 
-def _kl_to(ref: Tensor, logp: Tensor) -> Tensor:
-    """KL(ref || patched) of log-probabilities, summed over the vocabulary, mean over rows."""
-    return F.kl_div(logp, ref, log_target=True, reduction="none").sum(-1).mean()
+def _kl_sum(ref: Tensor, logp: Tensor) -> Tensor:
+    """KL(ref || patched) of log-probabilities, summed over the vocabulary and the rows."""
+    return F.kl_div(logp, ref, log_target=True, reduction="sum")
 
 
 class NextTokenLoss(_OutputReadout):
@@ -106,11 +118,16 @@ class NextTokenLoss(_OutputReadout):
         super().check(model, tokens)
 
     def reduce(self, name: str, acts: Tensor) -> Tensor:  # type: ignore[override]
-        assert self._tokens is not None
+        tokens = self._tokens
+        assert tokens is not None
+        chunks = logit_chunks(acts.shape[1], acts.shape[2], self.model.cfg.d_vocab)
         out = []
-        for resid in acts:  # one patch at a time: [batch, pos - 1, vocab] at most
-            logp = logits_of(self.model, resid[:, :-1]).float().log_softmax(dim=-1)
-            out.append(_next_token_loss(logp, self._tokens))
+        for resid in acts:  # one patch, a few prompts at a time
+            total = sum(
+                _next_token_nll_sum(_log_probs(self.model, resid[c, :-1]), tokens[c])
+                for c in chunks
+            )
+            out.append(torch.as_tensor(total) / (tokens.shape[0] * (tokens.shape[1] - 1)))
         return torch.stack(out)
 
     def describe(self) -> dict[str, Any]:
@@ -208,11 +225,17 @@ class KLToClean(_OutputReadout, ComparedToClean):
 
     def reduce(self, name: str, acts: Tensor, clean: Tensor | None = None) -> Tensor:
         assert clean is not None
-        ref = logits_of(self.model, self._rows(clean)).float().log_softmax(dim=-1)
+        clean = self._rows(clean)
+        chunks = logit_chunks(clean.shape[0], clean.shape[1], self.model.cfg.d_vocab)
+        refs = [_log_probs(self.model, clean[c]) for c in chunks]
         out = []
         for resid in acts:
-            logp = logits_of(self.model, self._rows(resid)).float().log_softmax(dim=-1)
-            out.append(_kl_to(ref, logp))
+            resid = self._rows(resid)
+            total = sum(
+                _kl_sum(ref, _log_probs(self.model, resid[c]))
+                for c, ref in zip(chunks, refs, strict=True)
+            )
+            out.append(torch.as_tensor(total) / (clean.shape[0] * clean.shape[1]))
         return torch.stack(out)
 
     def describe(self) -> dict[str, Any]:
@@ -231,13 +254,19 @@ class LossAndKL(NextTokenLoss, ComparedToClean):
     name = "next_token_loss_and_kl"
 
     def reduce(self, name: str, acts: Tensor, clean: Tensor | None = None) -> Tensor:
-        assert clean is not None and self._tokens is not None
-        ref = logits_of(self.model, clean).float().log_softmax(dim=-1)
+        tokens = self._tokens
+        assert clean is not None and tokens is not None
+        b, t = tokens.shape
+        chunks = logit_chunks(b, t, self.model.cfg.d_vocab)
+        refs = [_log_probs(self.model, clean[c]) for c in chunks]
         out = []
         for resid in acts:
-            logp = logits_of(self.model, resid).float().log_softmax(dim=-1)
-            loss = _next_token_loss(logp[:, :-1], self._tokens)
-            out.append(torch.stack([loss, _kl_to(ref, logp)]))
+            nll = kl = torch.zeros((), device=clean.device)
+            for c, ref in zip(chunks, refs, strict=True):
+                logp = _log_probs(self.model, resid[c])
+                nll = nll + _next_token_nll_sum(logp[:, :-1], tokens[c])
+                kl = kl + _kl_sum(ref, logp)
+            out.append(torch.stack([nll / (b * (t - 1)), kl / (b * t)]))
         return torch.stack(out)  # [n, 2]
 
     def combine(self, reduced: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

@@ -22,11 +22,15 @@ float16, 4 for float32):
   3 n_heads n_tokens`` values per token (an MoE block adds its per-expert contributions,
   ``n_experts * d_model``), with ``SAFETY`` for the allocator's slack;
 * **the readout's logits** (``prediction``, default on: the step runs when the discovery finds
-  a circuit): the prediction step's loss and KL in float32, ``LOGIT_COPIES *
-  d_vocab`` per prompt token (the clean and one patch's logits, their log-softmax, KL's
-  temporaries); on a GPU it runs after the stacked forwards have freed theirs, so the peak holds
-  the larger of the two; on the CPU the allocator keeps what the stacked forwards freed
-  (``circuits.patching.allocator``), so it holds their sum;
+  a circuit): the prediction step's loss and KL in float32. The readouts unembed a piece of the
+  prompts at a time (``logit_chunks``), so live are ``d_vocab`` values per prompt token for the
+  clean log-probabilities and ``LOGIT_COPIES - 1`` more per token of one piece (a patch's
+  logits, log-probabilities and KL's temporaries). A piece holds up to ``LOGIT_CHUNK_VALUES``
+  logits, the size from which the tuned CPU allocator maps each block on its own and returns it
+  when freed (smaller blocks of one size, kept in its heap, were not reliably reused:
+  ``benchmarks/bench_logit_memory.py``). On a GPU the step runs after the stacked forwards
+  have freed theirs, so the peak holds the larger of the two; on the CPU the allocator keeps
+  what the stacked forwards freed (``circuits.patching.allocator``), so it holds their sum;
 * **the process** itself (Python, torch, the tokenizer): ``PROCESS_GB``, and on the CPU the
   report's figures (matplotlib): ``REPORT_GB``.
 
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from circuits.patching.allocator import MMAP_THRESHOLD_BYTES
 from circuits.zoo.shapes import PUBLISHED_SHAPES, ModelShape
 
 GIB = 1024**3
@@ -59,6 +64,9 @@ REPORT_GB = 0.3
 """What drawing the report's figures adds to the process (0.29 GB measured after SmolLM2's
 discovery, float32 and bfloat16 alike)."""
 LOGIT_COPIES = 5
+LOGIT_CHUNK_VALUES = MMAP_THRESHOLD_BYTES // 4
+"""Float32 logits the full-vocabulary readouts (loss, KL) unembed at once: 512 MB a copy, the
+tuned allocator's mapping threshold (module docstring)."""
 MAX_ROWS = 64
 CPU_CALIBRATION = ("smollm2-135m", 95.0)
 """(model, seconds) of one measured float32 discovery (8 x 64 tokens, every step) on this
@@ -166,7 +174,7 @@ def plan(
         + 3 * shape.n_heads * n_tokens
     )
     per_row = int(per_token * n_tokens * b * SAFETY)
-    logits = LOGIT_COPIES * shape.d_vocab * tokens * 4 if prediction else 0
+    logits = logit_bytes(shape.d_vocab, n_prompts, n_tokens) if prediction else 0
     cards = max(1, n_cards) if not on_cpu else 1
     budget = (card_gb if card_gb is not None else memory_gb) * GIB
     fixed = (weights + caches) / cards
@@ -193,6 +201,20 @@ def plan(
         fits=rows >= n_prompts,
         flops=discovery_flops(shape, n_prompts, n_tokens),
     )
+
+
+def logit_bytes(d_vocab: int, n_prompts: int, n_tokens: int) -> int:
+    """What the prediction step's loss and KL hold at their peak (module docstring)."""
+    piece = logit_chunks(n_prompts, n_tokens, d_vocab)[0]
+    piece_tokens = (piece.stop - piece.start) * n_tokens
+    return 4 * d_vocab * (n_prompts * n_tokens + (LOGIT_COPIES - 1) * piece_tokens)
+
+
+def logit_chunks(n_prompts: int, n_positions: int, d_vocab: int) -> list[slice]:
+    """The prompt slices the loss and KL readouts unembed one at a time: as many whole prompts
+    as keep one piece's float32 logits within ``LOGIT_CHUNK_VALUES`` (at least one prompt)."""
+    per = max(1, LOGIT_CHUNK_VALUES // max(1, n_positions * d_vocab))
+    return [slice(i, min(i + per, n_prompts)) for i in range(0, n_prompts, per)]
 
 
 def smallest_fit(

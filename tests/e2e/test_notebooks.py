@@ -7,6 +7,7 @@ stored with their outputs cleared (checked here), so no stale numbers are commit
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,8 @@ def test_there_are_notebooks():
 def test_notebook_is_stored_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
+    stored = json.loads(path.read_text())["cells"]  # nbformat.read adds missing ids itself
+    assert all("id" in cell for cell in stored), f"{path.name}: cells without ids (nbformat 4.5)"
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name} holds outputs"

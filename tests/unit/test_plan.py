@@ -4,6 +4,7 @@ with the smallest one that does. The GPU check runs here at small sizes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3MoeConfig
 
 from circuits.cli import main
-from circuits.patching.plan import plan
+from circuits.patching.plan import LOGIT_CHUNK_VALUES, logit_chunks, plan
 from circuits.zoo.shapes import PUBLISHED_SHAPES, shape_of
 from circuits.zoo.tiny import tiny_model
 
@@ -59,6 +60,24 @@ def test_published_shapes_have_their_names_parameter_counts():
     assert billions["llama-3.1-70b"] == pytest.approx(70.55, abs=0.05)
     assert billions["qwen3-30b-a3b"] == pytest.approx(30.5, abs=0.1)
     assert PUBLISHED_SHAPES["qwen3-30b-a3b"].active_params / 1e9 == pytest.approx(3.3, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    "n_prompts, n_positions, d_vocab",
+    [(8, 64, 262_144), (8, 64, 49_152), (5, 2048, 151_936), (1, 4096, 262_144), (64, 1, 2)],
+)
+def test_the_logit_pieces_cover_every_prompt_once_within_the_budget(
+    n_prompts, n_positions, d_vocab
+):
+    pieces = logit_chunks(n_prompts, n_positions, d_vocab)
+    covered = [i for p in pieces for i in range(n_prompts)[p]]
+    assert covered == list(range(n_prompts))
+    for p in pieces:  # a piece past the budget is one prompt that alone exceeds it
+        size = p.stop - p.start
+        assert size * n_positions * d_vocab <= LOGIT_CHUNK_VALUES or size == 1
+    # as few pieces as the budget allows: two neighbours would not fit in one
+    for a, b in itertools.pairwise(pieces):
+        assert (b.stop - a.start) * n_positions * d_vocab > LOGIT_CHUNK_VALUES
 
 
 def test_half_precision_halves_the_weights_and_a_misfit_names_the_smallest_fit(capsys):

@@ -21,6 +21,7 @@ from circuits.patching import (
     FirstToken,
     KLToClean,
     LogitDifference,
+    LossAndKL,
     NextTokenLoss,
     P0Norm,
     Patcher,
@@ -211,10 +212,16 @@ def test_cached_activations_and_prompt_sets_are_checked(model, tokens):
 # -- readouts on the output ------------------------------------------------------------------------
 
 
-def test_loss_kl_and_logit_difference_equal_a_plain_hook_loop(model, tokens):
+@pytest.mark.parametrize("one_prompt_per_piece", [False, True])
+def test_loss_kl_and_logit_difference_equal_a_plain_hook_loop(
+    model, tokens, monkeypatch, one_prompt_per_piece
+):
     """Chosen first token as the counterfactual; the output readouts with the prefix shortcut
     on (an MLP / head at P0) and off (the embedding, a resid_pre) equal the patched model's
-    logits read by hand."""
+    logits read by hand, whether the loss and KL unembed every prompt at once or one prompt at a
+    time (``logit_chunks``, as a 262k-token vocabulary does)."""
+    if one_prompt_per_piece:
+        monkeypatch.setattr("circuits.patching.plan.LOGIT_CHUNK_VALUES", 1)
     patcher = Patcher(model, tokens, FirstToken(5))
     cf_tokens = tokens.clone()
     cf_tokens[:, 0] = 5
@@ -223,21 +230,17 @@ def test_loss_kl_and_logit_difference_equal_a_plain_hook_loop(model, tokens):
         clean_logits = model(tokens)
     sites = [Site("embed"), Site("mlp", 0), Site("head", 1, head=0), Site("resid_pre", 2)]
     correct, wrong = [3, 4, 5, 6], 9
+
+    def kl(lg, rows=slice(None)):
+        ref = clean_logits[:, rows].log_softmax(-1)
+        terms = F.kl_div(lg[:, rows].log_softmax(-1), ref, log_target=True, reduction="none")
+        return float(terms.sum(-1).mean())
+
     readouts = {
         "loss": (NextTokenLoss(), lambda lg: _loss(lg, tokens)),
-        "kl": (
-            KLToClean(),
-            lambda lg: float(
-                F.kl_div(
-                    lg.log_softmax(-1),
-                    clean_logits.log_softmax(-1),
-                    log_target=True,
-                    reduction="none",
-                )
-                .sum(-1)
-                .mean()
-            ),
-        ),
+        "kl": (KLToClean(), kl),
+        "kl at 2 positions": (KLToClean(positions=[1, -1]), lambda lg: kl(lg, [1, -1])),
+        "loss and kl": (LossAndKL(), lambda lg: _loss(lg, tokens)),
         "ld": (
             LogitDifference(correct, wrong),
             lambda lg: float((lg[range(4), -1, correct] - lg[:, -1, wrong]).mean()),
@@ -250,6 +253,12 @@ def test_loss_kl_and_logit_difference_equal_a_plain_hook_loop(model, tokens):
             hook = _setter(site.hook_name, cf_cache[site.hook_name], head=site.head)
             want = _plain(model, tokens, [hook], lambda lg, s, f=by_hand: f(lg))
             assert float(value) == pytest.approx(want, abs=2e-5), (name, site.name)
+    both = patcher.patch(sites, LossAndKL())  # the detail: (loss, KL) from one unembedding
+    assert both.detail is not None
+    for site, row in zip(sites, both.detail, strict=True):
+        hook = _setter(site.hook_name, cf_cache[site.hook_name], head=site.head)
+        want = _plain(model, tokens, [hook], lambda lg, s: (_loss(lg, tokens), kl(lg)))
+        assert row.tolist() == pytest.approx(want, abs=2e-5), site.name
 
 
 def test_a_readout_of_the_patched_block_keeps_the_whole_block_run(model, tokens):
