@@ -19,11 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = next(
-    (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
-)
 DRIVER = shutil.which("chromedriver")
 
 
